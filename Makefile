@@ -1,0 +1,41 @@
+# clinrisk — every target is one to three commands; `make test` works on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint typecheck test run train bench openapi check-openapi system-deps clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock && $(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+train: install
+	for m in diabetes readmission cvd; do $(BIN)/clinrisk train $$m || exit 1; done
+
+run: install
+	$(BIN)/python -m service.devserver
+
+bench: install
+	$(BIN)/python bench/run.py
+
+openapi: install
+	$(BIN)/python -m service.openapi > openapi.yaml
+
+check-openapi: install
+	$(BIN)/python -m service.openapi | diff -u openapi.yaml -
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

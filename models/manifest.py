@@ -1,0 +1,319 @@
+"""The manifest: what an artifact is, how it was made and how well it validated.
+
+Training writes it; the loader and the service read it. Every field a clinician or an auditor
+needs to judge a score (intended use, data, split, metrics, subgroups) lives here, and
+``card.md`` is rendered from it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureType(StrEnum):
+    """How a feature's value is given."""
+
+    NUMERIC = "numeric"
+    """A measurement or count on a continuous or integer scale, in ``unit``."""
+    BINARY = "binary"
+    """0 = no / absent, 1 = yes / present."""
+    ORDINAL = "ordinal"
+    """An integer scale whose order matters (e.g. self-rated health 1-5)."""
+    CATEGORICAL = "categorical"
+    """One of ``categories`` (a string code)."""
+
+
+class AlternativeUnit(_Strict):
+    """An accepted non-canonical unit: ``canonical = value * factor + offset``."""
+
+    unit: str
+    factor: float
+    offset: float = 0.0
+
+
+class Distribution(_Strict):
+    """The feature's distribution in the training part (for out-of-range flags and drift checks)."""
+
+    missing_rate: float
+    mean: float | None = None
+    quantiles: dict[str, float] = Field(
+        default_factory=dict, description="p01, p05, p25, p50, p75, p95, p99"
+    )
+    category_rates: dict[str, float] = Field(default_factory=dict)
+
+
+class Category(_Strict):
+    """One allowed value of a categorical feature."""
+
+    code: str
+    label: str
+
+
+class FeatureSpec(_Strict):
+    """One model input as a chart holds it, in its canonical unit."""
+
+    name: str
+    label: str = Field(description="Short clinical label, e.g. 'Systolic BP'.")
+    description: str
+    type: FeatureType
+    unit: str | None = None
+    minimum: float | None = Field(default=None, description="Lowest plausible value (inclusive).")
+    maximum: float | None = Field(default=None, description="Highest plausible value (inclusive).")
+    categories: list[Category] = Field(default_factory=list)
+    alternative_units: list[AlternativeUnit] = Field(default_factory=list)
+    loinc: str | None = None
+    source: str = Field(description="Where the dataset holds it and how it was mapped.")
+    monotone: Literal[-1, 0, 1] = 0
+    required: bool = True
+    modifiable: bool = False
+    missing_handling: str | None = Field(
+        default=None, description="What the model does when an optional feature is missing."
+    )
+    distribution: Distribution | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _snake_case(cls, value: str) -> str:
+        if not FEATURE_NAME.match(value):
+            raise ValueError(f"feature name {value!r} must be snake_case")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.type is FeatureType.CATEGORICAL and not self.categories:
+            raise ValueError(f"categorical feature {self.name!r} needs categories")
+        if self.type is not FeatureType.CATEGORICAL and self.categories:
+            raise ValueError(f"only categorical features have categories ({self.name!r})")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"feature {self.name!r}: minimum > maximum")
+        return self
+
+
+class ModelColumn(_Strict):
+    """One column of the fitted model's input matrix, derived from one feature."""
+
+    name: str
+    feature: str
+    category: str | None = Field(
+        default=None, description="For a one-hot column: the category it indicates."
+    )
+
+
+class Tier(_Strict):
+    """A risk band: ``lower <= probability < upper`` (``upper`` None = no upper bound)."""
+
+    name: str
+    label: str
+    lower: float
+    upper: float | None
+    action: str = ""
+
+
+class Calibration(_Strict):
+    """Platt recalibration of the model's margin: ``logit(p) = slope * margin + intercept``."""
+
+    method: Literal["platt"] = "platt"
+    slope: float
+    intercept: float
+    fitted_on: str
+
+
+class Target(_Strict):
+    column: str
+    definition: str
+    positive_rate_train: float
+    positive_rate_test: float
+
+
+class DatasetRef(_Strict):
+    path: str
+    sha256: str
+    rows_read: int
+    rows_used: int
+    description: str
+    exclusions: list[str] = Field(default_factory=list)
+
+
+class Split(_Strict):
+    method: str
+    seed: int
+    test_fraction: float
+    grouped_by: str | None
+    n_train: int
+    n_test: int
+    test_ids_sha256: str = Field(description="sha256 of the sorted test row ids, one per line.")
+    id_column: str
+
+
+class CalibrationBin(_Strict):
+    mean_predicted: float
+    observed_rate: float
+    n: int
+
+
+class ThresholdMetrics(_Strict):
+    tier: str
+    threshold: float
+    sensitivity: float | None
+    specificity: float | None
+    ppv: float | None
+    npv: float | None
+    flagged_fraction: float
+
+
+class SubgroupMetrics(_Strict):
+    factor: str
+    level: str
+    n: int
+    positives: int
+    auroc: float | None
+    calibration_slope: float | None
+    calibration_intercept: float | None
+    mean_predicted: float
+    observed_rate: float
+
+
+class ValidationSummary(_Strict):
+    n: int
+    positives: int
+    prevalence: float
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    auprc: float
+    brier: float
+    calibration_slope: float
+    calibration_intercept: float
+    ece: float
+    calibration_bins: list[CalibrationBin]
+
+
+class Candidate(_Strict):
+    """A model family tried on the training part's cross-validation."""
+
+    kind: Literal["xgboost", "logistic"]
+    params: dict[str, Any]
+    cv_auroc_mean: float
+    cv_auroc_std: float
+    selected: bool
+
+
+class Baseline(_Strict):
+    name: str
+    description: str
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    brier: float | None = None
+    auroc_difference_vs_shipped: float | None = None
+    difference_p_value: float | None = None
+
+
+class Validation(_Strict):
+    test: ValidationSummary
+    tiers: list[ThresholdMetrics]
+    subgroups: list[SubgroupMetrics]
+    candidates: list[Candidate]
+    baselines: list[Baseline]
+    published_reference: str
+    shortfalls: list[str] = Field(default_factory=list)
+
+
+class ExplanationInfo(_Strict):
+    method: Literal["tree_shap", "linear"]
+    seconds_per_row_batch: float = Field(description="Measured at training time, 10k-row batch.")
+    seconds_per_row_single: float = Field(description="Measured at training time, one row.")
+    reference_seconds_per_row: float | None = Field(
+        default=None, description="XGBoost pred_contribs on the same rows, for comparison."
+    )
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Manifest(_Strict):
+    """The validated content of ``manifest.json``."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    version: str
+    title: str
+    summary: str
+    intended_use: str
+    out_of_scope: list[str]
+    created_at: datetime
+    code_revision: str
+    kind: Literal["xgboost", "logistic"]
+    model_file: str
+    libraries: dict[str, str]
+    dataset: DatasetRef
+    target: Target
+    features: list[FeatureSpec]
+    columns: list[ModelColumn]
+    hyperparameters: dict[str, Any]
+    calibration: Calibration
+    tiers: list[Tier]
+    split: Split
+    validation: Validation
+    explanation: ExplanationInfo
+    caveats: list[str]
+    ethical_considerations: list[str]
+    files: dict[str, Sha256] = Field(
+        description="sha256 of every other file in the artifact folder (not manifest.json)."
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError(f"version {value!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        unknown = {c.feature for c in self.columns} - set(names)
+        if unknown:
+            raise ValueError(f"columns refer to unknown features: {sorted(unknown)}")
+        if self.model_file not in self.files:
+            raise ValueError(f"model_file {self.model_file!r} is not listed in files")
+        bounds = [t.lower for t in self.tiers]
+        if bounds != sorted(bounds) or (self.tiers and self.tiers[0].lower != 0.0):
+            raise ValueError("tiers must start at 0 and be ordered by lower bound")
+        return self
+
+    def feature(self, name: str) -> FeatureSpec:
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def tier_for(self, probability: float) -> Tier:
+        chosen = self.tiers[0]
+        for tier in self.tiers:
+            if probability >= tier.lower:
+                chosen = tier
+        return chosen
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """Sort key for semantic versions ('1.10.0' > '1.9.0')."""
+    match = SEMVER.match(version)
+    if match is None:
+        raise ValueError(f"{version!r} is not a semantic version")
+    major, minor, patch = (int(g) for g in match.groups())
+    return major, minor, patch

@@ -1,0 +1,71 @@
+"""Model metadata endpoints: what exists, what each model is for and how well it validated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import AnyCaller, StateDep, resolve_model
+from service.api.predict import PROBLEM_RESPONSES
+from service.api.schemas import ModelDetail, ModelSummary
+from service.scoring.results import LoadedModel
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
+
+
+def model_detail(model: LoadedModel) -> dict[str, Any]:
+    m = model.manifest
+    return {
+        "name": m.name,
+        "version": m.version,
+        "sha256": model.core.sha256,
+        "title": m.title,
+        "summary": m.summary,
+        "kind": m.kind,
+        "created_at": m.created_at,
+        "intended_use": m.intended_use,
+        "out_of_scope": m.out_of_scope,
+        "features": m.features,
+        "tiers": m.tiers,
+        "calibration": m.calibration,
+        "validation": m.validation.model_dump(),
+        "caveats": m.caveats,
+        "card_markdown": model.card_markdown,
+        "explanation_method": model.core.method,
+    }
+
+
+@router.get("", operation_id="list_models")
+def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
+    """Every model with its versions, default version, intended use and test AUROC."""
+    registry = state.registry
+    out = []
+    for name in registry.names():
+        m = registry.get(name).manifest
+        test = m.validation.test
+        out.append(
+            ModelSummary(
+                name=name,
+                title=m.title,
+                versions=registry.versions(name),
+                default_version=registry.default_version(name),
+                intended_use=m.intended_use,
+                kind=m.kind,
+                test_auroc=test.auroc,
+                test_auroc_ci=(test.auroc_ci_low, test.auroc_ci_high),
+            )
+        )
+    return out
+
+
+@router.get("/{name}", operation_id="read_model")
+def read_model(name: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
+    """The default version's public manifest (features, tiers, validation) and model card."""
+    return ModelDetail.model_validate(model_detail(resolve_model(state, name, None)))
+
+
+@router.get("/{name}/versions/{version}", operation_id="read_model_version")
+def read_model_version(name: str, version: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
+    """One version's public manifest and model card."""
+    return ModelDetail.model_validate(model_detail(resolve_model(state, name, version)))

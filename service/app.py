@@ -1,0 +1,155 @@
+"""The FastAPI application factory. Models load in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.registry import Registry
+from service.api import audit as audit_api
+from service.api import health, predict
+from service.api import models as models_api
+from service.api.deps import AppState
+from service.audit import Pseudonymizer, SqlAuditStore
+from service.auth import KeyStore, load_keys
+from service.errors import PROBLEM_JSON, ServiceError
+from service.logging import configure_logging
+from service.openapi_schema import install_openapi
+from service.scoring.results import LoadedModel
+from service.settings import Settings, get_settings
+
+log = structlog.get_logger("clinrisk")
+
+REQUESTS = Counter("clinrisk_http_requests_total", "HTTP requests.", ["method", "route", "status"])
+LATENCY = Histogram(
+    "clinrisk_http_request_seconds",
+    "HTTP request latency.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.operation_id or route.name
+
+
+def _problem(
+    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"https://clinrisk.dev/problems/{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.pseudonym_key is None:
+            raise RuntimeError(
+                "CLINRISK_PSEUDONYM_KEY is not set: the audit trail needs a secret key to "
+                "pseudonymise patient ids (`make run` generates a local one)."
+            )
+        registry: Registry[LoadedModel] = Registry(LoadedModel, pinned=settings.default_versions)
+        registry.load_dir(settings.models_dir)
+        store = SqlAuditStore(settings.database_url)
+        app.state.clinrisk = AppState(
+            settings=settings,
+            registry=registry,
+            audit=store,
+            keys=KeyStore(load_keys(settings.api_keys_file)),
+            pseudonymize=Pseudonymizer(settings.pseudonym_key.get_secret_value().encode()),
+        )
+        log.info("ready", models={n: registry.versions(n) for n in registry.names()})
+        yield
+        store.dispose()
+
+    app = FastAPI(
+        title="clinrisk",
+        version="1.0.0",
+        summary="Clinical risk scores with exact explanations, versions and an audit trail.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.include_router(health.router)
+    app.include_router(models_api.router)
+    app.include_router(predict.router)
+    app.include_router(audit_api.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        body = exc.problem(instance=request.url.path)
+        return Response(orjson.dumps(body), status_code=exc.status, media_type=PROBLEM_JSON)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e["loc"] if p != "body"),
+                "message": e["msg"],
+                "value": e.get("input")
+                if isinstance(e.get("input"), str | int | float | None)
+                else None,
+                "allowed": None,
+            }
+            for e in exc.errors()
+        ]
+        return _problem(422, "Invalid input", "The request does not match the API.", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return _problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", error_type=type(exc).__name__)
+        return _problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        LATENCY.labels(request.method, path).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        # NOTE: only the route template is logged, never the URL's values or the body.
+        log.info(
+            "request",
+            method=request.method,
+            route=path,
+            status=response.status_code,
+            ms=round(elapsed * 1000, 2),
+        )
+        structlog.contextvars.clear_contextvars()
+        return response
+
+    install_openapi(app)
+    return app

@@ -1,0 +1,167 @@
+"""The audit trail: one record per prediction, in SQLite (default) or PostgreSQL.
+
+Records hold a keyed-HMAC pseudonym of the patient id, a hash of the canonical input, the model
+identity, score, tier, caller and latency: never raw feature values or identifiers. Writes are
+synchronous and transactional; a prediction whose record was not written is not returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
+
+from service.errors import AuditUnavailable
+
+metadata = sa.MetaData()
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(64), nullable=False, index=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("patient_pseudonym", sa.String(64), nullable=True, index=True),
+    sa.Column("input_sha256", sa.String(64), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("tier", sa.String(32), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    prediction_id: str
+    created_at: datetime
+    caller: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    patient_pseudonym: str | None
+    input_sha256: str
+    probability: float
+    tier: str
+    latency_ms: float
+    channel: str
+
+
+class AuditSink(Protocol):
+    def write(self, records: list[AuditRecord]) -> None: ...
+
+    def ping(self) -> bool: ...
+
+
+class Pseudonymizer:
+    """Keyed HMAC-SHA256 of patient ids: stable per key, not reversible without it."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __call__(self, patient_id: str | None) -> str | None:
+        if patient_id is None:
+            return None
+        return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()
+
+
+def input_hash(values: dict[str, Any]) -> str:
+    """sha256 of the canonical (validated, unit-converted) input, keys sorted."""
+    return hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets readers run beside the writer; busy_timeout makes concurrent writers
+            # (threads and worker processes) wait instead of failing.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+
+
+class SqlAuditStore:
+    """The audit store behind one interface for SQLite and PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def write(self, records: list[AuditRecord]) -> None:
+        if not records:
+            return
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(audit_records.insert(), [r.__dict__ for r in records])
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(
+                "The audit record could not be written, so the prediction is not returned."
+            ) from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def query(
+        self,
+        *,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        patient_pseudonym: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        query = sa.select(audit_records).order_by(audit_records.c.id)
+        filters: list[tuple[object, Callable[[Any], ColumnElement[bool]]]] = [
+            (model_name, lambda v: audit_records.c.model_name == v),
+            (model_version, lambda v: audit_records.c.model_version == v),
+            (since, lambda v: audit_records.c.created_at >= v),
+            (until, lambda v: audit_records.c.created_at < v),
+            (patient_pseudonym, lambda v: audit_records.c.patient_pseudonym == v),
+        ]
+        for value, condition in filters:
+            if value is not None:
+                query = query.where(condition(value))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit).offset(offset)).mappings().all()
+        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+    def count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(audit_records)
+                ).scalar_one()
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()

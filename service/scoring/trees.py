@@ -1,0 +1,278 @@
+"""Exact TreeSHAP for shallow forests, compiled at load time into lookup tables.
+
+Path-dependent TreeSHAP values of a tree depend on ``x`` only through which side of each split
+``x`` falls (and whether it is missing). So trees are grouped by the set of features they split
+on; for each group the Shapley values are computed once per cell of the grid spanned by the
+group's thresholds (one extra cell per feature for "missing"), summed over the group's trees and
+stored. Scoring locates each feature's cell with one ``searchsorted`` over the union of that
+feature's thresholds and gathers from one concatenated table (``../shared/DESIGN.md``).
+
+The margin follows from the efficiency property: ``margin = base + sum(contributions)``, so
+scoring needs neither XGBoost nor a DMatrix. Tests check tables against ``pred_contribs``.
+
+The value function is XGBoost's (Lundberg et al. 2018, Algorithm 1): features in ``S`` follow
+``x`` (missing values follow the default branch), other splits average their children weighted
+by cover. With at most ``MAX_GROUP_FEATURES`` features per tree, the Shapley sum over subsets is
+enumerated directly, vectorised over all grid cells.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xgboost
+
+Float = npt.NDArray[np.float64]
+Int = npt.NDArray[np.intp]
+MAX_GROUP_FEATURES = 3
+
+
+class ForestTooDeep(ValueError):
+    """A tree splits on more features than the lookup tables support."""
+
+
+@dataclass(frozen=True)
+class _Tree:
+    left: list[int]
+    right: list[int]
+    default_left: list[bool]
+    feature: list[int]
+    threshold: list[float]  # for leaves: the leaf value
+    cover: list[float]
+
+    def is_leaf(self, node: int) -> bool:
+        return self.left[node] == -1
+
+    def features(self) -> tuple[int, ...]:
+        return tuple(
+            sorted({self.feature[n] for n in range(len(self.left)) if not self.is_leaf(n)})
+        )
+
+    def thresholds(self, feature: int) -> set[float]:
+        return {
+            self.threshold[n]
+            for n in range(len(self.left))
+            if not self.is_leaf(n) and self.feature[n] == feature
+        }
+
+    def expected_value(self, node: int, subset: frozenset[int], cells: Float) -> Float:
+        """E[tree | x_S] for every row of ``cells`` (columns = all model columns)."""
+        if self.is_leaf(node):
+            return np.full(cells.shape[0], self.threshold[node])
+        left = self.expected_value(self.left[node], subset, cells)
+        right = self.expected_value(self.right[node], subset, cells)
+        feature = self.feature[node]
+        if feature in subset:
+            values = cells[:, feature]
+            go_left = np.where(
+                np.isnan(values), self.default_left[node], values < self.threshold[node]
+            )
+            return np.where(go_left, left, right)
+        cover_left, cover_right = self.cover[self.left[node]], self.cover[self.right[node]]
+        return (cover_left * left + cover_right * right) / (cover_left + cover_right)
+
+    def shap(self, cells: Float, features: tuple[int, ...]) -> Float:
+        """Exact Shapley values (rows x len(features)) by enumerating subsets."""
+        k = len(features)
+        value = {
+            frozenset(s): self.expected_value(0, frozenset(s), cells)
+            for r in range(k + 1)
+            for s in itertools.combinations(features, r)
+        }
+        out = np.zeros((cells.shape[0], k))
+        for i, feature in enumerate(features):
+            others = [f for f in features if f != feature]
+            for r in range(k):
+                weight = math.factorial(r) * math.factorial(k - r - 1) / math.factorial(k)
+                for subset in itertools.combinations(others, r):
+                    s = frozenset(subset)
+                    out[:, i] += weight * (value[s | {feature}] - value[s])
+        return out
+
+
+def _parse(booster: xgboost.Booster) -> tuple[list[_Tree], float]:
+    model: dict[str, Any] = json.loads(booster.save_raw("json"))
+    learner = model["learner"]
+    objective = learner["objective"]["name"]
+    if objective != "binary:logistic":
+        raise ValueError(f"only binary:logistic boosters are supported, not {objective!r}")
+    base_score = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
+    trees = [
+        _Tree(
+            left=tree["left_children"],
+            right=tree["right_children"],
+            default_left=[bool(d) for d in tree["default_left"]],
+            feature=tree["split_indices"],
+            # float32 values as XGBoost compares them, widened exactly to float64
+            threshold=[float(np.float32(v)) for v in tree["split_conditions"]],
+            cover=tree["sum_hessian"],
+        )
+        for tree in learner["gradient_booster"]["model"]["trees"]
+    ]
+    return trees, math.log(base_score / (1.0 - base_score))
+
+
+@dataclass(frozen=True)
+class TreeTables:
+    """Compiled lookup tables; ``contributions`` is exact path-dependent TreeSHAP per column."""
+
+    n_columns: int
+    base_margin: float
+    thresholds: list[Float]
+    """Per column: sorted union of the forest's split thresholds."""
+    threshold_lists: list[list[float]]
+    slot_feature: list[Int]
+    """Per slot: the column each group's slot refers to (a group uses up to 3 slots)."""
+    slot_map: list[Int]
+    """Per slot: global cell -> local cell, concatenated over groups."""
+    slot_map_offset: list[Int]
+    slot_stride: list[Int]
+    """Per slot: stride of the slot's local cell in the group's table."""
+    table_offset: Int
+    table: Float
+    """(total cells, slots): contribution to each slot's column."""
+    onehot: list[Float]
+    """Per slot: (groups x columns) indicator, to scatter group values onto columns."""
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.table_offset)
+
+    def global_cells(self, matrix: Float) -> Int:
+        """Cell index per row and column; missing values get the last cell."""
+        x = matrix.astype(np.float32).astype(np.float64)
+        cells = np.empty(x.shape, dtype=np.intp)
+        for j, thresholds in enumerate(self.thresholds):
+            column = x[:, j]
+            cells[:, j] = np.where(
+                np.isnan(column), len(thresholds) + 1, np.searchsorted(thresholds, column, "right")
+            )
+        return cells
+
+    def _index(self, cells: Int) -> Int:
+        index = self.table_offset
+        for feature, mapping, offset, stride in zip(
+            self.slot_feature, self.slot_map, self.slot_map_offset, self.slot_stride, strict=True
+        ):
+            index = index + mapping[offset + cells[:, feature]] * stride
+        return index
+
+    def contributions(self, matrix: Float) -> Float:
+        """(rows x columns) contributions to the margin; ``margin = base + row sum``."""
+        rows = self.table[self._index(self.global_cells(matrix))]
+        out: Float = sum(
+            (rows[:, :, s] @ self.onehot[s] for s in range(len(self.onehot))),
+            start=np.zeros((matrix.shape[0], self.n_columns)),
+        )
+        return out
+
+    def contributions_one(self, row: list[float]) -> Float:
+        """Same as :meth:`contributions` for one row given as floats, with less overhead."""
+        cells = np.empty((1, self.n_columns), dtype=np.intp)
+        for j, (value, thresholds) in enumerate(zip(row, self.threshold_lists, strict=True)):
+            if math.isnan(value):
+                cells[0, j] = len(thresholds) + 1
+            else:
+                cells[0, j] = bisect.bisect_right(thresholds, float(np.float32(value)))
+        rows = self.table[self._index(cells)[0]]
+        out = np.zeros(self.n_columns)
+        for s, features in enumerate(self.slot_feature):
+            out += np.bincount(features, rows[:, s], minlength=self.n_columns)
+        return out
+
+
+def _representatives(thresholds: list[float]) -> Float:
+    """One value per local cell: below all, at each threshold (x >= t goes right), missing."""
+    below = thresholds[0] - abs(thresholds[0]) - 1.0 if thresholds else 0.0
+    return np.array([below, *thresholds, np.nan], dtype=np.float64)
+
+
+def _local_map(global_thresholds: Float, local: list[float]) -> Int:
+    global_reps = np.concatenate([[-np.inf], global_thresholds])
+    mapped = np.searchsorted(np.asarray(local, dtype=np.float64), global_reps, "right")
+    return np.concatenate([mapped, [len(local) + 1]]).astype(np.intp)
+
+
+def compile_tables(booster: xgboost.Booster) -> TreeTables:
+    trees, base_margin = _parse(booster)
+    n_columns = booster.num_features()
+    groups: dict[tuple[int, ...], list[_Tree]] = {}
+    for tree in trees:
+        features = tree.features()
+        if len(features) > MAX_GROUP_FEATURES:
+            raise ForestTooDeep(
+                f"a tree splits on {len(features)} features; lookup tables support at most "
+                f"{MAX_GROUP_FEATURES} (train with max_depth <= 2 or interaction constraints)"
+            )
+        if not features:  # a stump with a single leaf only shifts the base value
+            base_margin += tree.threshold[0]
+            continue
+        groups.setdefault(features, []).append(tree)
+
+    union: list[set[float]] = [set() for _ in range(n_columns)]
+    for features, members in groups.items():
+        for f in features:
+            for tree in members:
+                union[f] |= tree.thresholds(f)
+    thresholds = [np.array(sorted(u), dtype=np.float64) for u in union]
+
+    slots = range(MAX_GROUP_FEATURES)
+    slot_feature: list[list[int]] = [[] for _ in slots]
+    slot_maps: list[list[Int]] = [[] for _ in slots]
+    slot_stride: list[list[int]] = [[] for _ in slots]
+    tables: list[Float] = []
+    for features, members in groups.items():
+        local = [sorted(set().union(*(t.thresholds(f) for t in members))) for f in features]
+        reps = [_representatives(t) for t in local]
+        grid = np.array(list(itertools.product(*reps)), dtype=np.float64)
+        cells = np.full((grid.shape[0], n_columns), np.nan)
+        cells[:, list(features)] = grid
+        values = sum(tree.shap(cells, features) for tree in members)
+        base_margin += float(sum(t.expected_value(0, frozenset(), cells[:1])[0] for t in members))
+        table = np.zeros((grid.shape[0], MAX_GROUP_FEATURES))
+        table[:, : len(features)] = values
+        tables.append(table)
+        sizes = [len(r) for r in reps]
+        for s in slots:
+            if s < len(features):
+                f = features[s]
+                slot_maps[s].append(_local_map(thresholds[f], local[s]))
+                slot_stride[s].append(math.prod(sizes[s + 1 :]))
+            else:  # an unused slot: points at the group's first column, adds zeros
+                f = features[0]
+                slot_maps[s].append(np.zeros(len(thresholds[f]) + 2, dtype=np.intp))
+                slot_stride[s].append(0)
+            slot_feature[s].append(f)
+
+    sizes_all = np.array([len(t) for t in tables], dtype=np.intp)
+    table_offset = np.concatenate([[0], np.cumsum(sizes_all)[:-1]]).astype(np.intp)
+
+    def offsets(maps: list[Int]) -> Int:
+        lengths = np.array([len(m) for m in maps], dtype=np.intp)
+        return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
+
+    def onehot(features: list[int]) -> Float:
+        matrix = np.zeros((len(features), n_columns))
+        matrix[np.arange(len(features)), features] = 1.0
+        return matrix
+
+    return TreeTables(
+        n_columns=n_columns,
+        base_margin=base_margin,
+        thresholds=thresholds,
+        threshold_lists=[t.tolist() for t in thresholds],
+        slot_feature=[np.array(f, dtype=np.intp) for f in slot_feature],
+        slot_map=[np.concatenate(m) if m else np.zeros(0, dtype=np.intp) for m in slot_maps],
+        slot_map_offset=[offsets(m) for m in slot_maps],
+        slot_stride=[np.array(st, dtype=np.intp) for st in slot_stride],
+        table_offset=table_offset,
+        table=np.concatenate(tables) if tables else np.zeros((0, MAX_GROUP_FEATURES)),
+        onehot=[onehot(f) for f in slot_feature],
+    )

@@ -1,0 +1,51 @@
+"""Service configuration: one pydantic-settings class, ``CLINRISK_`` environment prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINRISK_", extra="ignore")
+
+    models_dir: Path = REPO_ROOT / "models"
+    """Registry folder: ``<name>/<version>/manifest.json`` per artifact."""
+
+    default_versions: dict[str, str] = Field(default_factory=dict)
+    """Pinned default version per model name (JSON), e.g. {"cvd": "1.0.0"}; else the highest."""
+
+    database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'clinrisk.db'}"
+    """Audit store: an SQLite file (default) or postgresql://… ."""
+
+    api_keys_file: Path = REPO_ROOT / "var" / "api_keys.json"
+    """Where `clinrisk keys create` stores key hashes and the service reads them."""
+
+    pseudonym_key: SecretStr | None = None
+    """HMAC key for pseudonymising patient ids in audit records. Required to serve."""
+
+    max_batch_size: int = 1000
+    """Most patients accepted in one batch call."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Larger request bodies are refused with 413."""
+
+    log_level: str = "INFO"
+    """Root log level."""
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"CLINRISK_MODELS_DIR points to '{value}', which does not exist")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,107 @@
+"""Shared fixtures, bottom-up: settings -> keys -> app -> client. Models are the committed ones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.auth import create_key
+from service.settings import REPO_ROOT, Settings
+
+MODELS_DIR = REPO_ROOT / "models"
+MODEL_NAMES = ("diabetes", "readmission", "cvd")
+POSTGRES_URL = os.environ.get("CLINRISK_TEST_POSTGRES_URL")
+
+
+@dataclass(frozen=True)
+class Keys:
+    predict: str
+    batch: str
+    admin: str
+    everything: str
+
+    def header(self, which: str = "everything") -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, which)}"}
+
+
+def make_keys(path: Path) -> Keys:
+    return Keys(
+        predict=create_key(path, "ehr", ["predict"]),
+        batch=create_key(path, "nightly", ["batch"]),
+        admin=create_key(path, "auditor", ["admin"]),
+        everything=create_key(path, "ops", ["predict", "batch", "admin"]),
+    )
+
+
+def _postgres_available() -> str | None:
+    if not POSTGRES_URL:
+        return "CLINRISK_TEST_POSTGRES_URL is not set"
+    try:
+        import sqlalchemy as sa
+
+        from service.audit import make_engine
+
+        engine = make_engine(POSTGRES_URL)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}"
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every test using it runs against SQLite and against PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    reason = _postgres_available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    import sqlalchemy as sa
+
+    from service.audit import make_engine
+
+    assert POSTGRES_URL is not None
+    engine = make_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS audit_records"))
+    engine.dispose()
+    yield POSTGRES_URL
+
+
+@pytest.fixture
+def keys_file(tmp_path: Path) -> Path:
+    return tmp_path / "keys.json"
+
+
+@pytest.fixture
+def keys(keys_file: Path) -> Keys:
+    return make_keys(keys_file)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, keys_file: Path) -> Settings:
+    return Settings(
+        models_dir=MODELS_DIR,
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        api_keys_file=keys_file,
+        pseudonym_key="test-pseudonym-key",  # type: ignore[arg-type]
+        max_batch_size=50,
+        max_body_bytes=256 * 1024,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

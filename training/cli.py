@@ -1,0 +1,187 @@
+"""The ``clinrisk`` command line. Command and option names are a contract other tools rely on."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="clinrisk: train, validate, serve and batch-score clinical risk models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+ModelsDir = Annotated[
+    Path,
+    typer.Option(
+        "--models-dir",
+        help="Model registry folder (default: CLINRISK_MODELS_DIR or the repository's models/).",
+        envvar="CLINRISK_MODELS_DIR",
+    ),
+]
+
+
+def _auroc_ci(test: dict[str, float]) -> str:
+    return f"{test['auroc']:.3f} ({test['auroc_ci_low']:.3f}-{test['auroc_ci_high']:.3f})"
+
+
+def _print_summary(title: str, summary: dict[str, object]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Argument(help="Model config name (training/configs/NAME.toml).")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset in the shared file's format (CSV, .csv.gz or Parquet)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Registry folder to write the artifact into.")
+    ] = REPO_MODELS,
+    version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.0.0",
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+) -> None:
+    """Train one model, validate it on a held-out test part and write its artifact."""
+    from training.config import load_config
+    from training.train import train as run_training
+
+    config = load_config(name)
+    start = time.perf_counter()
+    with console.status("training") as status:
+        folder = run_training(
+            config,
+            data_path=data,
+            out_dir=out,
+            version=version,
+            seed=seed,
+            progress=lambda msg: (status.update(msg), console.log(msg)),
+        )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    test = manifest["validation"]["test"]
+    _print_summary(
+        f"{name} {version}: {manifest['kind']} (test part, n={test['n']})",
+        {
+            "AUROC": _auroc_ci(test),
+            "AUPRC": test["auprc"],
+            "Brier": test["brier"],
+            "calibration slope": test["calibration_slope"],
+            "calibration intercept": test["calibration_intercept"],
+            "ECE": test["ece"],
+            **{
+                f"baseline: {b['name']}": f"AUROC {b['auroc']:.3f}"
+                for b in manifest["validation"]["baselines"]
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    )
+
+
+@app.command("models")
+def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
+    """List the registry: name, versions, default version, test AUROC."""
+    from models.registry import Registry
+
+    registry: Registry[object] = Registry(lambda artifact: artifact)
+    registry.load_dir(models_dir)
+    table = Table("name", "versions", "default", "test AUROC (95% CI)", "kind")
+    for name in registry.names():
+        default = registry.default_version(name)
+        manifest = registry.get(name).manifest  # type: ignore[attr-defined]
+        test = manifest.validation.test
+        table.add_row(
+            name,
+            ", ".join(registry.versions(name)),
+            default,
+            f"{test.auroc:.3f} ({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f})",
+            manifest.kind,
+        )
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    name: Annotated[str, typer.Argument(help="Model name in the registry.")],
+    data: Annotated[Path, typer.Option(help="Labelled dataset in the training file's format.")],
+    version: Annotated[str | None, typer.Option(help="Version (default: the default).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the metrics report as JSON here.")] = None,
+    models_dir: ModelsDir = REPO_MODELS,
+) -> None:
+    """Score a labelled dataset with an existing artifact and print the validation metrics."""
+    from training.evaluate import evaluate_artifact
+
+    report = evaluate_artifact(name, data, models_dir=models_dir, version=version)
+    test = report["overall"]
+    _print_summary(
+        f"{name} {report['model']['version']} on {data.name} (n={test['n']})",
+        {
+            "AUROC": _auroc_ci(test),
+            "AUPRC": test["auprc"],
+            "Brier": test["brier"],
+            "calibration slope": test["calibration_slope"],
+            "calibration intercept": test["calibration_intercept"],
+            "ECE": test["ece"],
+        },
+    )
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2, default=str))
+        console.print(f"report written to {out}")
+
+
+keys_app = typer.Typer(help="Manage API keys (only their hashes are stored).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: predict,batch,admin.")] = "predict",
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(help="Keys file (default: CLINRISK_API_KEYS_FILE or var/api_keys.json)."),
+    ] = None,
+) -> None:
+    """Create an API key, print it once and store only its hash where the service reads keys."""
+    from service.auth import create_key
+    from service.settings import Settings
+
+    path = keys_file or Settings.model_fields["api_keys_file"].default
+    if keys_file is None:
+        import os
+
+        path = Path(os.environ.get("CLINRISK_API_KEYS_FILE", str(path)))
+    try:
+        token = create_key(path, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
+    typer.echo(token)
+    console.print(f"[dim]stored hash in {path}; the key is not shown again[/dim]", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (parallelism comes from these).")
+    ] = 1,
+) -> None:
+    """Start the HTTP service (configuration from CLINRISK_* environment variables)."""
+    import os
+
+    import uvicorn
+
+    # One OpenMP thread per worker: concurrent requests would otherwise fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    uvicorn.run("service.main:app", host=host, port=port, workers=workers, log_level="warning")

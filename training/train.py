@@ -1,0 +1,485 @@
+"""Train one model from its config and write a verified artifact ``models/<name>/<version>/``.
+
+Flow: load and clean -> split off an untouched test part (grouped where rows share a patient or
+duplicate content) -> 5-fold CV on the training part for every candidate -> ship the better
+family -> final fit on the whole training part -> Platt calibration on out-of-fold margins ->
+validate on the test part (overall, per tier, per subgroup, against baselines) -> export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from models.columns import columns_for, encode
+from models.loader import load_artifact
+from models.manifest import (
+    Baseline,
+    Calibration,
+    Candidate,
+    DatasetRef,
+    Distribution,
+    ExplanationInfo,
+    FeatureSpec,
+    FeatureType,
+    Manifest,
+    Split,
+    SubgroupMetrics,
+    Target,
+    ThresholdMetrics,
+    Tier,
+    Validation,
+    ValidationSummary,
+)
+from service.scoring.engine import ScoringModel, sigmoid
+from service.scoring.trees import compile_tables
+from training import fit, metrics
+from training.baselines import BASELINES
+from training.card import render_card
+from training.config import ModelConfig
+from training.datasets import LOADERS, SHARED_DATA, Dataset, sha256_file
+
+Progress = Callable[[str], None]
+QUANTILES = {
+    "p01": 0.01,
+    "p05": 0.05,
+    "p25": 0.25,
+    "p50": 0.5,
+    "p75": 0.75,
+    "p95": 0.95,
+    "p99": 0.99,
+}
+LIBRARIES = ("xgboost", "numpy", "scikit-learn", "pandas", "scipy")
+
+
+def split_test(ds: Dataset, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, test): one fold of a stratified group split is the test part."""
+    n_splits = round(1 / test_fraction)
+    _, test_idx = fit.group_folds(ds.y, ds.groups, n_splits=n_splits, seed=seed)[0]
+    test = np.zeros(len(ds.y), dtype=bool)
+    test[test_idx] = True
+    return ~test, test
+
+
+def feature_values(ds: Dataset, specs: list[FeatureSpec]) -> dict[str, np.ndarray]:
+    values: dict[str, np.ndarray] = {}
+    for spec in specs:
+        column = ds.features[spec.name]
+        if spec.type is FeatureType.CATEGORICAL:
+            values[spec.name] = column.astype(object).where(column.notna(), None).to_numpy()
+        else:
+            values[spec.name] = column.to_numpy(dtype=np.float64)
+    return values
+
+
+def distribution(spec: FeatureSpec, column: pd.Series) -> Distribution:
+    missing = float(column.isna().mean())
+    present = column.dropna()
+    if spec.type is FeatureType.CATEGORICAL or spec.type is FeatureType.BINARY:
+        rates = present.astype(str).value_counts(normalize=True).sort_index()
+        return Distribution(
+            missing_rate=missing,
+            mean=float(present.mean()) if spec.type is FeatureType.BINARY else None,
+            category_rates={str(k): float(v) for k, v in rates.items()},
+        )
+    return Distribution(
+        missing_rate=missing,
+        mean=float(present.mean()),
+        quantiles={k: float(present.quantile(q)) for k, q in QUANTILES.items()},
+    )
+
+
+def code_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "training", "models/*.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent.parent,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+local-changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def build_tiers(config: ModelConfig, y_train: np.ndarray, p_oof: np.ndarray) -> list[Tier]:
+    lowers: list[float] = []
+    for level in config.tiers.levels:
+        if config.tiers.method == "fixed":
+            lowers.append(float(level.lower or 0.0))
+        elif level.target_sensitivity is None:
+            lowers.append(0.0)
+        else:
+            threshold = metrics.threshold_for_sensitivity(y_train, p_oof, level.target_sensitivity)
+            lowers.append(round(float(threshold), 4))
+    uppers: list[float | None] = [*lowers[1:], None]
+    return [
+        Tier(name=lv.name, label=lv.label, lower=lo, upper=up, action=lv.action)
+        for lv, lo, up in zip(config.tiers.levels, lowers, uppers, strict=True)
+    ]
+
+
+def time_explanations(
+    explain: Callable[[np.ndarray], np.ndarray],
+    explain_one: Callable[[list[float]], np.ndarray],
+    X: np.ndarray,
+    booster: xgb.Booster | None,
+    columns: list[str],
+) -> ExplanationInfo | dict[str, float]:
+    rows = X[:10_000]
+    start = time.perf_counter()
+    explain(rows)
+    batch = (time.perf_counter() - start) / len(rows)
+    singles = [list(r) for r in rows[:500]]
+    start = time.perf_counter()
+    for r in singles:
+        explain_one(r)
+    single = (time.perf_counter() - start) / len(singles)
+    reference = None
+    if booster is not None:
+        dm = xgb.DMatrix(rows, feature_names=columns)
+        start = time.perf_counter()
+        booster.predict(dm, pred_contribs=True)
+        reference = (time.perf_counter() - start) / len(rows)
+    return {"batch": batch, "single": single, "reference": reference or 0.0}
+
+
+def _summary(y: np.ndarray, p: np.ndarray, seed: int) -> ValidationSummary:
+    return ValidationSummary.model_validate(metrics.summarize(y, p, seed=seed))
+
+
+def train(
+    config: ModelConfig,
+    *,
+    data_path: Path | None = None,
+    out_dir: Path,
+    version: str = "1.0.0",
+    seed: int | None = None,
+    progress: Progress = lambda _msg: None,
+    n_boot: int = 1000,
+) -> Path:
+    seed = config.seed if seed is None else seed
+    data_path = data_path or SHARED_DATA / config.default_data
+    progress(f"loading {data_path}")
+    ds = LOADERS[config.loader](data_path)
+    specs = config.features
+    columns = columns_for(specs)
+    column_names = [c.name for c in columns]
+    X = encode(columns, feature_values(ds, specs))
+    y = ds.y.astype(int)
+
+    train_mask, test_mask = split_test(ds, test_fraction=config.test_fraction, seed=seed)
+    X_train, y_train, X_test, y_test = X[train_mask], y[train_mask], X[test_mask], y[test_mask]
+    folds = fit.cv_folds(y_train, ds.groups[train_mask], seed=seed)
+    monotone = [
+        specs[[s.name for s in specs].index(c.feature)].monotone if c.category is None else 0
+        for c in columns
+    ]
+
+    progress(f"cross-validating XGBoost depths {config.candidates.xgboost.depths}")
+    xgb_candidates = fit.cv_xgboost(
+        X_train,
+        y_train,
+        folds,
+        config.candidates.xgboost,
+        monotone,
+        seed=seed,
+        column_names=column_names,
+    )
+    progress(f"cross-validating logistic regression C in {config.candidates.logistic.C}")
+    lr_candidates = fit.cv_logistic(X_train, y_train, folds, config.candidates.logistic, seed=seed)
+    best_xgb = fit.best_xgboost(xgb_candidates, config.candidates.xgboost.depth_tolerance)
+    best_lr = max(lr_candidates, key=lambda c: c.cv_mean)
+    chosen, other = (
+        (best_xgb, best_lr) if best_xgb.cv_mean >= best_lr.cv_mean else (best_lr, best_xgb)
+    )
+
+    progress(f"final fit: {chosen.kind} {chosen.params}")
+    fitted: dict[str, Any] = {}
+    margins_test: dict[str, np.ndarray] = {}
+    calibrations: dict[str, tuple[float, float]] = {}
+    for cand in (best_xgb, best_lr):
+        calibrations[cand.kind] = fit.fit_platt(cand.oof_margin, y_train)
+        if cand.kind == "xgboost":
+            booster = fit.fit_xgboost(X_train, y_train, cand.params, column_names)
+            fitted["xgboost"] = booster
+            margins_test["xgboost"] = booster.predict(
+                xgb.DMatrix(X_test, feature_names=column_names), output_margin=True
+            ).astype(np.float64)
+        else:
+            linear = fit.fit_logistic(X_train, y_train, float(cand.params["C"]), seed=seed)
+            fitted["logistic"] = linear
+            margins_test["logistic"] = linear.margin(X_test)
+
+    def calibrated(kind: str, margin: np.ndarray) -> np.ndarray:
+        slope, intercept = calibrations[kind]
+        return sigmoid(slope * margin + intercept)
+
+    p_test = calibrated(chosen.kind, margins_test[chosen.kind])
+    p_oof = calibrated(chosen.kind, chosen.oof_margin)
+    tiers = build_tiers(config, y_train, p_oof)
+
+    progress("validating on the held-out test part")
+    test_summary = _summary(y_test, p_test, seed)
+    tier_metrics = [
+        ThresholdMetrics(tier=t.name, **metrics.threshold_metrics(y_test, p_test, t.lower))
+        for t in tiers[1:]
+    ]
+    factors = ds.factors[test_mask]
+    subgroups = [
+        SubgroupMetrics(factor=col, **row)
+        for col in factors.columns
+        for row in metrics.subgroup_metrics(y_test, p_test, factors[col].to_numpy(str))
+    ]
+    baselines = []
+    p_other = calibrated(other.kind, margins_test[other.kind])
+    for name, description, p_base in [
+        (
+            f"{other.kind} (not shipped)",
+            f"The other candidate family, best CV settings {_public_params(other.params)}",
+            p_other,
+        ),
+        *[
+            (b.name, b.description, b.predict(ds.features[test_mask]))
+            for b in BASELINES.get(config.name, [])
+        ],
+    ]:
+        valid = ~np.isnan(p_base)
+        lo, hi = metrics.bootstrap_auroc_ci(y_test[valid], p_base[valid], n_boot=n_boot, seed=seed)
+        diff = metrics.paired_bootstrap_auroc_difference(
+            y_test[valid], p_test[valid], p_base[valid], n_boot=n_boot, seed=seed
+        )
+        baselines.append(
+            Baseline(
+                name=name,
+                description=description
+                + (
+                    ""
+                    if valid.all()
+                    else f" ({int((~valid).sum())} test rows without the inputs it needs excluded)"
+                ),
+                auroc=metrics.auroc(y_test[valid], p_base[valid]),
+                auroc_ci_low=lo,
+                auroc_ci_high=hi,
+                brier=metrics.brier(y_test[valid], p_base[valid]),
+                auroc_difference_vs_shipped=diff["difference"],
+                difference_p_value=diff["p_value"],
+            )
+        )
+
+    features_out = [
+        spec.model_copy(
+            update={
+                "distribution": distribution(spec, ds.features.loc[train_mask, spec.name]),
+                "missing_handling": spec.missing_handling
+                or (
+                    None
+                    if spec.required
+                    else (
+                        "imputed at the training mean; contributes nothing"
+                        if chosen.kind == "logistic"
+                        else "follows the forest's learned missing-value branch"
+                    )
+                ),
+            }
+        )
+        for spec in specs
+    ]
+
+    if chosen.kind == "xgboost":
+        tables = compile_tables(fitted["xgboost"])
+        timing = time_explanations(
+            tables.contributions, tables.contributions_one, X_test, fitted["xgboost"], column_names
+        )
+    else:
+        lin = fitted["logistic"]
+        explain = lambda m: np.nan_to_num((m - lin.means) * lin.coefficients)  # noqa: E731
+        timing = time_explanations(
+            explain, lambda r: explain(np.asarray([r]))[0], X_test, None, column_names
+        )
+
+    candidates = [
+        Candidate(
+            kind=c.kind,
+            params=_public_params(c.params),
+            cv_auroc_mean=c.cv_mean,
+            cv_auroc_std=c.cv_std,
+            selected=c is chosen,
+        )
+        for c in [*xgb_candidates, *lr_candidates]
+    ]
+    test_ids = "\n".join(str(i) for i in sorted(ds.ids[test_mask].tolist()))
+    shortfalls = _shortfalls(test_summary, baselines, subgroups)
+
+    folder = out_dir / config.name / version
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    if chosen.kind == "xgboost":
+        model_file = "model.ubj"
+        fitted["xgboost"].save_model(folder / model_file)
+    else:
+        model_file = "linear.json"
+        lin = fitted["logistic"]
+        (folder / model_file).write_text(
+            json.dumps(
+                {
+                    "columns": column_names,
+                    "coefficients": lin.coefficients.tolist(),
+                    "intercept": lin.intercept,
+                    "means": lin.means.tolist(),
+                },
+                indent=2,
+            )
+        )
+
+    slope, intercept = calibrations[chosen.kind]
+    manifest = Manifest(
+        name=config.name,
+        version=version,
+        title=config.title,
+        summary=config.summary,
+        intended_use=config.intended_use,
+        out_of_scope=config.out_of_scope,
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        code_revision=code_revision(),
+        kind=chosen.kind,  # type: ignore[arg-type]
+        model_file=model_file,
+        libraries={lib: metadata.version(lib) for lib in LIBRARIES},
+        dataset=DatasetRef(
+            path=_relative_data_path(data_path),
+            sha256=sha256_file(data_path),
+            rows_read=ds.rows_read,
+            rows_used=len(y),
+            description=config.dataset_description,
+            exclusions=ds.exclusions,
+        ),
+        target=Target(
+            column=config.target_column,
+            definition=config.target_definition,
+            positive_rate_train=float(y_train.mean()),
+            positive_rate_test=float(y_test.mean()),
+        ),
+        features=features_out,
+        columns=columns,
+        hyperparameters=_public_params(chosen.params),
+        calibration=Calibration(
+            slope=slope,
+            intercept=intercept,
+            fitted_on="out-of-fold margins of the 5-fold CV on the training part",
+        ),
+        tiers=tiers,
+        split=Split(
+            method="stratified group split: one of 5 folds (groups: see grouped_by)",
+            seed=seed,
+            test_fraction=config.test_fraction,
+            grouped_by={
+                "brfss": "identical row content (duplicates)",
+                "diabetes130": "patient_nbr",
+            }.get(config.loader),
+            n_train=int(train_mask.sum()),
+            n_test=int(test_mask.sum()),
+            test_ids_sha256=hashlib.sha256(test_ids.encode()).hexdigest(),
+            id_column={"diabetes130": "encounter_id"}.get(
+                config.loader, "row number in the file (0-based)"
+            ),
+        ),
+        validation=Validation(
+            test=test_summary,
+            tiers=tier_metrics,
+            subgroups=subgroups,
+            candidates=candidates,
+            baselines=baselines,
+            published_reference=config.published_reference,
+            shortfalls=shortfalls,
+        ),
+        explanation=ExplanationInfo(
+            method="tree_shap" if chosen.kind == "xgboost" else "linear",
+            seconds_per_row_batch=timing["batch"],
+            seconds_per_row_single=timing["single"],
+            reference_seconds_per_row=timing["reference"] or None,
+        ),
+        caveats=config.caveats,
+        ethical_considerations=config.ethical_considerations,
+        files={model_file: sha256_file(folder / model_file), "card.md": "0" * 64},
+    )
+    (folder / "card.md").write_text(render_card(manifest))
+    manifest = manifest.model_copy(
+        update={
+            "files": {
+                model_file: sha256_file(folder / model_file),
+                "card.md": sha256_file(folder / "card.md"),
+            }
+        }
+    )
+    (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+
+    # The shipped artifact, read back through the verifying loader and the service's scoring
+    # core, must reproduce the probabilities validated above.
+    scored = ScoringModel(load_artifact(folder)).score_matrix(X_test)
+    worst = float(np.max(np.abs(scored.probability - p_test)))
+    if worst > 1e-6:
+        raise RuntimeError(f"artifact disagrees with the validated model by {worst:.2e}")
+    progress(f"wrote {folder}")
+    return folder
+
+
+def _public_params(params: dict[str, Any]) -> dict[str, Any]:
+    drop = {"nthread", "eval_metric", "objective"}
+    return {k: v for k, v in params.items() if k not in drop}
+
+
+def _relative_data_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(SHARED_DATA.resolve()))
+    except ValueError:
+        return path.name
+
+
+def _shortfalls(
+    test: ValidationSummary,
+    baselines: list[Baseline],
+    subgroups: list[SubgroupMetrics],
+) -> list[str]:
+    notes = []
+    for b in baselines:
+        if b.auroc_difference_vs_shipped is not None and b.auroc_difference_vs_shipped < 0:
+            notes.append(
+                f"{b.name} discriminates better on the test part "
+                f"(AUROC {b.auroc:.3f} vs {test.auroc:.3f})."
+            )
+    if abs(test.calibration_slope - 1) > 0.1:
+        notes.append(
+            f"Calibration slope on the test part is {test.calibration_slope:.2f} (1 is ideal)."
+        )
+    worst = [s for s in subgroups if s.auroc is not None and s.auroc < test.auroc - 0.05]
+    notes.extend(
+        f"Lower discrimination for {s.factor} = {s.level} (AUROC {s.auroc:.3f}, n = {s.n})."
+        for s in worst
+    )
+    if test.auroc < 0.7:
+        notes.append(
+            f"Modest discrimination overall (AUROC {test.auroc:.3f}); "
+            "use as one input among several."
+        )
+    return notes

@@ -19,7 +19,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+# Browser tests need Debian's chromium, Spark needs a JRE: installed when missing (root, apt).
+system-deps:
+	@command -v chromium >/dev/null && command -v java >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium openjdk-17-jre-headless; }
+
+test: system-deps lint typecheck
 	$(BIN)/pytest
 
 train: install
@@ -29,7 +34,8 @@ run: install
 	$(BIN)/python -m service.devserver
 
 bench: install
-	$(BIN)/python bench/run.py
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python bench/http.py && $(BIN)/python bench/batch.py
 
 openapi: install
 	$(BIN)/python -m service.openapi > openapi.yaml

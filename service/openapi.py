@@ -21,14 +21,24 @@ def openapi_document() -> dict[str, Any]:
             database_url=f"sqlite:///{Path(tmp) / 'openapi.db'}",
             api_keys_file=Path(tmp) / "keys.json",
             pseudonym_key=SecretStr("only-used-to-render-the-document"),
+            log_level="WARNING",
         )
         with TestClient(create_app(settings)) as client:
             document: dict[str, Any] = client.get("/openapi.json").json()
     return document
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Repeated examples are written out in full, not as YAML anchors."""
+
+    def ignore_aliases(self, _data: Any) -> bool:
+        return True
+
+
 def render() -> str:
-    return yaml.safe_dump(openapi_document(), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        openapi_document(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True, width=100
+    )
 
 
 if __name__ == "__main__":

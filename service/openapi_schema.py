@@ -107,9 +107,9 @@ def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
         "required": ["features"],
         "additionalProperties": False,
     }
-    features = example_features(manifest)
-    body = {"patient_id": "MRN-0001", "features": features, "top_k": 5}
-    response = model.predict(features, top_k=5)
+    example = example_features(manifest)
+    body = {"patient_id": "MRN-0001", "features": example, "top_k": 5}
+    response = model.predict(example, top_k=5)
     response["prediction_id"] = EXAMPLE_ID
     response["elapsed_ms"] = 0.0
     components = {f"{prefix}Features": features, f"{prefix}PredictRequest": request}

@@ -21,6 +21,7 @@ POSTGRES_URL = os.environ.get("CLINRISK_TEST_POSTGRES_URL")
 
 @dataclass(frozen=True)
 class Keys:
+    file: Path
     predict: str
     batch: str
     admin: str
@@ -32,6 +33,7 @@ class Keys:
 
 def make_keys(path: Path) -> Keys:
     return Keys(
+        file=path,
         predict=create_key(path, "ehr", ["predict"]),
         batch=create_key(path, "nightly", ["batch"]),
         admin=create_key(path, "auditor", ["admin"]),
@@ -90,11 +92,11 @@ def keys(keys_file: Path) -> Keys:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, keys_file: Path) -> Settings:
+def settings(tmp_path: Path, keys: Keys) -> Settings:
     return Settings(
         models_dir=MODELS_DIR,
         database_url=f"sqlite:///{tmp_path / 'audit.db'}",
-        api_keys_file=keys_file,
+        api_keys_file=keys.file,
         pseudonym_key="test-pseudonym-key",  # type: ignore[arg-type]
         max_batch_size=50,
         max_body_bytes=256 * 1024,

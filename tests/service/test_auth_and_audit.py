@@ -1,0 +1,160 @@
+"""API keys and scopes, and the audit trail in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import MODELS_DIR, Keys
+from tests.service.test_predict import CVD_PATIENT
+
+
+@pytest.fixture
+def db_client(keys: Keys, database_url: str) -> Iterator[TestClient]:
+    settings = Settings(
+        models_dir=MODELS_DIR,
+        database_url=database_url,
+        api_keys_file=keys.file,
+        pseudonym_key="audit-test-key",  # type: ignore[arg-type]
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_v1_without_a_key_is_401(client: TestClient) -> None:
+    for method, path in [
+        ("get", "/v1/models"),
+        ("post", "/v1/models/cvd/predict"),
+        ("get", "/v1/audit"),
+    ]:
+        response = client.request(method, path, json={"features": CVD_PATIENT})
+        assert response.status_code == 401, path
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_wrong_key_is_401(client: TestClient, keys: Keys) -> None:
+    forged = keys.predict[:-4] + "AAAA"
+
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {forged}"})
+
+    assert response.status_code == 401
+
+
+def test_scopes_are_enforced(client: TestClient, keys: Keys) -> None:
+    batch_with_predict_key = client.post(
+        "/v1/models/cvd/predict/batch", headers=keys.header("predict"), json={"items": []}
+    )
+    predict_with_batch_key = client.post(
+        "/v1/models/cvd/predict", headers=keys.header("batch"), json={"features": CVD_PATIENT}
+    )
+    audit_with_predict_key = client.get("/v1/audit", headers=keys.header("predict"))
+
+    assert batch_with_predict_key.status_code == 403
+    assert "lacks the 'batch' scope" in batch_with_predict_key.json()["detail"]
+    assert predict_with_batch_key.status_code == 403
+    assert audit_with_predict_key.status_code == 403
+
+
+def test_keys_file_holds_only_hashes(keys_file: Path, keys: Keys) -> None:
+    stored = keys_file.read_text()
+
+    assert keys.predict not in stored
+    assert hashlib.sha256(keys.predict.encode()).hexdigest() in stored
+
+
+def test_health_and_metrics_are_open(client: TestClient, keys: Keys) -> None:
+    client.post("/v1/models/cvd/predict", headers=keys.header(), json={"features": CVD_PATIENT})
+
+    assert client.get("/health/live").json()["status"] == "ok"
+    ready = client.get("/health/ready").json()
+    assert ready == {
+        "status": "ok",
+        "models": {"cvd": "1.0.0", "diabetes": "1.0.0", "readmission": "1.0.0"},
+        "audit_store": True,
+    }
+    metrics = client.get("/metrics").text
+    assert 'clinrisk_score_probability_count{model="cvd",version="1.0.0"}' in metrics
+    assert "clinrisk_http_request_seconds_bucket" in metrics
+
+
+def test_every_prediction_is_audited_with_a_pseudonym_only(
+    db_client: TestClient, keys: Keys
+) -> None:
+    response = db_client.post(
+        "/v1/models/cvd/predict",
+        headers=keys.header("predict"),
+        json={"patient_id": "MRN-0042", "features": CVD_PATIENT},
+    )
+    prediction = response.json()
+
+    page = db_client.get("/v1/audit", headers=keys.header("admin"), params={"model": "cvd"})
+
+    assert page.status_code == 200
+    records = page.json()["records"]
+    assert len(records) == 1
+    record = records[0]
+    expected = hmac.new(b"audit-test-key", b"MRN-0042", hashlib.sha256).hexdigest()
+    assert record["patient_pseudonym"] == expected
+    assert record["prediction_id"] == prediction["prediction_id"]
+    assert record["probability"] == prediction["probability"]
+    assert record["model_sha256"] == prediction["model"]["sha256"]
+    assert record["tier"] == prediction["tier"]["name"]
+    assert "MRN-0042" not in json.dumps(page.json())
+    assert "150" not in json.dumps(record)  # no raw feature values
+
+
+def test_audit_filters_by_patient_model_version_and_time(db_client: TestClient, keys: Keys) -> None:
+    for patient in ("p1", "p2", "p1"):
+        db_client.post(
+            "/v1/models/cvd/predict",
+            headers=keys.header(),
+            json={"patient_id": patient, "features": CVD_PATIENT},
+        )
+    admin = keys.header("admin")
+
+    by_patient = db_client.get("/v1/audit", headers=admin, params={"patient_id": "p1"}).json()
+    by_version = db_client.get("/v1/audit", headers=admin, params={"version": "2.0.0"}).json()
+    future = db_client.get(
+        "/v1/audit", headers=admin, params={"since": "2999-01-01T00:00:00Z"}
+    ).json()
+    every = db_client.get(
+        "/v1/audit", headers=admin, params={"model": "cvd", "version": "1.0.0"}
+    ).json()
+
+    assert len(by_patient["records"]) == 2
+    assert by_version["records"] == []
+    assert future["records"] == []
+    assert len(every["records"]) == 3
+
+
+def test_batch_writes_one_record_per_scored_item(db_client: TestClient, keys: Keys) -> None:
+    items = [{"features": CVD_PATIENT}, {"features": {}}, {"features": CVD_PATIENT}]
+
+    db_client.post("/v1/models/cvd/predict/batch", headers=keys.header(), json={"items": items})
+
+    records = db_client.get("/v1/audit", headers=keys.header("admin")).json()["records"]
+    assert [r["channel"] for r in records] == ["batch", "batch"]
+
+
+def test_a_prediction_whose_audit_write_fails_is_not_returned(
+    db_client: TestClient, keys: Keys
+) -> None:
+    state = db_client.app.state.clinrisk  # type: ignore[attr-defined]
+    with state.audit.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE audit_records")
+
+    response = db_client.post(
+        "/v1/models/cvd/predict", headers=keys.header(), json={"features": CVD_PATIENT}
+    )
+
+    assert response.status_code == 503
+    assert response.json()["title"] == "Audit store unavailable"
+    assert "probability" not in response.json()

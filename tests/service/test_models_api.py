@@ -1,0 +1,47 @@
+"""Model metadata endpoints."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from service.api.schemas import ModelDetail, ModelSummary
+from tests.conftest import Keys
+
+
+def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, keys: Keys) -> None:
+    response = client.get("/v1/models", headers=keys.header("predict"))
+
+    assert response.status_code == 200
+    models = {m["name"]: ModelSummary.model_validate(m) for m in response.json()}
+    assert set(models) == {"cvd", "diabetes", "readmission"}
+    for summary in models.values():
+        assert summary.default_version == "1.0.0"
+        assert summary.test_auroc_ci[0] < summary.test_auroc < summary.test_auroc_ci[1]
+
+
+def test_read_model_returns_features_tiers_validation_and_card(
+    client: TestClient, keys: Keys
+) -> None:
+    response = client.get("/v1/models/cvd", headers=keys.header())
+    pinned = client.get("/v1/models/cvd/versions/1.0.0", headers=keys.header())
+
+    assert response.status_code == 200
+    detail = ModelDetail.model_validate(response.json())
+    assert detail == ModelDetail.model_validate(pinned.json())
+    assert [t.lower for t in detail.tiers] == [0.0, 0.05, 0.075, 0.2]
+    systolic = next(f for f in detail.features if f.name == "systolic_bp_mm_hg")
+    assert (systolic.unit, systolic.loinc) == ("mmHg", "8480-6")
+    assert systolic.distribution is not None and "p99" in systolic.distribution.quantiles
+    assert detail.validation.subgroups
+    assert detail.card_markdown.startswith("# ")
+    assert detail.out_of_scope
+
+
+def test_read_unknown_model_is_404(client: TestClient, keys: Keys) -> None:
+    response = client.get("/v1/models/unknown", headers=keys.header())
+
+    assert response.status_code == 404
+    assert (
+        response.json()["detail"]
+        == "No model named 'unknown'. Available: cvd, diabetes, readmission."
+    )

@@ -1,0 +1,109 @@
+"""Training end to end on real data (Framingham, the smallest set): reproducible, verifiable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from models.loader import load_artifact
+from service.scoring.engine import ScoringModel
+from training.cli import app
+from training.config import available_configs, load_config
+from training.datasets import SHARED_DATA, load_diabetes130
+from training.train import train
+
+FRAMINGHAM = SHARED_DATA / "framingham" / "framingham.csv"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    config = load_config("cvd")
+    first = train(config, out_dir=tmp_path_factory.mktemp("a"), n_boot=200)
+    parquet = tmp_path_factory.mktemp("data") / "framingham.parquet"
+    pd.read_csv(FRAMINGHAM).to_parquet(parquet)
+    second = train(config, data_path=parquet, out_dir=tmp_path_factory.mktemp("b"), n_boot=200)
+    return first, second
+
+
+def test_same_data_config_and_seed_give_identical_predictions(two_runs: tuple[Path, Path]) -> None:
+    first, second = (ScoringModel(load_artifact(folder)) for folder in two_runs)
+    rows = np.random.default_rng(1).uniform(0, 1, size=(50, len(first.column_names)))
+    rows = rows * 100 + 50
+
+    assert first.manifest.model_file == second.manifest.model_file
+    model_file = first.manifest.model_file
+    assert (two_runs[0] / model_file).read_bytes() == (two_runs[1] / model_file).read_bytes()
+    np.testing.assert_array_equal(
+        first.score_matrix(rows).probability, second.score_matrix(rows).probability
+    )
+    assert first.manifest.split.test_ids_sha256 == second.manifest.split.test_ids_sha256
+
+
+def test_manifest_records_provenance_split_and_validation(two_runs: tuple[Path, Path]) -> None:
+    manifest = load_artifact(two_runs[0]).manifest
+
+    published = dict(
+        reversed(line.split()) for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines()
+    )
+    assert manifest.dataset.sha256 == published["framingham/framingham.csv"]
+    assert manifest.split.n_train + manifest.split.n_test == manifest.dataset.rows_used == 4240
+    assert {c.kind for c in manifest.validation.candidates} == {"xgboost", "logistic"}
+    assert sum(c.selected for c in manifest.validation.candidates) == 1
+    assert any("Framingham 2008" in b.name for b in manifest.validation.baselines)
+    assert 0.6 < manifest.validation.test.auroc < 0.85
+    assert manifest.explanation.seconds_per_row_batch > 0
+    assert {s.factor for s in manifest.validation.subgroups} >= {"sex", "age_band"}
+    for spec in manifest.features:
+        assert spec.distribution is not None
+
+
+def test_readmission_loader_keeps_none_as_not_measured_and_excludes_hospice() -> None:
+    ds = load_diabetes130(SHARED_DATA / "diabetes130" / "diabetic_data.csv.gz")
+
+    assert ds.features["hba1c_result"].isna().sum() == 0
+    assert (ds.features["hba1c_result"] == "not_measured").mean() > 0.8
+    assert len(ds.y) == 101_766 - 2_423 - 3
+    assert len(np.unique(ds.groups)) < len(ds.groups)
+
+
+def test_every_config_parses() -> None:
+    assert set(available_configs()) >= {"diabetes", "readmission", "cvd"}
+    for name in available_configs():
+        assert load_config(name).name == name
+
+
+def test_cli_evaluate_and_models_read_a_registry_elsewhere(
+    two_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(two_runs[0], registry / "cvd" / "1.0.0")
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["models", "--models-dir", str(registry)])
+    report = tmp_path / "report.json"
+    evaluated = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "cvd",
+            "--data",
+            str(FRAMINGHAM),
+            "--models-dir",
+            str(registry),
+            "--out",
+            str(report),
+        ],
+    )
+
+    assert listed.exit_code == 0, listed.output
+    assert "cvd" in listed.output
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(report.read_text())
+    assert result["overall"]["n"] == 4240
+    assert 0.6 < result["overall"]["auroc"] < 0.9

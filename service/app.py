@@ -128,28 +128,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error", error_type=type(exc).__name__)
         return _problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        LATENCY.labels(request.method, path).observe(elapsed)
-        response.headers["x-request-id"] = request_id
-        # NOTE: only the route template is logged, never the URL's values or the body.
-        log.info(
-            "request",
-            method=request.method,
-            route=path,
-            status=response.status_code,
-            ms=round(elapsed * 1000, 2),
-        )
-        structlog.contextvars.clear_contextvars()
-        return response
-
+    app.add_middleware(ObservabilityMiddleware)
     install_openapi(app)
     return app

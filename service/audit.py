@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -109,14 +111,31 @@ class SqlAuditStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        # NOTE: inserts go straight to the DB-API cursor with a prepared statement text:
+        # SQLAlchemy's per-call statement handling cost ~6x the SQLite commit itself.
+        names = [c.name for c in audit_records.columns if c.name != "id"]
+        placeholder = ":{}" if self.engine.dialect.name == "sqlite" else "%({})s"
+        self._insert_sql = (
+            f"INSERT INTO audit_records ({', '.join(names)}) "
+            f"VALUES ({', '.join(placeholder.format(n) for n in names)})"
+        )
 
     def write(self, records: list[AuditRecord]) -> None:
         if not records:
             return
         try:
-            with self.engine.begin() as connection:
-                connection.execute(audit_records.insert(), [r.__dict__ for r in records])
-        except SQLAlchemyError as exc:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.executemany(self._insert_sql, [r.__dict__ for r in records])
+                cursor.close()
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                connection.close()
+        except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
             raise AuditUnavailable(
                 "The audit record could not be written, so the prediction is not returned."
             ) from exc

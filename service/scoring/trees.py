@@ -140,6 +140,10 @@ class TreeTables:
     """(total cells, slots): contribution to each slot's column."""
     onehot: list[Float]
     """Per slot: (groups x columns) indicator, to scatter group values onto columns."""
+    curves: list[Float]
+    """Per column: summed contribution of its single-feature trees, per global cell. These are
+    the exact per-feature risk curves (shape functions) of a depth-1 forest."""
+    curve_lists: list[list[float]]
 
     @property
     def n_groups(self) -> int:
@@ -166,25 +170,29 @@ class TreeTables:
 
     def contributions(self, matrix: Float) -> Float:
         """(rows x columns) contributions to the margin; ``margin = base + row sum``."""
-        rows = self.table[self._index(self.global_cells(matrix))]
-        out: Float = sum(
-            (rows[:, :, s] @ self.onehot[s] for s in range(len(self.onehot))),
-            start=np.zeros((matrix.shape[0], self.n_columns)),
-        )
+        cells = self.global_cells(matrix)
+        out: Float = np.empty((matrix.shape[0], self.n_columns))
+        for j, curve in enumerate(self.curves):
+            out[:, j] = curve[cells[:, j]]
+        if self.n_groups:
+            rows = self.table[self._index(cells)]
+            for s, onehot in enumerate(self.onehot):
+                out += rows[:, :, s] @ onehot
         return out
 
     def contributions_one(self, row: list[float]) -> Float:
         """Same as :meth:`contributions` for one row given as floats, with less overhead."""
-        cells = np.empty((1, self.n_columns), dtype=np.intp)
-        for j, (value, thresholds) in enumerate(zip(row, self.threshold_lists, strict=True)):
-            if math.isnan(value):
-                cells[0, j] = len(thresholds) + 1
-            else:
-                cells[0, j] = bisect.bisect_right(thresholds, float(np.float32(value)))
-        rows = self.table[self._index(cells)[0]]
-        out = np.zeros(self.n_columns)
-        for s, features in enumerate(self.slot_feature):
-            out += np.bincount(features, rows[:, s], minlength=self.n_columns)
+        # XGBoost compares float32 values; rounding the row once is cheaper than per value.
+        values = np.asarray(row, dtype=np.float32).tolist()
+        cells = [
+            len(thresholds) + 1 if value != value else bisect.bisect_right(thresholds, value)
+            for value, thresholds in zip(values, self.threshold_lists, strict=True)
+        ]
+        out = np.array([curve[c] for curve, c in zip(self.curve_lists, cells, strict=True)])
+        if self.n_groups:
+            rows = self.table[self._index(np.array([cells], dtype=np.intp))[0]]
+            for s, features in enumerate(self.slot_feature):
+                out += np.bincount(features, rows[:, s], minlength=self.n_columns)
         return out
 
 
@@ -228,14 +236,19 @@ def compile_tables(booster: xgboost.Booster) -> TreeTables:
     slot_maps: list[list[Int]] = [[] for _ in slots]
     slot_stride: list[list[int]] = [[] for _ in slots]
     tables: list[Float] = []
+    curves = [np.zeros(len(t) + 2) for t in thresholds]
     for features, members in groups.items():
         local = [sorted(set().union(*(t.thresholds(f) for t in members))) for f in features]
         reps = [_representatives(t) for t in local]
         grid = np.array(list(itertools.product(*reps)), dtype=np.float64)
         cells = np.full((grid.shape[0], n_columns), np.nan)
         cells[:, list(features)] = grid
-        values = sum(tree.shap(cells, features) for tree in members)
+        values: Float = np.sum([tree.shap(cells, features) for tree in members], axis=0)
         base_margin += float(sum(t.expected_value(0, frozenset(), cells[:1])[0] for t in members))
+        if len(features) == 1:
+            f = features[0]
+            curves[f] = curves[f] + values[:, 0][_local_map(thresholds[f], local[0])]
+            continue
         table = np.zeros((grid.shape[0], MAX_GROUP_FEATURES))
         table[:, : len(features)] = values
         tables.append(table)
@@ -252,11 +265,11 @@ def compile_tables(booster: xgboost.Booster) -> TreeTables:
             slot_feature[s].append(f)
 
     sizes_all = np.array([len(t) for t in tables], dtype=np.intp)
-    table_offset = np.concatenate([[0], np.cumsum(sizes_all)[:-1]]).astype(np.intp)
+    table_offset = (np.cumsum(sizes_all) - sizes_all).astype(np.intp)
 
     def offsets(maps: list[Int]) -> Int:
         lengths = np.array([len(m) for m in maps], dtype=np.intp)
-        return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
+        return (np.cumsum(lengths) - lengths).astype(np.intp)
 
     def onehot(features: list[int]) -> Float:
         matrix = np.zeros((len(features), n_columns))
@@ -275,4 +288,6 @@ def compile_tables(booster: xgboost.Booster) -> TreeTables:
         table_offset=table_offset,
         table=np.concatenate(tables) if tables else np.zeros((0, MAX_GROUP_FEATURES)),
         onehot=[onehot(f) for f in slot_feature],
+        curves=curves,
+        curve_lists=[c.tolist() for c in curves],
     )

@@ -30,16 +30,37 @@ def _direction(contribution: float) -> str:
     return "no effect"
 
 
+class ValueDescriber:
+    """Plain-language description of one feature's value ("Systolic BP 168 mmHg")."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.label = spec.label
+        self.kind = spec.type
+        self.categories = {c.code: c.label for c in spec.categories}
+        self.unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
+        # Chart values repeat (yes/no, integer BMI, ages): remember a bounded number of texts.
+        self._cache: dict[float | str | None, str] = {}
+
+    def __call__(self, value: float | str | None) -> str:
+        text = self._cache.get(value)
+        if text is None:
+            text = self._describe(value)
+            if len(self._cache) < 4096:
+                self._cache[value] = text
+        return text
+
+    def _describe(self, value: float | str | None) -> str:
+        if value is None:
+            return f"{self.label} missing"
+        if self.kind is FeatureType.BINARY:
+            return f"{self.label}: {'yes' if value == 1.0 else 'no'}"
+        if self.kind is FeatureType.CATEGORICAL:
+            return f"{self.label}: {self.categories.get(str(value), str(value))}"
+        return f"{self.label} {float(value):g}{self.unit}"
+
+
 def describe_value(spec: FeatureSpec, value: float | str | None) -> str:
-    if value is None:
-        return f"{spec.label} missing"
-    if spec.type is FeatureType.BINARY:
-        return f"{spec.label}: {'yes' if value == 1.0 else 'no'}"
-    if spec.type is FeatureType.CATEGORICAL:
-        label = next((c.label for c in spec.categories if c.code == value), str(value))
-        return f"{spec.label}: {label}"
-    unit = f" {spec.unit}" if spec.unit and spec.unit not in ("count",) else ""
-    return f"{spec.label} {float(value):g}{unit}"
+    return ValueDescriber(spec)(value)
 
 
 class LoadedModel:
@@ -58,6 +79,7 @@ class LoadedModel:
         self.tiers = [t.model_dump() for t in self.core.tiers]
         self.base_probability = 1.0 / (1.0 + math.exp(-self.core.base_log_odds))
         self.card_markdown = artifact.card_markdown
+        self._features = [(f.name, f.label, f.unit, ValueDescriber(f)) for f in self.specs]
 
     def explain(
         self,
@@ -65,32 +87,35 @@ class LoadedModel:
         contributions: npt.NDArray[np.float64],
         top_k: int | None,
     ) -> list[dict[str, Any]]:
+        """Labelled contributions, largest magnitude first (hot path: one dict per feature)."""
+        order = np.argsort(-np.abs(contributions), kind="stable").tolist()
+        amounts = contributions.tolist()
+        shown = order if top_k is None else order[:top_k]
         items = []
-        for spec, contribution in zip(self.specs, contributions.tolist(), strict=True):
-            value = values.get(spec.name)
+        for i in shown:
+            name, label, unit, describe = self._features[i]
+            value = values.get(name)
+            contribution = amounts[i]
             direction = _direction(contribution)
-            described = describe_value(spec, value)
             text = (
-                f"{described} {direction} the risk"
+                f"{describe(value)} {direction} the risk"
                 if direction != "no effect"
-                else f"{described}: no effect on the risk"
+                else f"{describe(value)}: no effect on the risk"
             )
             items.append(
                 {
-                    "feature": spec.name,
-                    "label": spec.label,
+                    "feature": name,
+                    "label": label,
                     "value": value,
-                    "unit": spec.unit,
+                    "unit": unit,
                     "contribution": contribution,
                     "direction": direction,
                     "text": text,
                 }
             )
-        items.sort(key=lambda item: -abs(item["contribution"]))
-        if top_k is not None and top_k < len(items):
-            rest = sum(item["contribution"] for item in items[top_k:])
-            n_rest = len(items) - top_k
-            items = items[:top_k]
+        if len(shown) < len(order):
+            rest = math.fsum(amounts[i] for i in order[len(shown) :])
+            n_rest = len(order) - len(shown)
             items.append(
                 {
                     "feature": "other_features",

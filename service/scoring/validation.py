@@ -103,60 +103,103 @@ class RowValidator:
             for f in manifest.features
         }
 
+        # A flat plan per feature, resolved once: validation is on every request's hot path.
+        self._plan = [
+            (
+                spec.name,
+                spec.type,
+                spec.required,
+                spec.minimum if spec.minimum is not None else -math.inf,
+                spec.maximum if spec.maximum is not None else math.inf,
+                self.training_range.get(spec.name),
+                frozenset(c.code for c in spec.categories),
+            )
+            for spec in manifest.features
+        ]
+
     def validate(self, features: Mapping[str, Any], *, prefix: str = "features") -> ValidatedRow:
         errors: list[FieldError] = []
         quality = DataQuality()
-        for key in features:
-            if key not in self.specs:
-                errors.append(
-                    FieldError(
-                        field=f"{prefix}.{key}",
-                        message="unknown feature for this model",
-                        value=key,
-                        allowed="one of: " + ", ".join(self.order),
-                    )
+        unknown = features.keys() - self.specs.keys()
+        for key in sorted(unknown):
+            errors.append(
+                FieldError(
+                    field=f"{prefix}.{key}",
+                    message="unknown feature for this model",
+                    value=key,
+                    allowed="one of: " + ", ".join(self.order),
                 )
+            )
         values: dict[str, float | str | None] = {}
-        for name in self.order:
-            spec = self.specs[name]
-            raw = features.get(name)
-            where = f"{prefix}.{name}"
+        get = features.get
+        for name, kind, required, low, high, training, codes in self._plan:
+            raw = get(name)
             if raw is None:
-                if spec.required:
+                if required:
                     errors.append(
-                        FieldError(where, "required feature is missing", None, self.allowed[name])
+                        FieldError(
+                            f"{prefix}.{name}",
+                            "required feature is missing",
+                            None,
+                            self.allowed[name],
+                        )
                     )
                 else:
                     quality.missing.append(MissingFeature(name, self.missing_handling[name]))
                 values[name] = None
                 continue
-            try:
-                values[name] = self._value(spec, raw, quality)
-            except _Bad as bad:
-                errors.append(FieldError(where, bad.message, _jsonable(raw), self.allowed[name]))
+            kind_of_raw = type(raw)
+            value: float | str
+            if kind is FeatureType.CATEGORICAL:
+                if kind_of_raw is not str or raw not in codes:
+                    errors.append(self._error(prefix, name, "not an allowed category", raw))
+                    continue
+                value = raw
+            elif kind is FeatureType.BINARY:
+                if (
+                    raw is True
+                    or raw is False
+                    or ((kind_of_raw is int or kind_of_raw is float) and (raw == 0 or raw == 1))
+                ):
+                    value = float(raw)
+                else:
+                    errors.append(self._error(prefix, name, "must be 0 or 1", raw))
+                    continue
+            else:
+                try:
+                    if kind_of_raw is float or kind_of_raw is int:
+                        value = float(raw)
+                        if not math.isfinite(value):
+                            raise _Bad("must be a finite number")
+                    else:
+                        value = self._measurement(self.specs[name], raw, quality)
+                    if kind is FeatureType.ORDINAL and not value.is_integer():
+                        raise _Bad("must be an integer")
+                    if not low <= value <= high:
+                        raise _Bad("outside the plausible range")
+                except _Bad as bad:
+                    errors.append(self._error(prefix, name, bad.message, raw))
+                    continue
+                if training is not None and not training[0] <= value <= training[1]:
+                    quality.out_of_training_range.append(OutOfRange(name, value, *training))
+            values[name] = value
         if errors:
             raise InvalidFeatures(errors)
         columns = []
         for feature, category in self.columns:
-            value = values[feature]
+            cell = values[feature]
             if category is not None:
-                columns.append(math.nan if value is None else float(value == category))
+                columns.append(math.nan if cell is None else float(cell == category))
             else:
-                columns.append(math.nan if value is None else float(value))
+                columns.append(math.nan if cell is None else float(cell))
         return ValidatedRow(values=values, columns=columns, quality=quality)
 
-    def _value(self, spec: FeatureSpec, raw: Any, quality: DataQuality) -> float | str:
-        if spec.type is FeatureType.CATEGORICAL:
-            codes = [c.code for c in spec.categories]
-            if not isinstance(raw, str) or raw not in codes:
-                raise _Bad("not an allowed category")
-            return raw
-        if spec.type is FeatureType.BINARY:
-            if raw is True or raw is False:
-                return float(raw)
-            if isinstance(raw, int | float) and raw in (0, 1):
-                return float(raw)
-            raise _Bad("must be 0 or 1")
+    def _error(self, prefix: str, name: str, message: str, raw: Any) -> FieldError:
+        return FieldError(f"{prefix}.{name}", message, _jsonable(raw), self.allowed[name])
+
+    @staticmethod
+    def _measurement(spec: FeatureSpec, raw: Any, quality: DataQuality) -> float:
+        """A number given as ``{"value": x, "unit": u}`` (or a wrong type), converted exactly."""
         value, unit = _number_and_unit(raw)
         if unit is not None and unit != spec.unit:
             alternative = next((u for u in spec.alternative_units if u.unit == unit), None)
@@ -167,15 +210,6 @@ class RowValidator:
                 UnitConversion(spec.name, value, unit, converted, spec.unit or "")
             )
             value = converted
-        if spec.type is FeatureType.ORDINAL and value != int(value):
-            raise _Bad("must be an integer")
-        low = spec.minimum if spec.minimum is not None else -math.inf
-        high = spec.maximum if spec.maximum is not None else math.inf
-        if not low <= value <= high:
-            raise _Bad("outside the plausible range")
-        bounds = self.training_range.get(spec.name)
-        if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            quality.out_of_training_range.append(OutOfRange(spec.name, value, *bounds))
         return value
 
 

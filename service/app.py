@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,31 +11,25 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import Registry
 from service.api import audit as audit_api
-from service.api import health, predict
+from service.api import curves, health, predict
 from service.api import models as models_api
 from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore, load_keys
 from service.errors import PROBLEM_JSON, ServiceError
 from service.logging import configure_logging
+from service.observability import ObservabilityMiddleware
 from service.openapi_schema import install_openapi
 from service.scoring.results import LoadedModel
 from service.settings import Settings, get_settings
+from service.ui.router import router as ui_router
 
 log = structlog.get_logger("clinrisk")
-
-REQUESTS = Counter("clinrisk_http_requests_total", "HTTP requests.", ["method", "route", "status"])
-LATENCY = Histogram(
-    "clinrisk_http_request_seconds",
-    "HTTP request latency.",
-    ["method", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -94,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_api.router)
     app.include_router(predict.router)
     app.include_router(audit_api.router)
+    app.include_router(curves.router)
+    app.include_router(ui_router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -24,7 +24,9 @@ class AppState:
     pseudonymize: Pseudonymizer
 
 
-def get_state(request: Request) -> AppState:
+# NOTE: dependencies are `async def` on purpose: they do no I/O, and FastAPI runs every plain
+# `def` dependency in the threadpool, which costs more than the scoring itself.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.clinrisk
     return state
 
@@ -50,12 +52,12 @@ def _caller(request: Request, state: AppState) -> ApiKey:
     return key
 
 
-def _any_key(request: Request, state: StateDep) -> ApiKey:
+async def _any_key(request: Request, state: StateDep) -> ApiKey:
     return _caller(request, state)
 
 
 def require(scope: str) -> Any:
-    def dependency(request: Request, state: StateDep) -> ApiKey:
+    async def dependency(request: Request, state: StateDep) -> ApiKey:
         key = _caller(request, state)
         if scope not in key.scopes:
             raise Forbidden(

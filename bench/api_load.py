@@ -107,7 +107,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     token = create_key(tmp / "keys.json", "bench", ["predict", "batch"])
     env = {
-        "CLINRISK_DATABASE_URL": f"sqlite:///{tmp / 'audit.db'}",
+        "CLINRISK_DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{tmp / 'audit.db'}"),
         "CLINRISK_API_KEYS_FILE": str(tmp / "keys.json"),
         "CLINRISK_PSEUDONYM_KEY": "bench-key",
         "CLINRISK_LOG_LEVEL": "WARNING",

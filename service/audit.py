@@ -12,10 +12,9 @@ import hmac
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import psycopg
@@ -46,8 +45,9 @@ audit_records = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
+    """One row of ``audit_records``; field order is the insert's column order."""
+
     prediction_id: str
     created_at: datetime
     caller: str
@@ -124,11 +124,11 @@ class SqlAuditStore:
             self._checkpointer.start()
         # NOTE: inserts go straight to the DB-API cursor with a prepared statement text:
         # SQLAlchemy's per-call statement handling cost ~6x the SQLite commit itself.
-        names = [c.name for c in audit_records.columns if c.name != "id"]
-        placeholder = ":{}" if self.engine.dialect.name == "sqlite" else "%({})s"
+        names = list(AuditRecord._fields)
+        placeholder = "?" if self.engine.dialect.name == "sqlite" else "%s"
         self._insert_sql = (
             f"INSERT INTO audit_records ({', '.join(names)}) "
-            f"VALUES ({', '.join(placeholder.format(n) for n in names)})"
+            f"VALUES ({', '.join(placeholder for _ in names)})"
         )
 
     def write(self, records: list[AuditRecord]) -> None:
@@ -138,7 +138,7 @@ class SqlAuditStore:
             connection = self.engine.raw_connection()
             try:
                 cursor = connection.cursor()
-                cursor.executemany(self._insert_sql, [r.__dict__ for r in records])
+                cursor.executemany(self._insert_sql, records)
                 cursor.close()
                 connection.commit()
             except BaseException:

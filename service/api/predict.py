@@ -114,10 +114,11 @@ def _audit_record(
     patient_id: str | None,
     caller: str,
     channel: str,
+    created_at: datetime | None = None,
 ) -> AuditRecord:
     return AuditRecord(
         prediction_id=result["prediction_id"],
-        created_at=datetime.now(UTC),
+        created_at=created_at or datetime.now(UTC),
         caller=caller,
         model_name=model.core.name,
         model_version=model.core.version,
@@ -219,6 +220,7 @@ def _score_batch(
         # One vectorised call into the scoring core for every valid patient of the batch.
         scores = model.core.score_matrix(np.array([row.columns for _, row in valid]))
         histogram = SCORES.labels(model.core.name, model.core.version)
+        now = datetime.now(UTC)
         for position, (index, row) in enumerate(valid):
             item = items[index]
             probability = float(scores.probability[position])
@@ -233,7 +235,14 @@ def _score_batch(
             histogram.observe(probability)
             records.append(
                 _audit_record(
-                    state, model, result, row.values, item.get("patient_id"), caller, "batch"
+                    state,
+                    model,
+                    result,
+                    row.values,
+                    item.get("patient_id"),
+                    caller,
+                    "batch",
+                    created_at=now,
                 )
             )
             results[index]["result"] = result

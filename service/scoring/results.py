@@ -40,6 +40,7 @@ class ValueDescriber:
         self.unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
         # Chart values repeat (yes/no, integer BMI, ages): remember a bounded number of texts.
         self._cache: dict[float | str | None, str] = {}
+        self._sentences: dict[tuple[float | str | None, str], str] = {}
 
     def __call__(self, value: float | str | None) -> str:
         text = self._cache.get(value)
@@ -47,6 +48,21 @@ class ValueDescriber:
             text = self._describe(value)
             if len(self._cache) < 4096:
                 self._cache[value] = text
+        return text
+
+    def sentence(self, value: float | str | None, direction: str) -> str:
+        """ "Systolic BP 168 mmHg raised the risk" (remembered like the descriptions)."""
+        key = (value, direction)
+        text = self._sentences.get(key)
+        if text is None:
+            described = self(value)
+            text = (
+                f"{described} {direction} the risk"
+                if direction != "no effect"
+                else f"{described}: no effect on the risk"
+            )
+            if len(self._sentences) < 4096:
+                self._sentences[key] = text
         return text
 
     def _describe(self, value: float | str | None) -> str:
@@ -97,11 +113,7 @@ class LoadedModel:
             value = values.get(name)
             contribution = amounts[i]
             direction = _direction(contribution)
-            text = (
-                f"{describe(value)} {direction} the risk"
-                if direction != "no effect"
-                else f"{describe(value)}: no effect on the risk"
-            )
+            text = describe.sentence(value, direction)
             items.append(
                 {
                     "feature": name,

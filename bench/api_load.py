@@ -21,18 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.loader import load_artifact
+from service.auth import create_key
+from service.openapi_schema import example_features
 
-from models.loader import load_artifact  # noqa: E402
-from service.auth import create_key  # noqa: E402
-from service.openapi_schema import example_features  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LUA = """
 wrk.method = "POST"
@@ -52,8 +51,19 @@ def free_port() -> int:
 def uvicorn_server(app: str, workers: int, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         env={**os.environ, "OMP_NUM_THREADS": "1", **env},
         cwd=ROOT,
     )
@@ -77,8 +87,19 @@ def wrk(url: str, body: str, token: str, *, connections: int, duration: int) -> 
         script.write(LUA.format(token=token, body=body))
     threads = min(2, connections)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script.name)
 
@@ -91,7 +112,12 @@ def wrk(url: str, body: str, token: str, *, connections: int, duration: int) -> 
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "non2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def main() -> None:
@@ -107,25 +133,36 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     token = create_key(tmp / "keys.json", "bench", ["predict", "batch"])
     env = {
-        "CLINRISK_DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{tmp / 'audit.db'}"),
+        "CLINRISK_DATABASE_URL": os.environ.get(
+            "BENCH_DATABASE_URL", f"sqlite:///{tmp / 'audit.db'}"
+        ),
         "CLINRISK_API_KEYS_FILE": str(tmp / "keys.json"),
         "CLINRISK_PSEUDONYM_KEY": "bench-key",
         "CLINRISK_LOG_LEVEL": "WARNING",
         "CLINRISK_MAX_BODY_BYTES": str(64 * 1024 * 1024),
     }
-    print(f"workers={args.workers}, duration={args.duration}s per case, model diabetes 1.0.0, "
-          f"full explanations, audit to SQLite")
+    print(
+        f"workers={args.workers}, duration={args.duration}s per case, model diabetes 1.0.0, "
+        f"full explanations, audit to SQLite"
+    )
     results: dict[str, dict[str, float]] = {}
     with uvicorn_server("bench.floor_app:app", args.workers, {}) as floor_url:
         for c in (1, 8, 32):
-            results[f"floor c={c}"] = wrk(floor_url + "/predict", single, token, connections=c, duration=args.duration)
+            results[f"floor c={c}"] = wrk(
+                floor_url + "/predict", single, token, connections=c, duration=args.duration
+            )
     with uvicorn_server("service.main:app", args.workers, env) as url:
         endpoint = url + "/v1/models/diabetes/predict"
-        check = httpx.post(endpoint, content=single, headers={"Authorization": f"Bearer {token}",
-                                                              "Content-Type": "application/json"})
+        check = httpx.post(
+            endpoint,
+            content=single,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         assert check.status_code == 200, check.text
         for c in (1, 8, 32):
-            results[f"clinrisk c={c}"] = wrk(endpoint, single, token, connections=c, duration=args.duration)
+            results[f"clinrisk c={c}"] = wrk(
+                endpoint, single, token, connections=c, duration=args.duration
+            )
         for size in (100, 1000):
             items = [{"patient_id": f"p{i}", "features": features} for i in range(size)]
             body = json.dumps({"items": items})
@@ -138,11 +175,15 @@ def main() -> None:
         floor, ours = results[f"floor c={c}"], results[f"clinrisk c={c}"]
         for name, r in ((f"floor c={c}", floor), (f"clinrisk c={c}", ours)):
             ratio = f"{r['rps'] / floor['rps']:.0%}" if name.startswith("clinrisk") else ""
-            print(f"{name:<16}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{ratio:>10}{r['non2xx']:>9.0f}")
+            print(
+                f"{name:<16}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{ratio:>10}{r['non2xx']:>9.0f}"
+            )
     for size in (100, 1000):
         r = results[f"batch {size}"]
-        print(f"batch {size:<10}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
-              f"   patients/s {r['patients_per_s']:,.0f}  non-2xx {r['non2xx']:.0f}")
+        print(
+            f"batch {size:<10}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
+            f"   patients/s {r['patients_per_s']:,.0f}  non-2xx {r['non2xx']:.0f}"
+        )
 
 
 if __name__ == "__main__":

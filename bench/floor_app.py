@@ -45,5 +45,5 @@ app = FastAPI()
 
 
 @app.post("/predict")
-def predict(request: Request) -> Response:
+def predict(_request: Request) -> Response:
     return Response(probability=0.5, tier="low")

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.registry import Registry
 from service.api import audit as audit_api
-from service.api import curves, health, predict
+from service.api import cds_hooks, curves, health, predict
 from service.api import models as models_api
 from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(audit_api.router)
     app.include_router(curves.router)
+    app.include_router(cds_hooks.router)
     app.include_router(ui_router)
 
     @app.get("/metrics", include_in_schema=False)

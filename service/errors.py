@@ -73,3 +73,13 @@ class ModelNotReady(ServiceError):
 class AuditUnavailable(ServiceError):
     status = 503
     title = "Audit store unavailable"
+
+
+class InvalidHookRequest(ServiceError):
+    status = 400
+    title = "Invalid hook request"
+
+
+class PrefetchMissing(ServiceError):
+    status = 412
+    title = "Prefetch missing"

@@ -7,7 +7,6 @@ Loaders accept CSV, gzipped CSV or Parquet in the same format as the shared file
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,14 +38,6 @@ def read_table(path: Path, **csv_options: object) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     return pd.read_csv(path, **csv_options)  # type: ignore[call-overload, no-any-return]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _content_groups(frame: pd.DataFrame) -> np.ndarray:

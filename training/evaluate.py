@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from models.columns import encode
+from models.loader import sha256_file
 from models.registry import Registry
 from service.scoring.engine import ScoringModel
 from training import metrics
 from training.config import load_config
-from training.datasets import LOADERS, sha256_file
+from training.datasets import LOADERS
 from training.train import feature_values
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import xgboost as xgb
 
 from models.columns import columns_for, encode
-from models.loader import load_artifact
+from models.loader import load_artifact, sha256_file
 from models.manifest import (
     Baseline,
     Calibration,
@@ -49,7 +49,7 @@ from training import fit, metrics
 from training.baselines import BASELINES
 from training.card import render_card
 from training.config import ModelConfig
-from training.datasets import LOADERS, SHARED_DATA, Dataset, sha256_file
+from training.datasets import LOADERS, SHARED_DATA, Dataset
 
 Progress = Callable[[str], None]
 QUANTILES = {

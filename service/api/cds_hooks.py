@@ -40,7 +40,7 @@ from models.manifest import FeatureType
 from service import fhir
 from service.api.deps import PredictCaller, StateDep, resolve_model
 from service.api.predict import _body, _predict_one
-from service.errors import InvalidFeatures, ServiceError
+from service.errors import InvalidFeatures, InvalidHookRequest, PrefetchMissing
 from service.scoring.results import LoadedModel
 
 SERVICE_ID = "clinrisk-cvd-risk"
@@ -71,16 +71,6 @@ FEEDBACK = Counter(
 )
 
 router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
-
-
-class InvalidHookRequest(ServiceError):
-    status = 400
-    title = "Invalid hook request"
-
-
-class PrefetchMissing(ServiceError):
-    status = 412
-    title = "Prefetch missing"
 
 
 def _error(

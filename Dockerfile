@@ -1,8 +1,8 @@
 # clinrisk service image: locked dependencies, committed models baked in, non-root, health check.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements.lock
+COPY requirements-runtime.lock pyproject.toml README.md ./
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements-runtime.lock
 COPY models ./models
 COPY service ./service
 COPY training ./training

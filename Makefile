@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test run train bench openapi check-openapi system-deps clean
+.PHONY: install lint typecheck test run train bench openapi check-openapi system-deps lock clean
 
+# requirements.lock pins the whole development environment (tests, Spark, browser driver);
+# requirements-runtime.lock is its subset for the service image (Dockerfile).
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock && $(BIN)/pip install -q --no-deps -e .
@@ -35,13 +37,16 @@ run: install
 
 bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python bench/http.py && $(BIN)/python bench/batch.py
+	$(BIN)/python bench/api_load.py && $(BIN)/python bench/batch.py
 
 openapi: install
 	$(BIN)/python -m service.openapi > openapi.yaml
 
 check-openapi: install
 	$(BIN)/python -m service.openapi | diff -u openapi.yaml -
+
+lock: install
+	$(BIN)/pip freeze --exclude-editable | grep -v -i '^py-spy' > requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

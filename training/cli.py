@@ -33,6 +33,17 @@ def _auroc_ci(test: dict[str, float]) -> str:
     return f"{test['auroc']:.3f} ({test['auroc_ci_low']:.3f}-{test['auroc_ci_high']:.3f})"
 
 
+def _test_rows(test: dict[str, float]) -> dict[str, object]:
+    return {
+        "AUROC": _auroc_ci(test),
+        "AUPRC": test["auprc"],
+        "Brier": test["brier"],
+        "calibration slope": test["calibration_slope"],
+        "calibration intercept": test["calibration_intercept"],
+        "ECE": test["ece"],
+    }
+
+
 def _print_summary(title: str, summary: dict[str, object]) -> None:
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
@@ -73,12 +84,7 @@ def train(
     _print_summary(
         f"{name} {version}: {manifest['kind']} (test part, n={test['n']})",
         {
-            "AUROC": _auroc_ci(test),
-            "AUPRC": test["auprc"],
-            "Brier": test["brier"],
-            "calibration slope": test["calibration_slope"],
-            "calibration intercept": test["calibration_intercept"],
-            "ECE": test["ece"],
+            **_test_rows(test),
             **{
                 f"baseline: {b['name']}": f"AUROC {b['auroc']:.3f}"
                 for b in manifest["validation"]["baselines"]
@@ -125,14 +131,7 @@ def evaluate(
     test = report["overall"]
     _print_summary(
         f"{name} {report['model']['version']} on {data.name} (n={test['n']})",
-        {
-            "AUROC": _auroc_ci(test),
-            "AUPRC": test["auprc"],
-            "Brier": test["brier"],
-            "calibration slope": test["calibration_slope"],
-            "calibration intercept": test["calibration_intercept"],
-            "ECE": test["ece"],
-        },
+        _test_rows(test),
     )
     if out is not None:
         out.write_text(json.dumps(report, indent=2, default=str))
@@ -185,3 +184,170 @@ def serve(
     # One OpenMP thread per worker: concurrent requests would otherwise fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     uvicorn.run("service.main:app", host=host, port=port, workers=workers, log_level="warning")
+
+
+@app.command()
+def score(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Model name in the registry (or on the service).")
+    ],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="CSV (.csv, .csv.gz) or Parquet file.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Scored rows: .csv or .parquet (rejects: OUTPUT.rejects.csv)."
+        ),
+    ],
+    version: Annotated[str | None, typer.Option(help="Version (default: the highest).")] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Add the top-k contributions.")
+    ] = False,
+    top_k: Annotated[int, typer.Option(help="Contributions per row with --explain.")] = 3,
+    id_column: Annotated[
+        str | None, typer.Option(help="Id column to carry through (default: patient_id if any).")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Rows per chunk (memory ~ a few chunks).")] = (
+        50_000
+    ),
+    workers: Annotated[int, typer.Option(help="Chunks scored at once (local engine).")] = 2,
+    pool: Annotated[
+        str, typer.Option(help="threads or processes, for --workers > 1 (local engine).")
+    ] = "threads",
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Skip chunks an interrupted run finished."),
+    ] = True,
+    url: Annotated[
+        str | None, typer.Option(help="Score through a running service at this URL.")
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (with --url).")
+    ] = "CLINRISK_API_KEY",
+    batch_size: Annotated[int, typer.Option(help="Patients per batch call (with --url).")] = 100,
+    concurrency: Annotated[int, typer.Option(help="Batch calls in flight (with --url).")] = 4,
+    engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
+    master: Annotated[str, typer.Option(help="Spark master (with --engine spark).")] = "local[2]",
+    models_dir: ModelsDir = REPO_MODELS,
+) -> None:
+    """Score a file with a model: locally, through a running service (--url), or with Spark.
+
+    Columns are the model's features in canonical units (`clinrisk models`, or the model card);
+    a value in an accepted alternative unit takes a `<feature>_unit` column beside it (e.g.
+    glucose_mg_dl_unit = mmol/L). Other columns are ignored. Bad rows go to OUTPUT.rejects.csv
+    with their row number, id and reason. Exit code: 0 every row scored, 2 some rows rejected,
+    1 failure.
+    """
+    import os
+    import signal
+
+    from models.errors import ArtifactError
+    from models.registry import UnknownModel
+    from service.batch import (
+        BatchError,
+        RichProgress,
+        ScoreOptions,
+        score_file,
+        score_file_http,
+    )
+
+    if pool not in ("threads", "processes"):
+        raise typer.BadParameter("use 'threads' or 'processes'", param_hint="--pool")
+    options = ScoreOptions(
+        explain=explain,
+        top_k=top_k,
+        id_column=id_column,
+        chunk_size=chunk_size,
+        workers=workers,
+        pool="processes" if pool == "processes" else "threads",
+        resume=resume,
+    )
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter("use 'local' or 'spark'", param_hint="--engine")
+    if url is not None and engine == "spark":
+        raise typer.BadParameter("--url and --engine spark exclude each other", param_hint="--url")
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # a scheduler's SIGTERM: keep finished chunks, as for Ctrl-C
+
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if url is not None:
+            from service.client import ClinriskClient
+
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise BatchError(
+                    f"--url needs an API key in the environment variable {api_key_env}"
+                )
+            with ClinriskClient(url, api_key=api_key) as client:
+                summary = score_file_http(
+                    input_path,
+                    output,
+                    client=client,
+                    model_name=name,
+                    version=version,
+                    options=options,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                    progress=RichProgress(),
+                    service_url=url,
+                )
+        elif engine == "spark":
+            from service.spark import score_file_spark
+
+            with console.status("scoring with Spark"):
+                summary = score_file_spark(
+                    input_path,
+                    output,
+                    model_name=name,
+                    models_dir=models_dir,
+                    version=version,
+                    options=options,
+                    master=master,
+                )
+        else:
+            summary = score_file(
+                input_path,
+                output,
+                model_name=name,
+                models_dir=models_dir,
+                version=version,
+                options=options,
+                progress=RichProgress(),
+            )
+    except (BatchError, UnknownModel, ArtifactError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/yellow] finished chunks are kept; run the same command "
+            "again to resume. OUTPUT was not written.",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    model = summary.model
+    _print_summary(
+        f"{model['name']} {model['version']}: {input_path.name} -> {output.name}",
+        {
+            "rows read": f"{summary.rows_read:,}",
+            "rows scored": f"{summary.rows_scored:,}",
+            "rows rejected": f"{summary.rows_rejected:,}",
+            "chunks (resumed)": f"{summary.chunks} ({summary.chunks_resumed})",
+            "seconds": f"{summary.seconds:.1f}",
+            "rows/s": f"{summary.rows_per_second:,.0f}",
+            "output": str(summary.output),
+            "rejects": str(summary.rejects),
+            "model sha256": model["sha256"][:16] + "…",
+            **(
+                {"ignored columns": ", ".join(summary.ignored_columns)}
+                if summary.ignored_columns
+                else {}
+            ),
+        },
+    )
+    if summary.rows_rejected:
+        raise typer.Exit(2)

@@ -24,7 +24,7 @@ import pandas as pd
 import xgboost as xgb
 
 from models.columns import columns_for, encode
-from models.loader import load_artifact, sha256_file
+from models.loader import LinearParameters, load_artifact, sha256_file
 from models.manifest import (
     Baseline,
     Calibration,
@@ -43,7 +43,13 @@ from models.manifest import (
     Validation,
     ValidationSummary,
 )
-from service.scoring.engine import ScoringModel, sigmoid
+from service.scoring.engine import (
+    Explainer,
+    LinearExplainer,
+    ScoringModel,
+    TreeExplainer,
+    sigmoid,
+)
 from service.scoring.trees import compile_tables
 from training import fit, metrics
 from training.baselines import BASELINES
@@ -140,20 +146,17 @@ def build_tiers(config: ModelConfig, y_train: np.ndarray, p_oof: np.ndarray) -> 
 
 
 def time_explanations(
-    explain: Callable[[np.ndarray], np.ndarray],
-    explain_one: Callable[[list[float]], np.ndarray],
-    X: np.ndarray,
-    booster: xgb.Booster | None,
-    columns: list[str],
-) -> ExplanationInfo | dict[str, float]:
+    explainer: Explainer, X: np.ndarray, booster: xgb.Booster | None, columns: list[str]
+) -> ExplanationInfo:
+    """Seconds per row of the scoring core's explanations (and of XGBoost's, for reference)."""
     rows = X[:10_000]
     start = time.perf_counter()
-    explain(rows)
+    explainer.contributions(rows)
     batch = (time.perf_counter() - start) / len(rows)
     singles = [list(r) for r in rows[:500]]
     start = time.perf_counter()
     for r in singles:
-        explain_one(r)
+        explainer.contributions_one(r)
     single = (time.perf_counter() - start) / len(singles)
     reference = None
     if booster is not None:
@@ -161,7 +164,92 @@ def time_explanations(
         start = time.perf_counter()
         booster.predict(dm, pred_contribs=True)
         reference = (time.perf_counter() - start) / len(rows)
-    return {"batch": batch, "single": single, "reference": reference or 0.0}
+    return ExplanationInfo(
+        method=explainer.method,
+        seconds_per_row_batch=batch,
+        seconds_per_row_single=single,
+        reference_seconds_per_row=reference,
+    )
+
+
+def compare_baselines(
+    y_test: np.ndarray,
+    p_test: np.ndarray,
+    candidates: list[tuple[str, str, np.ndarray]],
+    *,
+    n_boot: int,
+    seed: int,
+) -> list[Baseline]:
+    """AUROC (CI), Brier and the paired AUROC difference of each baseline on the test rows."""
+    baselines = []
+    for name, description, p_base in candidates:
+        valid = ~np.isnan(p_base)
+        y, p_ours, p = y_test[valid], p_test[valid], p_base[valid]
+        lo, hi = metrics.bootstrap_auroc_ci(y, p, n_boot=n_boot, seed=seed)
+        diff = metrics.paired_bootstrap_auroc_difference(y, p_ours, p, n_boot=n_boot, seed=seed)
+        excluded = int((~valid).sum())
+        note = f" ({excluded} test rows without the inputs it needs excluded)" if excluded else ""
+        baselines.append(
+            Baseline(
+                name=name,
+                description=description + note,
+                auroc=metrics.auroc(y, p),
+                auroc_ci_low=lo,
+                auroc_ci_high=hi,
+                brier=metrics.brier(y, p),
+                auroc_difference_vs_shipped=diff["difference"],
+                difference_p_value=diff["p_value"],
+            )
+        )
+    return baselines
+
+
+def features_with_distributions(
+    specs: list[FeatureSpec], train_features: pd.DataFrame, kind: str
+) -> list[FeatureSpec]:
+    """Feature specs plus their training distribution and how the model treats a gap."""
+    gap = (
+        "imputed at the training mean; contributes nothing"
+        if kind == "logistic"
+        else "follows the forest's learned missing-value branch"
+    )
+    return [
+        spec.model_copy(
+            update={
+                "distribution": distribution(spec, train_features[spec.name]),
+                "missing_handling": spec.missing_handling or (None if spec.required else gap),
+            }
+        )
+        for spec in specs
+    ]
+
+
+def write_model_file(folder: Path, fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> str:
+    """The fitted model in its native, non-pickle format; returns the file name."""
+    if isinstance(fitted, xgb.Booster):
+        fitted.save_model(folder / "model.ubj")
+        return "model.ubj"
+    params = {
+        "columns": columns,
+        "coefficients": fitted.coefficients.tolist(),
+        "intercept": fitted.intercept,
+        "means": fitted.means.tolist(),
+    }
+    (folder / "linear.json").write_text(json.dumps(params, indent=2))
+    return "linear.json"
+
+
+def explainer_for(fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> Explainer:
+    if isinstance(fitted, xgb.Booster):
+        return TreeExplainer(compile_tables(fitted))
+    return LinearExplainer(
+        LinearParameters(
+            columns=columns,
+            coefficients=fitted.coefficients.tolist(),
+            intercept=fitted.intercept,
+            means=fitted.means.tolist(),
+        )
+    )
 
 
 def _summary(y: np.ndarray, p: np.ndarray, seed: int) -> ValidationSummary:
@@ -191,7 +279,7 @@ def train(
     train_mask, test_mask = split_test(ds, test_fraction=config.test_fraction, seed=seed)
     X_train, y_train, X_test, y_test = X[train_mask], y[train_mask], X[test_mask], y[test_mask]
     folds = fit.cv_folds(y_train, ds.groups[train_mask], seed=seed)
-    monotone = [
+    monotone: list[int] = [
         specs[[s.name for s in specs].index(c.feature)].monotone if c.category is None else 0
         for c in columns
     ]
@@ -215,7 +303,7 @@ def train(
     )
 
     progress(f"final fit: {chosen.kind} {chosen.params}")
-    fitted: dict[str, Any] = {}
+    fitted: dict[str, xgb.Booster | fit.LinearFit] = {}
     margins_test: dict[str, np.ndarray] = {}
     calibrations: dict[str, tuple[float, float]] = {}
     for cand in (best_xgb, best_lr):
@@ -251,72 +339,31 @@ def train(
         for col in factors.columns
         for row in metrics.subgroup_metrics(y_test, p_test, factors[col].to_numpy(str))
     ]
-    baselines = []
-    p_other = calibrated(other.kind, margins_test[other.kind])
-    for name, description, p_base in [
-        (
-            f"{other.kind} (not shipped)",
-            f"The other candidate family, best CV settings {_public_params(other.params)}",
-            p_other,
-        ),
-        *[
-            (b.name, b.description, b.predict(ds.features[test_mask]))
-            for b in BASELINES.get(config.name, [])
+    baselines = compare_baselines(
+        y_test,
+        p_test,
+        [
+            (
+                f"{other.kind} (not shipped)",
+                f"The other candidate family, best CV settings {_public_params(other.params)}",
+                calibrated(other.kind, margins_test[other.kind]),
+            ),
+            *[
+                (b.name, b.description, b.predict(ds.features[test_mask]))
+                for b in BASELINES.get(config.name, [])
+            ],
         ],
-    ]:
-        valid = ~np.isnan(p_base)
-        lo, hi = metrics.bootstrap_auroc_ci(y_test[valid], p_base[valid], n_boot=n_boot, seed=seed)
-        diff = metrics.paired_bootstrap_auroc_difference(
-            y_test[valid], p_test[valid], p_base[valid], n_boot=n_boot, seed=seed
-        )
-        baselines.append(
-            Baseline(
-                name=name,
-                description=description
-                + (
-                    ""
-                    if valid.all()
-                    else f" ({int((~valid).sum())} test rows without the inputs it needs excluded)"
-                ),
-                auroc=metrics.auroc(y_test[valid], p_base[valid]),
-                auroc_ci_low=lo,
-                auroc_ci_high=hi,
-                brier=metrics.brier(y_test[valid], p_base[valid]),
-                auroc_difference_vs_shipped=diff["difference"],
-                difference_p_value=diff["p_value"],
-            )
-        )
-
-    features_out = [
-        spec.model_copy(
-            update={
-                "distribution": distribution(spec, ds.features.loc[train_mask, spec.name]),
-                "missing_handling": spec.missing_handling
-                or (
-                    None
-                    if spec.required
-                    else (
-                        "imputed at the training mean; contributes nothing"
-                        if chosen.kind == "logistic"
-                        else "follows the forest's learned missing-value branch"
-                    )
-                ),
-            }
-        )
-        for spec in specs
-    ]
-
-    if chosen.kind == "xgboost":
-        tables = compile_tables(fitted["xgboost"])
-        timing = time_explanations(
-            tables.contributions, tables.contributions_one, X_test, fitted["xgboost"], column_names
-        )
-    else:
-        lin = fitted["logistic"]
-        explain = lambda m: np.nan_to_num((m - lin.means) * lin.coefficients)  # noqa: E731
-        timing = time_explanations(
-            explain, lambda r: explain(np.asarray([r]))[0], X_test, None, column_names
-        )
+        n_boot=n_boot,
+        seed=seed,
+    )
+    features_out = features_with_distributions(specs, ds.features[train_mask], chosen.kind)
+    shipped = fitted[chosen.kind]
+    timing = time_explanations(
+        explainer_for(shipped, column_names),
+        X_test,
+        shipped if isinstance(shipped, xgb.Booster) else None,
+        column_names,
+    )
 
     candidates = [
         Candidate(
@@ -335,23 +382,7 @@ def train(
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    if chosen.kind == "xgboost":
-        model_file = "model.ubj"
-        fitted["xgboost"].save_model(folder / model_file)
-    else:
-        model_file = "linear.json"
-        lin = fitted["logistic"]
-        (folder / model_file).write_text(
-            json.dumps(
-                {
-                    "columns": column_names,
-                    "coefficients": lin.coefficients.tolist(),
-                    "intercept": lin.intercept,
-                    "means": lin.means.tolist(),
-                },
-                indent=2,
-            )
-        )
+    model_file = write_model_file(folder, fitted[chosen.kind], column_names)
 
     slope, intercept = calibrations[chosen.kind]
     manifest = Manifest(
@@ -363,7 +394,7 @@ def train(
         out_of_scope=config.out_of_scope,
         created_at=datetime.now(UTC).replace(microsecond=0),
         code_revision=code_revision(),
-        kind=chosen.kind,  # type: ignore[arg-type]
+        kind=chosen.kind,
         model_file=model_file,
         libraries={lib: metadata.version(lib) for lib in LIBRARIES},
         dataset=DatasetRef(
@@ -413,12 +444,7 @@ def train(
             published_reference=config.published_reference,
             shortfalls=shortfalls,
         ),
-        explanation=ExplanationInfo(
-            method="tree_shap" if chosen.kind == "xgboost" else "linear",
-            seconds_per_row_batch=timing["batch"],
-            seconds_per_row_single=timing["single"],
-            reference_seconds_per_row=timing["reference"] or None,
-        ),
+        explanation=timing,
         caveats=config.caveats,
         ethical_considerations=config.ethical_considerations,
         files={model_file: sha256_file(folder / model_file), "card.md": "0" * 64},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,6 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=KeyStore(load_keys(settings.api_keys_file)),
             pseudonymize=Pseudonymizer(settings.pseudonym_key.get_secret_value().encode()),
         )
+        # NOTE: the models, tables and framework objects live as long as the process; freezing
+        # them keeps the cyclic GC from rescanning them after every request's allocations
+        # (about a fifth of a batch call's time, measured).
+        gc.collect()
+        gc.freeze()
         log.info("ready", models={n: registry.versions(n) for n in registry.names()})
         yield
         store.dispose()

@@ -302,13 +302,6 @@ class Manifest(_Strict):
                 return spec
         raise KeyError(name)
 
-    def tier_for(self, probability: float) -> Tier:
-        chosen = self.tiers[0]
-        for tier in self.tiers:
-            if probability >= tier.lower:
-                chosen = tier
-        return chosen
-
 
 def version_key(version: str) -> tuple[int, int, int]:
     """Sort key for semantic versions ('1.10.0' > '1.9.0')."""

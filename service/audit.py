@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -60,12 +60,6 @@ class AuditRecord(NamedTuple):
     tier: str
     latency_ms: float
     channel: str
-
-
-class AuditSink(Protocol):
-    def write(self, records: list[AuditRecord]) -> None: ...
-
-    def ping(self) -> bool: ...
 
 
 class Pseudonymizer:
@@ -184,14 +178,6 @@ class SqlAuditStore:
         with self.engine.connect() as connection:
             rows = connection.execute(query.limit(limit).offset(offset)).mappings().all()
         return [{k: v for k, v in row.items() if k != "id"} for row in rows]
-
-    def count(self) -> int:
-        with self.engine.connect() as connection:
-            return int(
-                connection.execute(
-                    sa.select(sa.func.count()).select_from(audit_records)
-                ).scalar_one()
-            )
 
     def _checkpoint(self, mode: str) -> None:
         try:

@@ -6,8 +6,9 @@ ServiceError
 ├── PayloadTooLarge      413
 ├── NotAuthenticated     401
 ├── Forbidden            403
-├── ModelNotReady        503
-└── AuditUnavailable     503  (a prediction whose audit record was not written fails)
+├── AuditUnavailable     503  (a prediction whose audit record was not written fails)
+├── InvalidHookRequest   400  (a CDS Hooks call that breaks the specification)
+└── PrefetchMissing      412  (CDS Hooks prefetch the service needs was not sent)
 """
 
 from __future__ import annotations
@@ -63,11 +64,6 @@ class NotAuthenticated(ServiceError):
 class Forbidden(ServiceError):
     status = 403
     title = "Forbidden"
-
-
-class ModelNotReady(ServiceError):
-    status = 503
-    title = "Model not ready"
 
 
 class AuditUnavailable(ServiceError):

@@ -75,10 +75,6 @@ class ValueDescriber:
         return f"{self.label} {float(value):g}{self.unit}"
 
 
-def describe_value(spec: FeatureSpec, value: float | str | None) -> str:
-    return ValueDescriber(spec)(value)
-
-
 class LoadedModel:
     """What the service holds per (name, version): scoring core, validator, public metadata."""
 

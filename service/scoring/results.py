@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -171,9 +170,10 @@ class LoadedModel:
 
 
 def quality_dict(quality: DataQuality) -> dict[str, Any]:
+    # vars() of these flat dataclasses, not dataclasses.asdict, which deep-copies recursively.
     return {
-        "missing": [asdict(m) for m in quality.missing],
-        "out_of_training_range": [asdict(o) for o in quality.out_of_training_range],
-        "unit_conversions": [asdict(u) for u in quality.unit_conversions],
+        "missing": [dict(vars(m)) for m in quality.missing],
+        "out_of_training_range": [dict(vars(o)) for o in quality.out_of_training_range],
+        "unit_conversions": [dict(vars(u)) for u in quality.unit_conversions],
         "trustworthy": not (quality.missing or quality.out_of_training_range),
     }

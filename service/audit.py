@@ -118,8 +118,9 @@ class SqlAuditStore:
             self._checkpointer.start()
         # NOTE: inserts go straight to the DB-API cursor with a prepared statement text:
         # SQLAlchemy's per-call statement handling cost ~6x the SQLite commit itself.
+        self._sqlite = self.engine.dialect.name == "sqlite"
         names = list(AuditRecord._fields)
-        placeholder = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        placeholder = "?" if self._sqlite else "%s"
         self._insert_sql = (
             f"INSERT INTO audit_records ({', '.join(names)}) "
             f"VALUES ({', '.join(placeholder for _ in names)})"
@@ -128,11 +129,16 @@ class SqlAuditStore:
     def write(self, records: list[AuditRecord]) -> None:
         if not records:
             return
+        rows: list[AuditRecord] = records
+        if self._sqlite:
+            # SQLAlchemy's SQLite DateTime text format; sqlite3's own datetime adapter is
+            # deprecated from Python 3.12.
+            rows = [r._replace(created_at=r.created_at.isoformat(" ")) for r in records]  # type: ignore[arg-type]
         try:
             connection = self.engine.raw_connection()
             try:
                 cursor = connection.cursor()
-                cursor.executemany(self._insert_sql, records)
+                cursor.executemany(self._insert_sql, rows)
                 cursor.close()
                 connection.commit()
             except BaseException:

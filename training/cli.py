@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 console = Console()
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_KEYS_FILE = Path(__file__).resolve().parents[1] / "var" / "api_keys.json"
 
 ModelsDir = Annotated[
     Path,
@@ -147,19 +148,14 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated: predict,batch,admin.")] = "predict",
     keys_file: Annotated[
-        Path | None,
-        typer.Option(help="Keys file (default: CLINRISK_API_KEYS_FILE or var/api_keys.json)."),
-    ] = None,
+        Path,
+        typer.Option(help="Keys file the service reads.", envvar="CLINRISK_API_KEYS_FILE"),
+    ] = DEFAULT_KEYS_FILE,
 ) -> None:
     """Create an API key, print it once and store only its hash where the service reads keys."""
     from service.auth import create_key
-    from service.settings import Settings
 
-    path = keys_file or Settings.model_fields["api_keys_file"].default
-    if keys_file is None:
-        import os
-
-        path = Path(os.environ.get("CLINRISK_API_KEYS_FILE", str(path)))
+    path = keys_file
     try:
         token = create_key(path, name, [s.strip() for s in scopes.split(",") if s.strip()])
     except ValueError as exc:

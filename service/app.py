@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -126,7 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", error_type=type(exc).__name__)
+        # NOTE: where it failed, not the message: messages can carry request values (privacy).
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[-5:]]
+        log.error("unhandled error", error_type=type(exc).__name__, frames=where)
         return _problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
 
     app.add_middleware(ObservabilityMiddleware)

@@ -41,6 +41,8 @@ from service.scoring.validation import (
     OutOfRange,
     UnitConversion,
     describe_allowed,
+    missing_handling,
+    training_ranges,
 )
 
 Float = npt.NDArray[np.float64]
@@ -301,14 +303,8 @@ class FrameValidator:
         self.names = [f.name for f in self.specs]
         self.columns = list(manifest.columns)
         self.allowed = {f.name: describe_allowed(f) for f in self.specs}
-        self.training_range: dict[str, tuple[float, float]] = {}
-        for spec in self.specs:
-            dist = spec.distribution
-            if dist and "p01" in dist.quantiles and "p99" in dist.quantiles:
-                self.training_range[spec.name] = (dist.quantiles["p01"], dist.quantiles["p99"])
-        self.missing_handling = {
-            f.name: f.missing_handling or "handled by the model as missing" for f in self.specs
-        }
+        self.training_range = training_ranges(self.specs)
+        self.missing_handling = missing_handling(self.specs)
         self.unit_columns = {
             f.name: f.name + UNIT_SUFFIX
             for f in self.specs

@@ -10,7 +10,7 @@ handles it; a missing required feature is an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,21 @@ def describe_allowed(spec: FeatureSpec) -> str:
     return f"{kind} from {spec.minimum:g} to {spec.maximum:g}{unit}{alternatives}"
 
 
+def training_ranges(features: Sequence[FeatureSpec]) -> dict[str, tuple[float, float]]:
+    """Per numeric feature, its training 1st-99th percentile: outside it a value is flagged."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for spec in features:
+        dist = spec.distribution
+        if dist and "p01" in dist.quantiles and "p99" in dist.quantiles:
+            ranges[spec.name] = (dist.quantiles["p01"], dist.quantiles["p99"])
+    return ranges
+
+
+def missing_handling(features: Sequence[FeatureSpec]) -> dict[str, str]:
+    """Per feature, what the model does when it is missing (reported with every gap)."""
+    return {f.name: f.missing_handling or "handled by the model as missing" for f in features}
+
+
 class RowValidator:
     """Validates one payload at a time; built once per model (specs resolved up front)."""
 
@@ -93,15 +108,8 @@ class RowValidator:
         self.order = [f.name for f in manifest.features]
         self.columns = [(c.feature, c.category) for c in manifest.columns]
         self.allowed = {f.name: describe_allowed(f) for f in manifest.features}
-        self.training_range: dict[str, tuple[float, float]] = {}
-        for spec in manifest.features:
-            dist = spec.distribution
-            if dist and "p01" in dist.quantiles and "p99" in dist.quantiles:
-                self.training_range[spec.name] = (dist.quantiles["p01"], dist.quantiles["p99"])
-        self.missing_handling = {
-            f.name: f.missing_handling or "handled by the model as missing"
-            for f in manifest.features
-        }
+        self.training_range = training_ranges(manifest.features)
+        self.missing_handling = missing_handling(manifest.features)
 
         # A flat plan per feature, resolved once: validation is on every request's hot path.
         self._plan = [

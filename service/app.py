@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.predictor import LoadedModel
 from models.registry import Registry
 from service.api import audit as audit_api
 from service.api import cds_hooks, curves, health, predict
@@ -27,7 +28,6 @@ from service.errors import PROBLEM_JSON, ServiceError
 from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware
 from service.openapi_schema import install_openapi
-from service.scoring.results import LoadedModel
 from service.settings import Settings, get_settings
 from service.ui.router import router as ui_router
 

@@ -49,9 +49,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from models.manifest import FeatureSpec, FeatureType
-from service.api.schemas import BatchItemResult, ModelDetail
-from service.client import ClinriskClient
-from service.scoring.frames import (
+from models.tables import (
     UNIT_SUFFIX,
     FrameScorer,
     artifact_folder,
@@ -62,7 +60,9 @@ from service.scoring.frames import (
     reason_text,
     score_fields,
 )
-from service.scoring.validation import FieldError
+from models.validation import FieldError
+from service.api.schemas import BatchItemResult, ModelDetail
+from service.client import ClinriskClient
 
 DEFAULT_CHUNK_SIZE = 50_000
 DEFAULT_ID_COLUMN = "patient_id"

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from models.manifest import FeatureSpec, FeatureType, Manifest
-from service.scoring.results import LoadedModel
+from models.predictor import LoadedModel
 
 EXAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 PREDICT_OPERATIONS = {

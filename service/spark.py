@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from models.tables import artifact_folder, effective_top_k, load_scorer
 from service.batch import (
     BatchError,
     ScoreOptions,
@@ -38,7 +39,6 @@ from service.batch import (
     rejects_path,
     work_dir,
 )
-from service.scoring.frames import artifact_folder, effective_top_k, load_scorer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,7 +94,7 @@ def score_spark_dataframe(
 ) -> DataFrame:
     """``df`` with the score columns added (``reject_reason`` set, scores null, on a bad row).
 
-    Feature columns are read as :mod:`service.scoring.frames` reads any table (numeric text is a
+    Feature columns are read as :mod:`models.tables` reads any table (numeric text is a
     number, ``<feature>_unit`` columns give alternative units); other columns pass through.
     Executors open the artifact at the driver's absolute path: on a cluster, ``models_dir`` must
     be on a shared file system (each executor still verifies every hash and the sha256).

@@ -8,7 +8,7 @@ from typing import Any
 from models.columns import encode
 from models.loader import sha256_file
 from models.registry import Registry
-from service.scoring.engine import ScoringModel
+from models.scoring import ScoringModel
 from training import metrics
 from training.config import load_config
 from training.datasets import LOADERS

@@ -43,14 +43,14 @@ from models.manifest import (
     Validation,
     ValidationSummary,
 )
-from service.scoring.engine import (
+from models.scoring import (
     Explainer,
     LinearExplainer,
     ScoringModel,
     TreeExplainer,
     sigmoid,
 )
-from service.scoring.trees import compile_tables
+from models.trees import compile_tables
 from training import fit, metrics
 from training.baselines import BASELINES
 from training.card import render_card

@@ -37,11 +37,11 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
 from models.manifest import FeatureType
+from models.predictor import LoadedModel
 from service import fhir
 from service.api.deps import PredictCaller, StateDep, resolve_model
 from service.api.predict import _body, _predict_one
 from service.errors import InvalidFeatures, InvalidHookRequest, PrefetchMissing
-from service.scoring.results import LoadedModel
 
 SERVICE_ID = "clinrisk-cvd-risk"
 MODEL_NAME = "cvd"

@@ -18,14 +18,14 @@ import numpy.typing as npt
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import validation
 from models.manifest import FeatureSpec, FeatureType
+from models.predictor import LoadedModel
+from models.validation import ValidatedRow
 from service.api.deps import PredictCaller, StateDep, resolve_model
 from service.api.predict import PROBLEM_RESPONSES
 from service.api.schemas import Measurement, ModelRef
 from service.errors import InvalidFeatures, PayloadTooLarge
-from service.scoring import validation
-from service.scoring.results import LoadedModel
-from service.scoring.validation import ValidatedRow
 
 MAX_POINTS = 101
 

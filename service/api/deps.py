@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from models.predictor import LoadedModel
 from models.registry import Registry, UnknownModel
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import ApiKey, KeyStore
 from service.errors import Forbidden, ModelNotFound, NotAuthenticated
-from service.scoring.results import LoadedModel
 from service.settings import Settings
 
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from models.predictor import LoadedModel
 from service.api.deps import AnyCaller, StateDep, resolve_model
 from service.api.predict import PROBLEM_RESPONSES
 from service.api.schemas import ModelDetail, ModelSummary
-from service.scoring.results import LoadedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
 

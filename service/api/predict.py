@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
+from models import validation
+from models.predictor import LoadedModel
 from service.api.deps import BatchCaller, PredictCaller, StateDep, resolve_model
 from service.api.schemas import BatchPredictResponse, PredictResponse, Problem
 from service.audit import AuditRecord, input_hash
 from service.errors import InvalidFeatures, PayloadTooLarge, ServiceError
-from service.scoring import validation
-from service.scoring.results import LoadedModel
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
 

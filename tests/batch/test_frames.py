@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 import pytest
 
 from models.loader import load_artifact
-from service.scoring.engine import ScoringModel
-from service.scoring.frames import (
+from models.predictor import LoadedModel
+from models.scoring import ScoringModel
+from models.tables import (
     NUMBER_TEXT,
     FrameScorer,
     FrameValidator,
@@ -23,8 +24,7 @@ from service.scoring.frames import (
     reason_text,
     top_contributions,
 )
-from service.scoring.results import LoadedModel
-from service.scoring.validation import InvalidFeatures, RowValidator
+from models.validation import InvalidFeatures, RowValidator
 
 N_ROWS = 3000
 MODELS = ("diabetes", "readmission", "cvd")

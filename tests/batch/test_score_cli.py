@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 import service.batch as batch
+from models.predictor import LoadedModel
+from models.validation import InvalidFeatures
 from service.batch import BatchError, ScoreOptions, rejects_path, score_file, work_dir
-from service.scoring.results import LoadedModel
-from service.scoring.validation import InvalidFeatures
 from training.cli import app
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pytest
 
+from models.predictor import LoadedModel
+from models.validation import InvalidFeatures
 from service.batch import ScoreOptions, rejects_path, score_file, score_file_http
 from service.client import ClinriskClient
-from service.scoring.results import LoadedModel
-from service.scoring.validation import InvalidFeatures
 
 OPTIONS = ScoreOptions(explain=True, top_k=3, chunk_size=150, workers=1)
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.loader import load_artifact
+from models.predictor import LoadedModel
 from service.openapi_schema import example_features
-from service.scoring.results import LoadedModel
 from tests.conftest import MODELS_DIR, Keys
 
 CVD_PATIENT: dict[str, Any] = {

@@ -8,8 +8,8 @@ import xgboost as xgb
 
 from models.columns import encode
 from models.loader import load_artifact
-from service.scoring.engine import ScoringModel
-from service.scoring.trees import compile_tables
+from models.scoring import ScoringModel
+from models.trees import compile_tables
 from tests.conftest import MODELS_DIR
 from training.config import load_config
 from training.datasets import LOADERS, SHARED_DATA

@@ -11,8 +11,8 @@ import pytest
 
 from models.loader import load_artifact
 from models.manifest import FeatureSpec
+from models.validation import RowValidator
 from service import fhir
-from service.scoring.validation import RowValidator
 from service.settings import REPO_ROOT
 from tests.conftest import MODELS_DIR
 

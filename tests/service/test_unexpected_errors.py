@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from models.predictor import LoadedModel
 from service.app import create_app
-from service.scoring.results import LoadedModel
 from service.settings import Settings
 from tests.conftest import Keys
 from tests.service.test_predict import CVD_PATIENT

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from models.loader import load_artifact
-from service.scoring.engine import ScoringModel
+from models.scoring import ScoringModel
 from training.cli import app
 from training.config import available_configs, load_config
 from training.datasets import SHARED_DATA, load_diabetes130

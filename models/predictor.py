@@ -15,8 +15,8 @@ import numpy.typing as npt
 
 from models.loader import Artifact
 from models.manifest import FeatureSpec, FeatureType
-from service.scoring.engine import ScoringModel
-from service.scoring.validation import DataQuality, RowValidator, ValidatedRow
+from models.scoring import ScoringModel
+from models.validation import DataQuality, RowValidator, ValidatedRow
 
 NO_EFFECT = 1e-12
 

@@ -33,8 +33,8 @@ from models.columns import encode
 from models.loader import load_artifact
 from models.manifest import FeatureSpec, FeatureType, Manifest, version_key
 from models.registry import UnknownModel, discover
-from service.scoring.engine import ScoringModel
-from service.scoring.validation import (
+from models.scoring import ScoringModel
+from models.validation import (
     DataQuality,
     FieldError,
     MissingFeature,

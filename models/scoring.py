@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from models.loader import Artifact, LinearParameters
 from models.manifest import Manifest, Tier
-from service.scoring.trees import TreeTables, compile_tables
+from models.trees import TreeTables, compile_tables
 
 Float = npt.NDArray[np.float64]
 

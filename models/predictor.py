@@ -1,27 +1,120 @@
-"""Turn a scored row into the public result: probability, tier, labelled contributions, flags.
+"""The one facade for a prediction: payload(s) or a table in, results out.
 
-Results are plain dicts (serialised once with orjson) whose shape is ``PredictResponse``.
+Every front door (REST single and batch, CDS Hooks, files, Spark, risk curves) calls a
+:class:`Predictor`: it validates with the model's feature rules, scores with the scoring core,
+explains exactly, describes each value in words and flags data quality. Routes only do HTTP.
+
+Results are plain dicts typed as :class:`Prediction` (serialised once with orjson by the
+service); the response schemas in ``service`` describe the same shape for the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-from models.loader import Artifact
+from models.curves import RiskCurve, risk_curves
+from models.loader import Artifact, load_artifact
 from models.manifest import FeatureSpec, FeatureType
 from models.scoring import ScoringModel
-from models.validation import DataQuality, RowValidator, ValidatedRow
+from models.tables import ColumnLike, FrameScorer, ScoredFrame
+from models.validation import DataQuality, FieldError, InvalidFeatures, RowValidator
 
 NO_EFFECT = 1e-12
+Direction = Literal["raised", "lowered", "no effect"]
 
 
-def _direction(contribution: float) -> str:
+class ModelRef(TypedDict):
+    name: str
+    version: str
+    sha256: str
+
+
+class TierDict(TypedDict):
+    name: str
+    label: str
+    lower: float
+    upper: float | None
+    action: str
+
+
+class ContributionDict(TypedDict):
+    feature: str
+    label: str
+    value: float | str | None
+    unit: str | None
+    contribution: float
+    direction: Direction
+    text: str
+
+
+class ExplanationDict(TypedDict):
+    method: Literal["tree_shap", "linear"]
+    base_log_odds: float
+    base_probability: float
+    contributions: list[ContributionDict]
+
+
+class MissingDict(TypedDict):
+    feature: str
+    handling: str
+
+
+class OutOfRangeDict(TypedDict):
+    feature: str
+    value: float
+    training_p01: float
+    training_p99: float
+
+
+class UnitConversionDict(TypedDict):
+    feature: str
+    value: float
+    unit: str
+    converted_value: float
+    canonical_unit: str
+
+
+class DataQualityDict(TypedDict):
+    missing: list[MissingDict]
+    out_of_training_range: list[OutOfRangeDict]
+    unit_conversions: list[UnitConversionDict]
+    trustworthy: bool
+
+
+class Prediction(TypedDict):
+    prediction_id: str
+    model: ModelRef
+    probability: float
+    tier: TierDict
+    explanation: ExplanationDict
+    data_quality: DataQualityDict
+    elapsed_ms: float
+
+
+class Scored(NamedTuple):
+    """A prediction and the canonical input it was computed from (hashed by the audit trail)."""
+
+    result: Prediction
+    values: dict[str, float | str | None]
+
+
+class CurvesResult(TypedDict):
+    model: ModelRef
+    probability: float
+    method: Literal["individual_conditional_expectation"]
+    curves: list[RiskCurve]
+
+
+def _direction(contribution: float) -> Direction:
     if contribution > NO_EFFECT:
         return "raised"
     if contribution < -NO_EFFECT:
@@ -74,41 +167,155 @@ class ValueDescriber:
         return f"{self.label} {float(value):g}{self.unit}"
 
 
-class LoadedModel:
-    """What the service holds per (name, version): scoring core, validator, public metadata."""
+class Predictor:
+    """One model version ready to serve: rules, scoring core, wording, in one facade."""
 
     def __init__(self, artifact: Artifact) -> None:
         self.core = ScoringModel(artifact)
         self.manifest = artifact.manifest
+        self.name = self.core.name
+        self.version = self.core.version
+        self.sha256 = self.core.sha256
         self.validator = RowValidator(artifact.manifest)
+        self.frames = FrameScorer(self.core)
         self.specs = list(artifact.manifest.features)
-        self.ref = {
-            "name": self.core.name,
-            "version": self.core.version,
-            "sha256": self.core.sha256,
-        }
-        self.tiers = [t.model_dump() for t in self.core.tiers]
+        self.ref: ModelRef = {"name": self.name, "version": self.version, "sha256": self.sha256}
+        self.tiers: list[TierDict] = [
+            {
+                "name": t.name,
+                "label": t.label,
+                "lower": t.lower,
+                "upper": t.upper,
+                "action": t.action,
+            }
+            for t in self.core.tiers
+        ]
         self.base_probability = 1.0 / (1.0 + math.exp(-self.core.base_log_odds))
         self.card_markdown = artifact.card_markdown
         self._features = [(f.name, f.label, f.unit, ValueDescriber(f)) for f in self.specs]
+        self._names = [f.name for f in self.specs]
+        # Shared, never mutated: one dict per feature for every "missing" flag.
+        self._missing = [
+            MissingDict(feature=r.name, handling=r.missing_handling) for r in self.validator.rules
+        ]
+
+    # -- one patient -------------------------------------------------------------------------
+
+    def predict(
+        self, features: Mapping[str, Any], *, top_k: int | None = None, prefix: str = "features"
+    ) -> Scored:
+        """Validate, score and explain one JSON payload (raises ``InvalidFeatures``)."""
+        started = time.perf_counter()
+        row = self.validator.validate(features, prefix=prefix)
+        probability, contributions, tier = self.core.score_one(row.columns)
+        order = np.argsort(-np.abs(contributions), kind="stable").tolist()
+        result = self._result(
+            row.values,
+            probability,
+            contributions.tolist(),
+            order,
+            tier,
+            _quality(row.quality),
+            top_k,
+            started,
+        )
+        return Scored(result, row.values)
+
+    # -- a JSON batch ------------------------------------------------------------------------
+
+    def predict_many(
+        self, payloads: Sequence[Mapping[str, Any]], *, top_k: Sequence[int | None]
+    ) -> list[Scored | list[FieldError]]:
+        """Many JSON payloads through the column executor: one result or its errors each.
+
+        Errors name fields relative to the payload (``features.<name>``).
+        """
+        started = time.perf_counter()
+        frame = self.frames.validator.validate_json(payloads)
+        out: list[Scored | list[FieldError]] = [[] for _ in payloads]
+        for row, errors in frame.errors.items():
+            out[row] = errors
+        accepted = np.flatnonzero(frame.accepted)
+        if not len(accepted):
+            return out
+        scores = self.core.score_matrix(frame.matrix)
+        contributions = scores.contributions
+        orders = np.argsort(-np.abs(contributions), axis=1, kind="stable").tolist()
+        amounts = contributions.tolist()
+        probabilities = scores.probability.tolist()
+        tiers = scores.tier_index.tolist()
+        columns = [_json_values(frame.values[name][accepted]) for name in self._names]
+        qualities = self._qualities(frame, accepted)
+        names = self._names
+        for position, (row, cells) in enumerate(
+            zip(accepted.tolist(), zip(*columns, strict=True), strict=True)
+        ):
+            values = dict(zip(names, cells, strict=True))
+            out[row] = Scored(
+                self._result(
+                    values,
+                    probabilities[position],
+                    amounts[position],
+                    orders[position],
+                    tiers[position],
+                    qualities[position],
+                    top_k[row],
+                    started,
+                ),
+                values,
+            )
+        return out
+
+    # -- a table (files, Spark) --------------------------------------------------------------
+
+    def score_table(
+        self, table: Mapping[str, ColumnLike], n_rows: int, *, explain: bool, top_k: int
+    ) -> ScoredFrame:
+        """Score columns aligned with the input rows; rejected rows carry their reasons."""
+        return self.frames.score(table, n_rows, explain=explain, top_k=top_k)
+
+    # -- what-if -----------------------------------------------------------------------------
+
+    def curves(
+        self, features: Mapping[str, Any], names: Sequence[str], points: int
+    ) -> CurvesResult:
+        """Risk across each named feature's grid, the patient's other inputs held fixed.
+
+        Raises ``InvalidFeatures`` naming bad features and bad names together.
+        """
+        name_errors = _check_names(self._names, names)
+        try:
+            row = self.validator.validate(features)
+        except InvalidFeatures as exc:
+            raise InvalidFeatures(exc.errors + name_errors) from None
+        if name_errors:
+            raise InvalidFeatures(name_errors)
+        probability, _, _ = self.core.score_one(row.columns)
+        return {
+            "model": self.ref,
+            "probability": probability,
+            "method": "individual_conditional_expectation",
+            "curves": risk_curves(self.core, row, list(names), points),
+        }
+
+    # -- shaping results ---------------------------------------------------------------------
 
     def explain(
         self,
-        values: dict[str, float | str | None],
-        contributions: npt.NDArray[np.float64],
+        values: Mapping[str, float | str | None],
+        amounts: list[float],
+        order: list[int],
         top_k: int | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ContributionDict]:
         """Labelled contributions, largest magnitude first (hot path: one dict per feature)."""
-        order = np.argsort(-np.abs(contributions), kind="stable").tolist()
-        amounts = contributions.tolist()
         shown = order if top_k is None else order[:top_k]
-        items = []
+        items: list[ContributionDict] = []
+        features = self._features
         for i in shown:
-            name, label, unit, describe = self._features[i]
-            value = values.get(name)
+            name, label, unit, describe = features[i]
+            value = values[name]
             contribution = amounts[i]
             direction = _direction(contribution)
-            text = describe.sentence(value, direction)
             items.append(
                 {
                     "feature": name,
@@ -117,12 +324,13 @@ class LoadedModel:
                     "unit": unit,
                     "contribution": contribution,
                     "direction": direction,
-                    "text": text,
+                    "text": describe.sentence(value, direction),
                 }
             )
         if len(shown) < len(order):
             rest = math.fsum(amounts[i] for i in order[len(shown) :])
             n_rest = len(order) - len(shown)
+            direction = _direction(rest)
             items.append(
                 {
                     "feature": "other_features",
@@ -130,22 +338,23 @@ class LoadedModel:
                     "value": None,
                     "unit": None,
                     "contribution": rest,
-                    "direction": _direction(rest),
-                    "text": f"{n_rest} other features together {_direction(rest)} the risk",
+                    "direction": direction,
+                    "text": f"{n_rest} other features together {direction} the risk",
                 }
             )
         return items
 
-    def result(
+    def _result(
         self,
-        row: ValidatedRow,
+        values: Mapping[str, float | str | None],
         probability: float,
-        contributions: npt.NDArray[np.float64],
+        amounts: list[float],
+        order: list[int],
         tier_index: int,
-        *,
+        quality: DataQualityDict,
         top_k: int | None,
         started: float,
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         return {
             "prediction_id": str(uuid.uuid4()),
             "model": self.ref,
@@ -155,25 +364,116 @@ class LoadedModel:
                 "method": self.core.method,
                 "base_log_odds": self.core.base_log_odds,
                 "base_probability": self.base_probability,
-                "contributions": self.explain(row.values, contributions, top_k),
+                "contributions": self.explain(values, amounts, order, top_k),
             },
-            "data_quality": quality_dict(row.quality),
+            "data_quality": quality,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }
 
-    def predict(self, features: dict[str, Any], *, top_k: int | None = None) -> dict[str, Any]:
-        """Validate, score and explain one payload (raises ``InvalidFeatures``)."""
-        started = time.perf_counter()
-        row = self.validator.validate(features)
-        probability, contributions, tier = self.core.score_one(row.columns)
-        return self.result(row, probability, contributions, tier, top_k=top_k, started=started)
+    def _qualities(self, frame: Any, accepted: npt.NDArray[np.intp]) -> list[DataQualityDict]:
+        """Per accepted row, its data-quality flags, built only where a row has any."""
+        n = len(accepted)
+        missing: list[list[MissingDict]] = [[] for _ in range(n)]
+        out_of_range: list[list[OutOfRangeDict]] = [[] for _ in range(n)]
+        conversions: list[list[UnitConversionDict]] = [[] for _ in range(n)]
+        rules = self.validator.rules
+        for position, j in zip(*np.nonzero(frame.missing[accepted]), strict=True):
+            missing[position].append(self._missing[j])
+        for position, j in zip(*np.nonzero(frame.out_of_range[accepted]), strict=True):
+            rule = rules[j]
+            assert rule.training is not None
+            out_of_range[position].append(
+                {
+                    "feature": rule.name,
+                    "value": float(frame.values[rule.name][accepted[position]]),
+                    "training_p01": rule.training[0],
+                    "training_p99": rule.training[1],
+                }
+            )
+        for position, j in zip(*np.nonzero(frame.converted[accepted]), strict=True):
+            rule = rules[j]
+            row = accepted[position]
+            original, units = frame.conversions[rule.name]
+            conversions[position].append(
+                {
+                    "feature": rule.name,
+                    "value": float(original[row]),
+                    "unit": str(units[row]),
+                    "converted_value": float(frame.values[rule.name][row]),
+                    "canonical_unit": rule.unit or "",
+                }
+            )
+        return [
+            {
+                "missing": m,
+                "out_of_training_range": o,
+                "unit_conversions": c,
+                "trustworthy": not (m or o),
+            }
+            for m, o, c in zip(missing, out_of_range, conversions, strict=True)
+        ]
 
 
-def quality_dict(quality: DataQuality) -> dict[str, Any]:
+def _quality(quality: DataQuality) -> DataQualityDict:
     # vars() of these flat dataclasses, not dataclasses.asdict, which deep-copies recursively.
     return {
-        "missing": [dict(vars(m)) for m in quality.missing],
-        "out_of_training_range": [dict(vars(o)) for o in quality.out_of_training_range],
-        "unit_conversions": [dict(vars(u)) for u in quality.unit_conversions],
+        "missing": [vars(m) for m in quality.missing],  # type: ignore[misc]
+        "out_of_training_range": [vars(o) for o in quality.out_of_training_range],  # type: ignore[misc]
+        "unit_conversions": [vars(u) for u in quality.unit_conversions],  # type: ignore[misc]
         "trustworthy": not (quality.missing or quality.out_of_training_range),
     }
+
+
+def _json_values(column: npt.NDArray[Any]) -> list[float | str | None]:
+    """Canonical values as JSON: NaN (missing) becomes None."""
+    values: list[Any] = column.tolist()
+    if column.dtype == object:
+        return values
+    return [None if v != v else v for v in values]
+
+
+def _check_names(known: Sequence[str], names: Sequence[str]) -> list[FieldError]:
+    errors = []
+    for index, name in enumerate(names):
+        where = f"features_to_vary[{index}]"
+        if name not in known:
+            errors.append(
+                FieldError(
+                    where,
+                    "unknown feature for this model",
+                    name,
+                    "one of: " + ", ".join(known),
+                    "unknown_feature",
+                )
+            )
+        elif name in names[:index]:
+            errors.append(FieldError(where, "listed twice", name, "each feature once", "duplicate"))
+    return errors
+
+
+_PREDICTORS: dict[tuple[str, str | None], Predictor] = {}
+_PREDICTORS_LOCK = threading.Lock()
+
+
+def load_predictor(folder: Path, *, expected_sha256: str | None = None) -> Predictor:
+    """A predictor for one artifact folder, verified (hashes) once per process and cached.
+
+    ``expected_sha256`` pins the artifact the caller resolved (e.g. the Spark driver), so an
+    executor that finds a different artifact at the same path refuses to score.
+    """
+    key = (str(folder.resolve()), expected_sha256)
+    with _PREDICTORS_LOCK:
+        predictor = _PREDICTORS.get(key)
+        if predictor is None:
+            predictor = Predictor(load_artifact(folder))
+            if expected_sha256 is not None and predictor.sha256 != expected_sha256:
+                raise ValueError(
+                    f"artifact {folder} has sha256 {predictor.sha256[:12]}…, "
+                    f"expected {expected_sha256[:12]}…"
+                )
+            _PREDICTORS[key] = predictor
+        return predictor
+
+
+# The name the service and the batch code have used for a served model version.
+LoadedModel = Predictor

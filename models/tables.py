@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,14 @@ from models.registry import UnknownModel, discover
 from models.scoring import ScoringModel
 from models.validation import (
     DataQuality,
+    ErrorCode,
+    FeatureRule,
     FieldError,
     MissingFeature,
     OutOfRange,
     UnitConversion,
-    describe_allowed,
-    missing_handling,
-    training_ranges,
+    rules_of,
+    unknown_feature,
 )
 
 Float = npt.NDArray[np.float64]
@@ -54,19 +55,10 @@ UNIT_SUFFIX = "_unit"
 # path (cast a whole column) and the slow path (mask the bad cells, then cast) agree cell by cell.
 NUMBER_TEXT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
 
-# Error codes per cell; the messages are RowValidator's, word for word.
-OK, MISSING_REQUIRED, NOT_CATEGORY, NOT_BINARY, NOT_NUMBER, NOT_FINITE = 0, 1, 2, 3, 4, 5
-UNIT_NOT_STRING, UNKNOWN_UNIT, NOT_INTEGER, OUT_OF_RANGE = 6, 7, 8, 9
-MESSAGES = {
-    MISSING_REQUIRED: "required feature is missing",
-    NOT_CATEGORY: "not an allowed category",
-    NOT_BINARY: "must be 0 or 1",
-    NOT_NUMBER: "must be a number",
-    NOT_FINITE: "must be a finite number",
-    UNIT_NOT_STRING: "unit must be a string",
-    NOT_INTEGER: "must be an integer",
-    OUT_OF_RANGE: "outside the plausible range",
-}
+# Error codes per cell: 0 = accepted, else 1 + the index of an ErrorCode.
+OK = 0
+CODES = list(ErrorCode)
+CODE = {code: np.uint8(i + 1) for i, code in enumerate(CODES)}
 
 ColumnLike = Any
 """A column: ``pyarrow`` Array/ChunkedArray, numpy array, pandas Series or list."""
@@ -88,10 +80,14 @@ class Cells:
     """A pyarrow string array holding the text cells (null elsewhere)."""
     is_text: Bool
     raw: Any
-    """The source (Arrow array or object ndarray), to show a rejected cell as given."""
+    """The source (Arrow array, object ndarray or list), to show a rejected cell as given."""
+    json: bool = False
+    """Cells of JSON values: text is never read as a number or as true/false."""
+    bad_measurement: Bool | None = None
+    """JSON objects that are not ``{"value": x[, "unit": u]}``."""
 
     def raw_value(self, row: int) -> Any:
-        if isinstance(self.raw, np.ndarray):
+        if isinstance(self.raw, np.ndarray | list):
             return self.raw[row]
         return self.raw[row].as_py()
 
@@ -233,6 +229,77 @@ def cells_of(column: ColumnLike | None, n_rows: int) -> Cells:
     return _arrow_cells(array)
 
 
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def json_cells(column: list[Any], *, measurements: bool) -> tuple[Cells, Cells | None]:
+    """One feature's JSON values across a batch, and the units of its measurement objects.
+
+    A column of plain numbers (or plain text) is classified in one vectorised step; mixed
+    columns cell by cell. Empty text is text here (JSON says what is missing: null or absent).
+    """
+    n = len(column)
+    kinds = set(map(type, column))
+    if kinds <= _NUMBER_TYPES:
+        number = np.array(column, dtype=np.float64)
+        missing = np.isnan(number)
+        _, _, _, is_bool, truth = _empty_cells(n)
+        nothing = np.zeros(n, dtype=bool)
+        cells = Cells(
+            missing, number, ~missing, is_bool, truth, pa.nulls(n, pa.string()), nothing, column
+        )
+        return replace(cells, json=True), None
+    if kinds <= _TEXT_TYPES:
+        missing = np.fromiter((v is None for v in column), dtype=bool, count=n)
+        _, number, is_number, is_bool, truth = _empty_cells(n)
+        text = pa.array(column, pa.string())
+        return Cells(missing, number, is_number, is_bool, truth, text, ~missing, column, True), None
+    missing, number, is_number, is_bool, truth = _empty_cells(n)
+    is_text = np.zeros(n, dtype=bool)
+    texts: list[str | None] = [None] * n
+    bad = np.zeros(n, dtype=bool)
+    units: list[Any] | None = None
+    for i, value in enumerate(column):
+        if measurements and isinstance(value, dict):
+            if units is None:
+                units = [None] * n
+            if value.keys() - {"value", "unit"} or "value" not in value:
+                bad[i] = True
+                continue
+            units[i] = value.get("unit")
+            value = value["value"]
+            if value is None:
+                continue  # a measurement without a number: not missing, not a number
+        if value is None:
+            missing[i] = True
+        elif value is True or value is False:
+            is_bool[i] = True
+            truth[i] = value
+        elif type(value) is int or type(value) is float:
+            is_number[i] = True
+            number[i] = value
+        elif type(value) is str:
+            is_text[i] = True
+            texts[i] = value
+    cells = Cells(
+        missing,
+        number,
+        is_number,
+        is_bool,
+        truth,
+        pa.array(texts, pa.string()),
+        is_text,
+        column,
+        True,
+        bad if measurements else None,
+    )
+    if units is None:
+        return cells, None
+    unit_cells, _ = json_cells(units, measurements=False)
+    return cells, unit_cells
+
+
 def parse_numbers(text: Any, is_text: Bool) -> tuple[Float, Bool]:
     """Numbers from text cells: (values, parsed), NaN/False for cells that are not numbers."""
     n = len(is_text)
@@ -295,21 +362,15 @@ class ValidatedFrame:
 
 
 class FrameValidator:
-    """Validates whole tables against one manifest; built once per model."""
+    """The column executor of the feature rules (:class:`models.validation.FeatureRule`): whole
+    tables, and JSON batches (``validate_json``), against one manifest; built once per model."""
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
-        self.specs = list(manifest.features)
-        self.names = [f.name for f in self.specs]
+        self.rules = rules_of(manifest)
+        self.names = [r.name for r in self.rules]
         self.columns = list(manifest.columns)
-        self.allowed = {f.name: describe_allowed(f) for f in self.specs}
-        self.training_range = training_ranges(self.specs)
-        self.missing_handling = missing_handling(self.specs)
-        self.unit_columns = {
-            f.name: f.name + UNIT_SUFFIX
-            for f in self.specs
-            if f.type in (FeatureType.NUMERIC, FeatureType.ORDINAL)
-        }
+        self.unit_columns = {r.name: r.name + UNIT_SUFFIX for r in self.rules if r.takes_units}
         clash = set(self.unit_columns.values()) & set(self.names)
         if clash:
             raise ValueError(f"unit columns would shadow features: {sorted(clash)}")
@@ -319,32 +380,66 @@ class FrameValidator:
         return [*self.names, *self.unit_columns.values()]
 
     def validate(self, table: Mapping[str, ColumnLike], n_rows: int) -> ValidatedFrame:
-        results: list[_FeatureResult] = []
+        """A table: numeric text is a number, ``<feature>_unit`` columns give units."""
+        sources = [cells_of(table.get(r.name), n_rows) for r in self.rules]
+        units = [
+            cells_of(table.get(self.unit_columns[r.name]), n_rows)
+            if r.takes_units and table.get(self.unit_columns[r.name]) is not None
+            else None
+            for r in self.rules
+        ]
+        return self._validate(sources, units, n_rows, {})
+
+    def validate_json(self, payloads: Sequence[Mapping[str, Any]]) -> ValidatedFrame:
+        """JSON feature objects (a batch request), with JSON's types: text is never a number,
+        a measurement is ``{"value": x, "unit": u}``, unknown keys are refused."""
+        n_rows = len(payloads)
         sources: list[Cells] = []
-        for spec in self.specs:
-            cells = cells_of(table.get(spec.name), n_rows)
+        units: list[Cells | None] = []
+        for rule in self.rules:
+            column = [p.get(rule.name) for p in payloads]
+            cells, unit_cells = json_cells(column, measurements=rule.takes_units)
             sources.append(cells)
-            unit_column = self.unit_columns.get(spec.name)
-            units = (
-                cells_of(table.get(unit_column), n_rows)
-                if unit_column is not None and table.get(unit_column) is not None
-                else None
-            )
-            results.append(self._feature(spec, cells, units, n_rows))
+            units.append(unit_cells)
+        known = set(self.names)
+        unknown: dict[int, list[FieldError]] = {}
+        for row, payload in enumerate(payloads):
+            if payload.keys() - known:
+                unknown[row] = [
+                    unknown_feature(key, self.names) for key in sorted(payload.keys() - known)
+                ]
+        return self._validate(sources, units, n_rows, unknown)
+
+    def _validate(
+        self,
+        sources: list[Cells],
+        units: list[Cells | None],
+        n_rows: int,
+        unknown: dict[int, list[FieldError]],
+    ) -> ValidatedFrame:
+        results = [
+            self._feature(rule, cells, unit_cells, n_rows)
+            for rule, cells, unit_cells in zip(self.rules, sources, units, strict=True)
+        ]
         codes = np.stack([r.errors for r in results], axis=1) if results else np.zeros((n_rows, 0))
         accepted = ~(codes != OK).any(axis=1)
+        if unknown:
+            accepted[list(unknown)] = False
         errors: dict[int, list[FieldError]] = {}
         for row in np.flatnonzero(~accepted).tolist():
             errors[row] = [
-                self._error(spec, int(codes[row, j]), sources[j], results[j], row)
-                for j, spec in enumerate(self.specs)
-                if codes[row, j] != OK
+                *unknown.get(row, ()),
+                *(
+                    self._error(rule, int(codes[row, j]), sources[j], results[j], row)
+                    for j, rule in enumerate(self.rules)
+                    if codes[row, j] != OK
+                ),
             ]
-        values = {spec.name: r.values for spec, r in zip(self.specs, results, strict=True)}
+        values = {rule.name: r.values for rule, r in zip(self.rules, results, strict=True)}
         matrix = encode(self.columns, {name: v[accepted] for name, v in values.items()})
         conversions = {
-            spec.name: (r.original, r.units)
-            for spec, r in zip(self.specs, results, strict=True)
+            rule.name: (r.original, r.units)
+            for rule, r in zip(self.rules, results, strict=True)
             if r.original is not None and r.units is not None
         }
         return ValidatedFrame(
@@ -362,10 +457,10 @@ class FrameValidator:
     def quality(self, frame: ValidatedFrame, row: int) -> DataQuality:
         """One row's flags in RowValidator's form (for the HTTP-shaped views and tests)."""
         quality = DataQuality()
-        for j, spec in enumerate(self.specs):
-            name = spec.name
+        for j, rule in enumerate(self.rules):
+            name = rule.name
             if frame.missing[row, j]:
-                quality.missing.append(MissingFeature(name, self.missing_handling[name]))
+                quality.missing.append(MissingFeature(name, rule.missing_handling))
             if frame.converted[row, j]:
                 original, units = frame.conversions[name]
                 quality.unit_conversions.append(
@@ -374,95 +469,96 @@ class FrameValidator:
                         float(original[row]),
                         str(units[row]),
                         float(frame.values[name][row]),
-                        spec.unit or "",
+                        rule.unit or "",
                     )
                 )
-            if frame.out_of_range[row, j]:
-                low, high = self.training_range[name]
+            if frame.out_of_range[row, j] and rule.training is not None:
+                low, high = rule.training
                 quality.out_of_training_range.append(
                     OutOfRange(name, float(frame.values[name][row]), low, high)
                 )
         return quality
 
     def _error(
-        self, spec: FeatureSpec, code: int, cells: Cells, result: _FeatureResult, row: int
+        self, rule: FeatureRule, code: int, cells: Cells, result: _FeatureResult, row: int
     ) -> FieldError:
-        if code == UNKNOWN_UNIT:
-            assert result.unit_text is not None
-            message = f"unknown unit {result.unit_text[row]!r}"
-        else:
-            message = MESSAGES[code]
-        value = None if code == MISSING_REQUIRED else cells.value_at(row)
-        return FieldError(f"features.{spec.name}", message, value, self.allowed[spec.name])
+        unit = result.unit_text[row] if result.unit_text is not None else None
+        return rule.error(CODES[code - 1], cells.value_at(row), unit=unit)
 
     def _feature(
-        self, spec: FeatureSpec, cells: Cells, units: Cells | None, n: int
+        self, rule: FeatureRule, cells: Cells, units: Cells | None, n: int
     ) -> _FeatureResult:
         no = np.zeros(n, dtype=bool)
         errors: Codes = np.zeros(n, dtype=np.uint8)
         missing = cells.missing
-        if spec.required:
-            errors[missing] = MISSING_REQUIRED
+        if rule.required:
+            errors[missing] = CODE[ErrorCode.MISSING_REQUIRED]
             missing_flag = no
         else:
             missing_flag = missing
         present = ~missing
-        if spec.type is FeatureType.CATEGORICAL:
-            codes = [c.code for c in spec.categories]
+        if rule.kind is FeatureType.CATEGORICAL:
+            codes = list(rule.categories)
             known, position = _is_in(cells.text, codes)
             known &= cells.is_text
-            errors[present & ~known] = NOT_CATEGORY
+            errors[present & ~known] = CODE[ErrorCode.NOT_CATEGORY]
             lookup = np.array([*codes, None], dtype=object)
             values = lookup[np.where(known, position, len(codes))]
             return _FeatureResult(values, errors, missing_flag, no, no)
-        parsed, from_text = parse_numbers(cells.text, cells.is_text)
-        if spec.type is FeatureType.BINARY:
-            lowered = pc.utf8_lower(cells.text) if cells.is_text.any() else None
-            said_true = _equals(lowered, "true", n)
-            said_false = _equals(lowered, "false", n)
+        if cells.json:  # JSON has types: text is text
+            parsed, from_text = np.full(n, np.nan), no
+        else:
+            parsed, from_text = parse_numbers(cells.text, cells.is_text)
+        if rule.kind is FeatureType.BINARY:
             value = np.where(cells.is_bool, cells.truth.astype(np.float64), np.nan)
             value = np.where(cells.is_number, cells.number, value)
-            value = np.where(from_text, parsed, value)
-            value = np.where(said_true, 1.0, np.where(said_false, 0.0, value))
+            if not cells.json and cells.is_text.any():
+                lowered = pc.utf8_lower(cells.text)
+                said_true = _equals(lowered, "true", n)
+                said_false = _equals(lowered, "false", n)
+                value = np.where(from_text, parsed, value)
+                value = np.where(said_true, 1.0, np.where(said_false, 0.0, value))
             good = (value == 0.0) | (value == 1.0)
-            errors[present & ~good] = NOT_BINARY
+            errors[present & ~good] = CODE[ErrorCode.NOT_BINARY]
             return _FeatureResult(np.where(good, value, np.nan), errors, missing_flag, no, no)
         # numeric and ordinal
         is_number = cells.is_number | from_text
         value = np.where(cells.is_number, cells.number, parsed)
         finite = np.isfinite(value)
-        errors[present & ~is_number] = NOT_NUMBER
-        errors[present & is_number & ~finite] = NOT_FINITE
+        errors[present & ~is_number] = CODE[ErrorCode.NOT_NUMBER]
+        errors[present & is_number & ~finite] = CODE[ErrorCode.NOT_FINITE]
         original = value.copy()
         converted = no
         unit_values: npt.NDArray[Any] | None = None
         unit_text: npt.NDArray[Any] | None = None
         if units is not None:
-            # A unit that is not text is refused before the value is looked at (as in the API).
+            # A unit that is not text is refused before the value is looked at.
             bad_unit_type = present & ~units.missing & ~units.is_text
-            errors[bad_unit_type] = UNIT_NOT_STRING
+            errors[bad_unit_type] = CODE[ErrorCode.UNIT_NOT_STRING]
             unit_text = np.asarray(units.text.to_numpy(zero_copy_only=False), dtype=object)
             given = present & units.is_text & (errors == OK)
-            canonical = _equals(units.text, spec.unit, n) if spec.unit is not None else no
+            canonical = _equals(units.text, rule.unit, n) if rule.unit is not None else no
             other = given & ~canonical
             recognised = np.zeros(n, dtype=bool)
-            for alternative in spec.alternative_units:
-                this = other & _equals(units.text, alternative.unit, n)
-                value = np.where(this, value * alternative.factor + alternative.offset, value)
+            for unit, (factor, offset) in rule.conversions.items():
+                this = other & _equals(units.text, unit, n)
+                value = np.where(this, value * factor + offset, value)
                 recognised |= this
-            errors[other & ~recognised] = UNKNOWN_UNIT
+            errors[other & ~recognised] = CODE[ErrorCode.UNKNOWN_UNIT]
             converted = other & recognised
             unit_values = unit_text
+        if cells.bad_measurement is not None:
+            errors[cells.bad_measurement] = CODE[ErrorCode.BAD_MEASUREMENT]
         ok = present & (errors == OK)
         with np.errstate(invalid="ignore"):
-            if spec.type is FeatureType.ORDINAL:
-                errors[ok & (value != np.trunc(value))] = NOT_INTEGER
+            if rule.kind is FeatureType.ORDINAL:
+                errors[ok & (value != np.trunc(value))] = CODE[ErrorCode.NOT_INTEGER]
                 ok = present & (errors == OK)
-            low = spec.minimum if spec.minimum is not None else -math.inf
-            high = spec.maximum if spec.maximum is not None else math.inf
-            errors[ok & ~((value >= low) & (value <= high))] = OUT_OF_RANGE
+            errors[ok & ~((value >= rule.low) & (value <= rule.high))] = CODE[
+                ErrorCode.OUT_OF_RANGE
+            ]
             ok = present & (errors == OK)
-            bounds = self.training_range.get(spec.name)
+            bounds = rule.training
             out_of_range = (
                 ok & ~((value >= bounds[0]) & (value <= bounds[1])) if bounds is not None else no
             )

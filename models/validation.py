@@ -12,9 +12,46 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from models.manifest import FeatureSpec, FeatureType, Manifest
+
+
+class ErrorCode(StrEnum):
+    """Why a value was refused: one code per rule, with its message template in ``MESSAGES``.
+
+    The row executor (:class:`RowValidator`, JSON payloads) and the column executor
+    (:class:`models.tables.FrameValidator`, tables and JSON batches) both report through
+    :meth:`FeatureRule.error`, so a refusal reads the same whichever door it came through.
+    """
+
+    UNKNOWN_FEATURE = "unknown_feature"
+    MISSING_REQUIRED = "missing_required"
+    NOT_CATEGORY = "not_category"
+    NOT_BINARY = "not_binary"
+    NOT_NUMBER = "not_number"
+    NOT_FINITE = "not_finite"
+    BAD_MEASUREMENT = "bad_measurement"
+    UNIT_NOT_STRING = "unit_not_string"
+    UNKNOWN_UNIT = "unknown_unit"
+    NOT_INTEGER = "not_integer"
+    OUT_OF_RANGE = "out_of_range"
+
+
+MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.UNKNOWN_FEATURE: "unknown feature for this model",
+    ErrorCode.MISSING_REQUIRED: "required feature is missing",
+    ErrorCode.NOT_CATEGORY: "not an allowed category",
+    ErrorCode.NOT_BINARY: "must be 0 or 1",
+    ErrorCode.NOT_NUMBER: "must be a number",
+    ErrorCode.NOT_FINITE: "must be a finite number",
+    ErrorCode.BAD_MEASUREMENT: "a measurement object has exactly 'value' and optional 'unit'",
+    ErrorCode.UNIT_NOT_STRING: "unit must be a string",
+    ErrorCode.UNKNOWN_UNIT: "unknown unit {unit!r}",
+    ErrorCode.NOT_INTEGER: "must be an integer",
+    ErrorCode.OUT_OF_RANGE: "outside the plausible range",
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +60,8 @@ class FieldError:
     message: str
     value: Any = None
     allowed: str | None = None
+    code: str = "invalid"
+    """An :class:`ErrorCode` for feature values; request-shape errors have their own codes."""
 
 
 @dataclass(frozen=True)
@@ -85,82 +124,117 @@ def describe_allowed(spec: FeatureSpec) -> str:
     return f"{kind} from {spec.minimum:g} to {spec.maximum:g}{unit}{alternatives}"
 
 
-def training_ranges(features: Sequence[FeatureSpec]) -> dict[str, tuple[float, float]]:
-    """Per numeric feature, its training 1st-99th percentile: outside it a value is flagged."""
-    ranges: dict[str, tuple[float, float]] = {}
-    for spec in features:
+@dataclass(frozen=True)
+class FeatureRule:
+    """Everything that decides whether one feature's value is accepted, resolved once per model.
+
+    Both executors read only this: the row executor below and the column executor in
+    :mod:`models.tables`. Order of the checks (shared by both): missing (required or flagged),
+    kind (category / 0-1 / number), measurement object and unit, integer, plausible range, then
+    the training p01..p99 flag.
+    """
+
+    name: str
+    kind: FeatureType
+    required: bool
+    low: float
+    high: float
+    training: tuple[float, float] | None
+    """Training 1st-99th percentile: outside it a value is scored but flagged."""
+    categories: tuple[str, ...]
+    codes: frozenset[str]
+    unit: str | None
+    conversions: dict[str, tuple[float, float]]
+    """Accepted alternative unit -> (factor, offset): ``canonical = value * factor + offset``."""
+    allowed: str
+    missing_handling: str
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> FeatureRule:
         dist = spec.distribution
+        training = None
         if dist and "p01" in dist.quantiles and "p99" in dist.quantiles:
-            ranges[spec.name] = (dist.quantiles["p01"], dist.quantiles["p99"])
-    return ranges
+            training = (dist.quantiles["p01"], dist.quantiles["p99"])
+        categories = tuple(c.code for c in spec.categories)
+        return cls(
+            name=spec.name,
+            kind=spec.type,
+            required=spec.required,
+            low=spec.minimum if spec.minimum is not None else -math.inf,
+            high=spec.maximum if spec.maximum is not None else math.inf,
+            training=training,
+            categories=categories,
+            codes=frozenset(categories),
+            unit=spec.unit,
+            conversions={u.unit: (u.factor, u.offset) for u in spec.alternative_units},
+            allowed=describe_allowed(spec),
+            missing_handling=spec.missing_handling or "handled by the model as missing",
+        )
+
+    @property
+    def takes_units(self) -> bool:
+        return self.kind in (FeatureType.NUMERIC, FeatureType.ORDINAL)
+
+    def error(
+        self, code: ErrorCode, value: Any, *, prefix: str = "features", unit: Any = None
+    ) -> FieldError:
+        """The one place a refused value becomes a message."""
+        return FieldError(
+            f"{prefix}.{self.name}",
+            MESSAGES[code].format(unit=unit),
+            None if code is ErrorCode.MISSING_REQUIRED else _jsonable(value),
+            self.allowed,
+            code.value,
+        )
 
 
-def missing_handling(features: Sequence[FeatureSpec]) -> dict[str, str]:
-    """Per feature, what the model does when it is missing (reported with every gap)."""
-    return {f.name: f.missing_handling or "handled by the model as missing" for f in features}
+def rules_of(manifest: Manifest) -> list[FeatureRule]:
+    return [FeatureRule.of(spec) for spec in manifest.features]
+
+
+def unknown_feature(key: str, names: Sequence[str], *, prefix: str = "features") -> FieldError:
+    return FieldError(
+        f"{prefix}.{key}",
+        MESSAGES[ErrorCode.UNKNOWN_FEATURE],
+        key,
+        "one of: " + ", ".join(names),
+        ErrorCode.UNKNOWN_FEATURE.value,
+    )
 
 
 class RowValidator:
-    """Validates one payload at a time; built once per model (specs resolved up front)."""
+    """The row executor of the feature rules: one JSON payload at a time, on the request path."""
 
     def __init__(self, manifest: Manifest) -> None:
-        self.specs = {f.name: f for f in manifest.features}
-        self.order = [f.name for f in manifest.features]
+        self.rules = rules_of(manifest)
+        self.by_name = {r.name: r for r in self.rules}
+        self.order = [r.name for r in self.rules]
         self.columns = [(c.feature, c.category) for c in manifest.columns]
-        self.allowed = {f.name: describe_allowed(f) for f in manifest.features}
-        self.training_range = training_ranges(manifest.features)
-        self.missing_handling = missing_handling(manifest.features)
-
-        # A flat plan per feature, resolved once: validation is on every request's hot path.
-        self._plan = [
-            (
-                spec.name,
-                spec.type,
-                spec.required,
-                spec.minimum if spec.minimum is not None else -math.inf,
-                spec.maximum if spec.maximum is not None else math.inf,
-                self.training_range.get(spec.name),
-                frozenset(c.code for c in spec.categories),
-            )
-            for spec in manifest.features
-        ]
 
     def validate(self, features: Mapping[str, Any], *, prefix: str = "features") -> ValidatedRow:
         errors: list[FieldError] = []
         quality = DataQuality()
-        unknown = features.keys() - self.specs.keys()
-        for key in sorted(unknown):
-            errors.append(
-                FieldError(
-                    field=f"{prefix}.{key}",
-                    message="unknown feature for this model",
-                    value=key,
-                    allowed="one of: " + ", ".join(self.order),
-                )
-            )
+        for key in sorted(features.keys() - self.by_name.keys()):
+            errors.append(unknown_feature(key, self.order, prefix=prefix))
         values: dict[str, float | str | None] = {}
         get = features.get
-        for name, kind, required, low, high, training, codes in self._plan:
+        Code = ErrorCode
+        for rule in self.rules:
+            name = rule.name
             raw = get(name)
             if raw is None:
-                if required:
-                    errors.append(
-                        FieldError(
-                            f"{prefix}.{name}",
-                            "required feature is missing",
-                            None,
-                            self.allowed[name],
-                        )
-                    )
+                if rule.required:
+                    errors.append(rule.error(Code.MISSING_REQUIRED, None, prefix=prefix))
                 else:
-                    quality.missing.append(MissingFeature(name, self.missing_handling[name]))
+                    quality.missing.append(MissingFeature(name, rule.missing_handling))
                 values[name] = None
                 continue
+            kind = rule.kind
             kind_of_raw = type(raw)
             value: float | str
             if kind is FeatureType.CATEGORICAL:
-                if kind_of_raw is not str or raw not in codes:
-                    errors.append(self._error(prefix, name, "not an allowed category", raw))
+                if kind_of_raw is not str or raw not in rule.codes:
+                    errors.append(rule.error(Code.NOT_CATEGORY, raw, prefix=prefix))
                     continue
                 value = raw
             elif kind is FeatureType.BINARY:
@@ -171,23 +245,24 @@ class RowValidator:
                 ):
                     value = float(raw)
                 else:
-                    errors.append(self._error(prefix, name, "must be 0 or 1", raw))
+                    errors.append(rule.error(Code.NOT_BINARY, raw, prefix=prefix))
                     continue
             else:
                 try:
                     if kind_of_raw is float or kind_of_raw is int:
                         value = float(raw)
                         if not math.isfinite(value):
-                            raise _Bad("must be a finite number")
+                            raise _Bad(Code.NOT_FINITE)
                     else:
-                        value = self._measurement(self.specs[name], raw, quality)
+                        value = _measurement(rule, raw, quality)
                     if kind is FeatureType.ORDINAL and not value.is_integer():
-                        raise _Bad("must be an integer")
-                    if not low <= value <= high:
-                        raise _Bad("outside the plausible range")
+                        raise _Bad(Code.NOT_INTEGER)
+                    if not rule.low <= value <= rule.high:
+                        raise _Bad(Code.OUT_OF_RANGE)
                 except _Bad as bad:
-                    errors.append(self._error(prefix, name, bad.message, raw))
+                    errors.append(rule.error(bad.code, raw, prefix=prefix, unit=bad.unit))
                     continue
+                training = rule.training
                 if training is not None and not training[0] <= value <= training[1]:
                     quality.out_of_training_range.append(OutOfRange(name, value, *training))
             values[name] = value
@@ -202,46 +277,38 @@ class RowValidator:
                 columns.append(math.nan if cell is None else float(cell))
         return ValidatedRow(values=values, columns=columns, quality=quality)
 
-    def _error(self, prefix: str, name: str, message: str, raw: Any) -> FieldError:
-        return FieldError(f"{prefix}.{name}", message, _jsonable(raw), self.allowed[name])
-
-    @staticmethod
-    def _measurement(spec: FeatureSpec, raw: Any, quality: DataQuality) -> float:
-        """A number given as ``{"value": x, "unit": u}`` (or a wrong type), converted exactly."""
-        value, unit = _number_and_unit(raw)
-        if unit is not None and unit != spec.unit:
-            alternative = next((u for u in spec.alternative_units if u.unit == unit), None)
-            if alternative is None:
-                raise _Bad(f"unknown unit {unit!r}")
-            converted = value * alternative.factor + alternative.offset
-            quality.unit_conversions.append(
-                UnitConversion(spec.name, value, unit, converted, spec.unit or "")
-            )
-            value = converted
-        return value
-
 
 class _Bad(Exception):
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, code: ErrorCode, unit: Any = None) -> None:
+        self.code = code
+        self.unit = unit
 
 
-def _number_and_unit(raw: Any) -> tuple[float, str | None]:
-    unit: str | None = None
+def _measurement(rule: FeatureRule, raw: Any, quality: DataQuality) -> float:
+    """A number given as ``{"value": x, "unit": u}`` (or a wrong type), converted exactly."""
+    unit: Any = None
     if isinstance(raw, Mapping):
-        extra = set(raw) - {"value", "unit"}
-        if extra or "value" not in raw:
-            raise _Bad("a measurement object has exactly 'value' and optional 'unit'")
+        if set(raw) - {"value", "unit"} or "value" not in raw:
+            raise _Bad(ErrorCode.BAD_MEASUREMENT)
         unit = raw.get("unit")
         if unit is not None and not isinstance(unit, str):
-            raise _Bad("unit must be a string")
+            raise _Bad(ErrorCode.UNIT_NOT_STRING)
         raw = raw["value"]
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise _Bad("must be a number")
+        raise _Bad(ErrorCode.NOT_NUMBER)
     value = float(raw)
     if not math.isfinite(value):
-        raise _Bad("must be a finite number")
-    return value, unit
+        raise _Bad(ErrorCode.NOT_FINITE)
+    if unit is not None and unit != rule.unit:
+        conversion = rule.conversions.get(unit)
+        if conversion is None:
+            raise _Bad(ErrorCode.UNKNOWN_UNIT, unit)
+        converted = value * conversion[0] + conversion[1]
+        quality.unit_conversions.append(
+            UnitConversion(rule.name, value, unit, converted, rule.unit or "")
+        )
+        value = converted
+    return value
 
 
 def _jsonable(raw: Any) -> Any:

@@ -1,35 +1,26 @@
-"""Risk curves: how one patient's risk changes as one input moves across its training range.
-
-For each requested feature the patient's other inputs stay fixed and the varied feature takes
-each value of a grid (its training 1st-99th percentile range, every category, or 0/1): the
-individual conditional expectation. For depth-1 forests and logistic models this is exactly the
-model's shape function for that feature, shifted by the patient's other contributions. The
-patient's own value is always on the grid, so a curve passes through the patient's own risk.
-Nothing here is audited: these are hypothetical values, not a prediction for the patient.
-"""
+"""Risk curves endpoint: HTTP only; the curves themselves come from the model's facade
+(:meth:`models.predictor.Predictor.curves`, computed in :mod:`models.curves`)."""
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models import validation
-from models.manifest import FeatureSpec, FeatureType
-from models.predictor import LoadedModel
-from models.validation import ValidatedRow
+from models.curves import GridValue
+from models.manifest import FeatureType
+from models.validation import InvalidFeatures
+from service.api.body import read_json_body
 from service.api.deps import PredictCaller, StateDep, resolve_model
 from service.api.predict import PROBLEM_RESPONSES
 from service.api.schemas import Measurement, ModelRef
-from service.errors import InvalidFeatures, PayloadTooLarge
+from service.errors import InvalidFeatures as InvalidRequest
 
 MAX_POINTS = 101
-
-GridValue = float | str
 
 
 class _Public(BaseModel):
@@ -76,122 +67,23 @@ class CurvesResponse(_Public):
     curves: list[RiskCurve]
 
 
-def training_range(spec: FeatureSpec) -> tuple[float, float] | None:
-    quantiles = spec.distribution.quantiles if spec.distribution else {}
-    if "p01" in quantiles and "p99" in quantiles:
-        return quantiles["p01"], quantiles["p99"]
-    if spec.minimum is not None and spec.maximum is not None:
-        return spec.minimum, spec.maximum
-    return None
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined (an OpenAPI request body)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
 
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
 
-def feature_grid(spec: FeatureSpec, current: GridValue | None, points: int) -> list[GridValue]:
-    """Values to try: every category, 0/1, or ``points`` values across the training range."""
-    if spec.type is FeatureType.CATEGORICAL:
-        return [c.code for c in spec.categories]
-    if spec.type is FeatureType.BINARY:
-        return [0.0, 1.0]
-    bounds = training_range(spec)
-    values: set[float] = set()
-    if bounds is not None:
-        low, high = bounds
-        integral = spec.type is FeatureType.ORDINAL or spec.unit == "count"
-        if integral and math.ceil(low) <= math.floor(high):
-            integers = np.arange(math.ceil(low), math.floor(high) + 1, dtype=np.float64)
-            if len(integers) > points:
-                integers = np.unique(np.round(np.linspace(integers[0], integers[-1], points)))
-            values.update(integers.tolist())
-        else:
-            values.update(np.linspace(low, high, points).tolist())
-    if isinstance(current, float):
-        values.add(current)
-    return sorted(values)
-
-
-def describe_point(spec: FeatureSpec, value: GridValue) -> str:
-    if spec.type is FeatureType.CATEGORICAL:
-        return next((c.label for c in spec.categories if c.code == value), str(value))
-    if spec.type is FeatureType.BINARY:
-        return "yes" if value == 1.0 else "no"
-    unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
-    return f"{float(value):.4g}{unit}"
-
-
-def risk_curves(
-    model: LoadedModel, row: ValidatedRow, names: list[str], points: int
-) -> list[RiskCurve]:
-    """One curve per feature in ``names``, scored in one matrix by the scoring core."""
-    base = np.asarray(row.columns, dtype=np.float64)
-    columns = model.manifest.columns
-    blocks: list[npt.NDArray[np.float64]] = []
-    grids: list[tuple[FeatureSpec, list[GridValue]]] = []
-    for name in names:
-        spec = model.manifest.feature(name)
-        grid = feature_grid(spec, row.values[name], points)
-        block = np.tile(base, (len(grid), 1))
-        for j, column in enumerate(columns):
-            if column.feature != name:
-                continue
-            if column.category is None:
-                block[:, j] = np.asarray(grid, dtype=np.float64)
-            else:
-                block[:, j] = [1.0 if code == column.category else 0.0 for code in grid]
-        blocks.append(block)
-        grids.append((spec, grid))
-    probabilities = model.core.score_matrix(np.vstack(blocks)).probability.tolist()
-    curves: list[RiskCurve] = []
-    offset = 0
-    for spec, grid in grids:
-        numeric = spec.type in (FeatureType.NUMERIC, FeatureType.ORDINAL)
-        curves.append(
-            RiskCurve(
-                feature=spec.name,
-                label=spec.label,
-                type=spec.type,
-                unit=spec.unit,
-                current_value=row.values[spec.name],
-                training_range=training_range(spec) if numeric else None,
-                points=[
-                    CurvePoint(value=v, label=describe_point(spec, v), probability=p)
-                    for v, p in zip(grid, probabilities[offset : offset + len(grid)], strict=True)
-                ],
-            )
-        )
-        offset += len(grid)
-    return curves
-
-
-def _check_names(model: LoadedModel, names: list[str]) -> list[validation.FieldError]:
-    known = [f.name for f in model.specs]
-    errors = []
-    for index, name in enumerate(names):
-        where = f"features_to_vary[{index}]"
-        if name not in known:
-            errors.append(
-                validation.FieldError(
-                    where, "unknown feature for this model", name, "one of: " + ", ".join(known)
-                )
-            )
-        elif name in names[:index]:
-            errors.append(validation.FieldError(where, "listed twice", name, "each feature once"))
-    return errors
-
-
-def _invalid(model: LoadedModel, errors: list[validation.FieldError]) -> InvalidFeatures:
-    return InvalidFeatures(
-        f"The curves request does not match model '{model.core.name}' {model.core.version}.",
-        errors=[
-            {"field": e.field, "message": e.message, "value": e.value, "allowed": e.allowed}
-            for e in errors
-        ],
-    )
-
-
-def _body_within_limit(request: Request, state: StateDep) -> None:
-    declared = request.headers.get("content-length")
-    limit = state.settings.max_body_bytes
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
@@ -200,28 +92,34 @@ router = APIRouter(prefix="/v1/models", tags=["predictions"])
 @router.post(
     "/{name}/curves",
     operation_id="compute_risk_curves",
+    response_model=CurvesResponse,
     responses=PROBLEM_RESPONSES,
-    dependencies=[Depends(_body_within_limit)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline_schema(CurvesRequest)}},
+        }
+    },
 )
-def compute_risk_curves(
-    name: str, body: CurvesRequest, state: StateDep, _caller: PredictCaller
-) -> CurvesResponse:
+async def compute_risk_curves(
+    request: Request, name: str, _caller: PredictCaller, state: StateDep
+) -> Response:
     """Risk across each listed feature's range with the patient's other inputs held fixed."""
     model = resolve_model(state, name, None)
+    body = await read_json_body(request, state.settings.max_body_bytes)
+    try:
+        parsed = CurvesRequest.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
     features = {
         key: value.model_dump() if isinstance(value, Measurement) else value
-        for key, value in body.features.items()
+        for key, value in parsed.features.items()
     }
-    name_errors = _check_names(model, body.features_to_vary)
     try:
-        row = model.validator.validate(features)
-    except validation.InvalidFeatures as exc:
-        raise _invalid(model, exc.errors + name_errors) from None
-    if name_errors:
-        raise _invalid(model, name_errors)
-    probability, _, _ = model.core.score_one(row.columns)
-    return CurvesResponse(
-        model=ModelRef.model_validate(model.ref),
-        probability=probability,
-        curves=risk_curves(model, row, body.features_to_vary, body.points),
-    )
+        curves = model.curves(features, parsed.features_to_vary, parsed.points)
+    except InvalidFeatures as exc:
+        raise InvalidRequest(
+            f"The curves request does not match model '{model.name}' {model.version}.",
+            errors=[dataclasses.asdict(e) for e in exc.errors],
+        ) from None
+    return Response(orjson.dumps(curves), media_type="application/json")

@@ -38,6 +38,7 @@ run: install
 bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/api_load.py && $(BIN)/python bench/batch.py
+	$(BIN)/python bench/startup.py && $(BIN)/python bench/image_deps.py
 
 openapi: install
 	$(BIN)/python -m service.openapi > openapi.yaml

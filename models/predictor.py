@@ -30,6 +30,8 @@ from models.validation import DataQuality, FieldError, InvalidFeatures, RowValid
 
 NO_EFFECT = 1e-12
 Direction = Literal["raised", "lowered", "no effect"]
+# Indexed by the sign of a contribution: 1 raised, -1 lowered, 0 no effect.
+DIRECTIONS: tuple[Direction, Direction, Direction] = ("no effect", "raised", "lowered")
 
 
 class ModelRef(TypedDict):
@@ -132,7 +134,6 @@ class ValueDescriber:
         self.unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
         # Chart values repeat (yes/no, integer BMI, ages): remember a bounded number of texts.
         self._cache: dict[float | str | None, str] = {}
-        self._sentences: dict[tuple[float | str | None, str], str] = {}
 
     def __call__(self, value: float | str | None) -> str:
         text = self._cache.get(value)
@@ -140,21 +141,6 @@ class ValueDescriber:
             text = self._describe(value)
             if len(self._cache) < 4096:
                 self._cache[value] = text
-        return text
-
-    def sentence(self, value: float | str | None, direction: str) -> str:
-        """ "Systolic BP 168 mmHg raised the risk" (remembered like the descriptions)."""
-        key = (value, direction)
-        text = self._sentences.get(key)
-        if text is None:
-            described = self(value)
-            text = (
-                f"{described} {direction} the risk"
-                if direction != "no effect"
-                else f"{described}: no effect on the risk"
-            )
-            if len(self._sentences) < 4096:
-                self._sentences[key] = text
         return text
 
     def _describe(self, value: float | str | None) -> str:
@@ -192,7 +178,10 @@ class Predictor:
         ]
         self.base_probability = 1.0 / (1.0 + math.exp(-self.core.base_log_odds))
         self.card_markdown = artifact.card_markdown
-        self._features = [(f.name, f.label, f.unit, ValueDescriber(f)) for f in self.specs]
+        self._describers = [ValueDescriber(f) for f in self.specs]
+        self._features: list[tuple[str, str, str | None, dict[tuple[Any, int], str]]] = [
+            (f.name, f.label, f.unit, {}) for f in self.specs
+        ]
         self._names = [f.name for f in self.specs]
         # Shared, never mutated: one dict per feature for every "missing" flag.
         self._missing = [
@@ -208,12 +197,13 @@ class Predictor:
         started = time.perf_counter()
         row = self.validator.validate(features, prefix=prefix)
         probability, contributions, tier = self.core.score_one(row.columns)
-        order = np.argsort(-np.abs(contributions), kind="stable").tolist()
+        values = row.values
         result = self._result(
-            row.values,
+            [values[name] for name in self._names],
             probability,
             contributions.tolist(),
-            order,
+            np.argsort(-np.abs(contributions), kind="stable").tolist(),
+            _signs(contributions).tolist(),
             tier,
             _quality(row.quality),
             top_k,
@@ -241,6 +231,7 @@ class Predictor:
         scores = self.core.score_matrix(frame.matrix)
         contributions = scores.contributions
         orders = np.argsort(-np.abs(contributions), axis=1, kind="stable").tolist()
+        signs = _signs(contributions).tolist()
         amounts = contributions.tolist()
         probabilities = scores.probability.tolist()
         tiers = scores.tier_index.tolist()
@@ -250,19 +241,19 @@ class Predictor:
         for position, (row, cells) in enumerate(
             zip(accepted.tolist(), zip(*columns, strict=True), strict=True)
         ):
-            values = dict(zip(names, cells, strict=True))
             out[row] = Scored(
                 self._result(
-                    values,
+                    cells,
                     probabilities[position],
                     amounts[position],
                     orders[position],
+                    signs[position],
                     tiers[position],
                     qualities[position],
                     top_k[row],
                     started,
                 ),
-                values,
+                dict(zip(names, cells, strict=True)),
             )
         return out
 
@@ -302,31 +293,33 @@ class Predictor:
 
     def explain(
         self,
-        values: Mapping[str, float | str | None],
+        values: Sequence[float | str | None],
         amounts: list[float],
         order: list[int],
+        signs: list[int],
         top_k: int | None,
     ) -> list[ContributionDict]:
-        """Labelled contributions, largest magnitude first (hot path: one dict per feature)."""
+        """Labelled contributions, largest magnitude first.
+
+        ``values``, ``amounts`` and ``signs`` (+1 raised, -1 lowered, 0 no effect) are in
+        manifest feature order. This is the batch path's innermost loop: one dict per feature,
+        sentences remembered per (value, sign).
+        """
         shown = order if top_k is None else order[:top_k]
-        items: list[ContributionDict] = []
         features = self._features
-        for i in shown:
-            name, label, unit, describe = features[i]
-            value = values[name]
-            contribution = amounts[i]
-            direction = _direction(contribution)
-            items.append(
-                {
-                    "feature": name,
-                    "label": label,
-                    "value": value,
-                    "unit": unit,
-                    "contribution": contribution,
-                    "direction": direction,
-                    "text": describe.sentence(value, direction),
-                }
-            )
+        items: list[ContributionDict] = [
+            {
+                "feature": name,
+                "label": label,
+                "value": (value := values[i]),
+                "unit": unit,
+                "contribution": amounts[i],
+                "direction": DIRECTIONS[(sign := signs[i])],
+                "text": sentences.get((value, sign)) or self._sentence(i, value, sign),
+            }
+            for i in shown
+            for name, label, unit, sentences in (features[i],)
+        ]
         if len(shown) < len(order):
             rest = math.fsum(amounts[i] for i in order[len(shown) :])
             n_rest = len(order) - len(shown)
@@ -344,12 +337,25 @@ class Predictor:
             )
         return items
 
+    def _sentence(self, feature: int, value: float | str | None, sign: int) -> str:
+        """ "Systolic BP 168 mmHg raised the risk", remembered (chart values repeat)."""
+        direction = DIRECTIONS[sign]
+        described = self._describers[feature](value)
+        text = (
+            f"{described} {direction} the risk" if sign else f"{described}: no effect on the risk"
+        )
+        sentences = self._features[feature][3]
+        if len(sentences) < 4096:
+            sentences[(value, sign)] = text
+        return text
+
     def _result(
         self,
-        values: Mapping[str, float | str | None],
+        values: Sequence[float | str | None],
         probability: float,
         amounts: list[float],
         order: list[int],
+        signs: list[int],
         tier_index: int,
         quality: DataQualityDict,
         top_k: int | None,
@@ -364,7 +370,7 @@ class Predictor:
                 "method": self.core.method,
                 "base_log_odds": self.core.base_log_odds,
                 "base_probability": self.base_probability,
-                "contributions": self.explain(values, amounts, order, top_k),
+                "contributions": self.explain(values, amounts, order, signs, top_k),
             },
             "data_quality": quality,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
@@ -424,10 +430,18 @@ def _quality(quality: DataQuality) -> DataQualityDict:
     }
 
 
+def _signs(contributions: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:
+    """+1 where a contribution raised the risk, -1 where it lowered it, 0 for no effect."""
+    signs: npt.NDArray[np.int8] = (contributions > NO_EFFECT).astype(np.int8) - (
+        contributions < -NO_EFFECT
+    ).astype(np.int8)
+    return signs
+
+
 def _json_values(column: npt.NDArray[Any]) -> list[float | str | None]:
     """Canonical values as JSON: NaN (missing) becomes None."""
     values: list[Any] = column.tolist()
-    if column.dtype == object:
+    if column.dtype == object or not np.isnan(column).any():
         return values
     return [None if v != v else v for v in values]
 

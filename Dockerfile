@@ -1,11 +1,12 @@
 # clinrisk service image: locked dependencies, committed models baked in, non-root, health check.
+# Serving only: requirements-runtime.lock has no XGBoost, scikit-learn or SciPy (models/ reads
+# boosters from XGBoost's JSON model format itself), and training/ is not copied or installed.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY requirements-runtime.lock pyproject.toml README.md ./
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements-runtime.lock
 COPY models ./models
 COPY service ./service
-COPY training ./training
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim

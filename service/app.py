@@ -19,11 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.predictor import LoadedModel
 from models.registry import Registry
 from service.api import audit as audit_api
-from service.api import cds_hooks, curves, health, predict
+from service.api import curves, health, predict
 from service.api import models as models_api
 from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore, load_keys
+from service.cds_hooks import router as cds_hooks
 from service.errors import PROBLEM_JSON, ServiceError
 from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware

@@ -1,24 +1,24 @@
-"""The ``clinrisk`` command line. Command and option names are a contract other tools rely on."""
+"""Training's ``clinrisk`` commands: ``train`` and ``evaluate``.
+
+The ``clinrisk`` command itself belongs to the service (``service.cli``); these commands join it
+through the ``clinrisk.commands`` entry point (``register``), so the service never imports
+training and a serving image without training simply has no ``train``. Command and option names
+are a contract other tools rely on.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="clinrisk: train, validate, serve and batch-score clinical risk models.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 console = Console()
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_KEYS_FILE = Path(__file__).resolve().parents[1] / "var" / "api_keys.json"
 
 ModelsDir = Annotated[
     Path,
@@ -52,7 +52,6 @@ def _print_summary(title: str, summary: dict[str, object]) -> None:
     console.print(table)
 
 
-@app.command()
 def train(
     name: Annotated[str, typer.Argument(help="Model config name (training/configs/NAME.toml).")],
     data: Annotated[
@@ -95,29 +94,6 @@ def train(
     )
 
 
-@app.command("models")
-def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
-    """List the registry: name, versions, default version, test AUROC."""
-    from models.registry import Registry
-
-    registry: Registry[object] = Registry(lambda artifact: artifact)
-    registry.load_dir(models_dir)
-    table = Table("name", "versions", "default", "test AUROC (95% CI)", "kind")
-    for name in registry.names():
-        default = registry.default_version(name)
-        manifest = registry.get(name).manifest  # type: ignore[attr-defined]
-        test = manifest.validation.test
-        table.add_row(
-            name,
-            ", ".join(registry.versions(name)),
-            default,
-            f"{test.auroc:.3f} ({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f})",
-            manifest.kind,
-        )
-    console.print(table)
-
-
-@app.command()
 def evaluate(
     name: Annotated[str, typer.Argument(help="Model name in the registry.")],
     data: Annotated[Path, typer.Option(help="Labelled dataset in the training file's format.")],
@@ -139,211 +115,17 @@ def evaluate(
         console.print(f"report written to {out}")
 
 
-keys_app = typer.Typer(help="Manage API keys (only their hashes are stored).", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``evaluate`` to ``clinrisk`` (the ``clinrisk.commands`` entry point)."""
+    app.command()(train)
+    app.command()(evaluate)
 
 
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: predict,batch,admin.")] = "predict",
-    keys_file: Annotated[
-        Path,
-        typer.Option(help="Keys file the service reads.", envvar="CLINRISK_API_KEYS_FILE"),
-    ] = DEFAULT_KEYS_FILE,
-) -> None:
-    """Create an API key, print it once and store only its hash where the service reads keys."""
-    from service.auth import create_key
+def __getattr__(name: str) -> Any:
+    # NOTE: ``training.cli.app`` was the whole ``clinrisk`` command before the service owned it;
+    # it still is, for callers (tests, scripts) that import it from here.
+    if name == "app":
+        from service.cli import app
 
-    path = keys_file
-    try:
-        token = create_key(path, name, [s.strip() for s in scopes.split(",") if s.strip()])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
-    typer.echo(token)
-    console.print(f"[dim]stored hash in {path}; the key is not shown again[/dim]", highlight=False)
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[
-        int, typer.Option(help="Worker processes (parallelism comes from these).")
-    ] = 1,
-) -> None:
-    """Start the HTTP service (configuration from CLINRISK_* environment variables)."""
-    import os
-
-    import uvicorn
-
-    # One OpenMP thread per worker: concurrent requests would otherwise fight over the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    uvicorn.run("service.main:app", host=host, port=port, workers=workers, log_level="warning")
-
-
-@app.command()
-def score(
-    name: Annotated[
-        str, typer.Argument(metavar="NAME", help="Model name in the registry (or on the service).")
-    ],
-    input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="CSV (.csv, .csv.gz) or Parquet file.")
-    ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output", "-o", help="Scored rows: .csv or .parquet (rejects: OUTPUT.rejects.csv)."
-        ),
-    ],
-    version: Annotated[str | None, typer.Option(help="Version (default: the highest).")] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain/--no-explain", help="Add the top-k contributions.")
-    ] = False,
-    top_k: Annotated[int, typer.Option(help="Contributions per row with --explain.")] = 3,
-    id_column: Annotated[
-        str | None, typer.Option(help="Id column to carry through (default: patient_id if any).")
-    ] = None,
-    chunk_size: Annotated[int, typer.Option(help="Rows per chunk (memory ~ a few chunks).")] = (
-        50_000
-    ),
-    workers: Annotated[int, typer.Option(help="Chunks scored at once (local engine).")] = 2,
-    pool: Annotated[
-        str, typer.Option(help="threads or processes, for --workers > 1 (local engine).")
-    ] = "threads",
-    resume: Annotated[
-        bool,
-        typer.Option("--resume/--no-resume", help="Skip chunks an interrupted run finished."),
-    ] = True,
-    url: Annotated[
-        str | None, typer.Option(help="Score through a running service at this URL.")
-    ] = None,
-    api_key_env: Annotated[
-        str, typer.Option(help="Environment variable holding the API key (with --url).")
-    ] = "CLINRISK_API_KEY",
-    batch_size: Annotated[int, typer.Option(help="Patients per batch call (with --url).")] = 100,
-    concurrency: Annotated[int, typer.Option(help="Batch calls in flight (with --url).")] = 4,
-    engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
-    master: Annotated[str, typer.Option(help="Spark master (with --engine spark).")] = "local[2]",
-    models_dir: ModelsDir = REPO_MODELS,
-) -> None:
-    """Score a file with a model: locally, through a running service (--url), or with Spark.
-
-    Columns are the model's features in canonical units (`clinrisk models`, or the model card);
-    a value in an accepted alternative unit takes a `<feature>_unit` column beside it (e.g.
-    glucose_mg_dl_unit = mmol/L). Other columns are ignored. Bad rows go to OUTPUT.rejects.csv
-    with their row number, id and reason. Exit code: 0 every row scored, 2 some rows rejected,
-    1 failure.
-    """
-    import os
-    import signal
-
-    from models.errors import ArtifactError
-    from models.registry import UnknownModel
-    from service.batch import (
-        BatchError,
-        RichProgress,
-        ScoreOptions,
-        score_file,
-        score_file_http,
-    )
-
-    if pool not in ("threads", "processes"):
-        raise typer.BadParameter("use 'threads' or 'processes'", param_hint="--pool")
-    options = ScoreOptions(
-        explain=explain,
-        top_k=top_k,
-        id_column=id_column,
-        chunk_size=chunk_size,
-        workers=workers,
-        pool="processes" if pool == "processes" else "threads",
-        resume=resume,
-    )
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter("use 'local' or 'spark'", param_hint="--engine")
-    if url is not None and engine == "spark":
-        raise typer.BadParameter("--url and --engine spark exclude each other", param_hint="--url")
-
-    def _terminate(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # a scheduler's SIGTERM: keep finished chunks, as for Ctrl-C
-
-    previous_handler = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        if url is not None:
-            from service.client import ClinriskClient
-
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                raise BatchError(
-                    f"--url needs an API key in the environment variable {api_key_env}"
-                )
-            with ClinriskClient(url, api_key=api_key) as client:
-                summary = score_file_http(
-                    input_path,
-                    output,
-                    client=client,
-                    model_name=name,
-                    version=version,
-                    options=options,
-                    batch_size=batch_size,
-                    concurrency=concurrency,
-                    progress=RichProgress(),
-                    service_url=url,
-                )
-        elif engine == "spark":
-            from service.spark import score_file_spark
-
-            with console.status("scoring with Spark"):
-                summary = score_file_spark(
-                    input_path,
-                    output,
-                    model_name=name,
-                    models_dir=models_dir,
-                    version=version,
-                    options=options,
-                    master=master,
-                )
-        else:
-            summary = score_file(
-                input_path,
-                output,
-                model_name=name,
-                models_dir=models_dir,
-                version=version,
-                options=options,
-                progress=RichProgress(),
-            )
-    except (BatchError, UnknownModel, ArtifactError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted:[/yellow] finished chunks are kept; run the same command "
-            "again to resume. OUTPUT was not written.",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-    model = summary.model
-    _print_summary(
-        f"{model['name']} {model['version']}: {input_path.name} -> {output.name}",
-        {
-            "rows read": f"{summary.rows_read:,}",
-            "rows scored": f"{summary.rows_scored:,}",
-            "rows rejected": f"{summary.rows_rejected:,}",
-            "chunks (resumed)": f"{summary.chunks} ({summary.chunks_resumed})",
-            "seconds": f"{summary.seconds:.1f}",
-            "rows/s": f"{summary.rows_per_second:,.0f}",
-            "output": str(summary.output),
-            "rejects": str(summary.rejects),
-            "model sha256": model["sha256"][:16] + "…",
-            **(
-                {"ignored columns": ", ".join(summary.ignored_columns)}
-                if summary.ignored_columns
-                else {}
-            ),
-        },
-    )
-    if summary.rows_rejected:
-        raise typer.Exit(2)
+        return app
+    raise AttributeError(f"module 'training.cli' has no attribute {name!r}")

@@ -1,26 +1,184 @@
-"""Public request and response schemas (the API contract, and the client's types)."""
+"""Public request and response schemas: the API contract, and the client's types.
+
+This module is the wire format shared by the server and ``service.client``, so it imports
+pydantic and nothing else of the project: a hospital script that only calls the API must not
+load numpy, pandas or the scoring core (``python -c "import service.client"`` stays light).
+
+The public part of a model's manifest (features, tiers, calibration, validation) is declared
+here as well, under the names the OpenAPI document has always used. The server fills them from
+its ``models.manifest`` objects by attribute (``from_attributes``): the artifact format can grow
+fields without changing the contract, and a field leaves the contract only when it leaves here.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.manifest import (
-    Baseline,
-    Calibration,
-    Candidate,
-    FeatureSpec,
-    SubgroupMetrics,
-    ThresholdMetrics,
-    Tier,
-    ValidationSummary,
-)
-
 
 class _Public(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _FromManifest(BaseModel):
+    # NOTE: read from the artifact's manifest objects by attribute, so only these fields travel.
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# A model's public manifest (the artifact's own types are models.manifest)
+
+
+class FeatureType(StrEnum):
+    """How a feature's value is given."""
+
+    NUMERIC = "numeric"
+    """A measurement or count on a continuous or integer scale, in ``unit``."""
+    BINARY = "binary"
+    """0 = no / absent, 1 = yes / present."""
+    ORDINAL = "ordinal"
+    """An integer scale whose order matters (e.g. self-rated health 1-5)."""
+    CATEGORICAL = "categorical"
+    """One of ``categories`` (a string code)."""
+
+
+class AlternativeUnit(_FromManifest):
+    """An accepted non-canonical unit: ``canonical = value * factor + offset``."""
+
+    unit: str
+    factor: float
+    offset: float = 0.0
+
+
+class Distribution(_FromManifest):
+    """The feature's distribution in the training part (for out-of-range flags and drift checks)."""
+
+    missing_rate: float
+    mean: float | None = None
+    quantiles: dict[str, float] = Field(
+        default_factory=dict, description="p01, p05, p25, p50, p75, p95, p99"
+    )
+    category_rates: dict[str, float] = Field(default_factory=dict)
+
+
+class Category(_FromManifest):
+    """One allowed value of a categorical feature."""
+
+    code: str
+    label: str
+
+
+class FeatureSpec(_FromManifest):
+    """One model input as a chart holds it, in its canonical unit."""
+
+    name: str
+    label: str = Field(description="Short clinical label, e.g. 'Systolic BP'.")
+    description: str
+    type: FeatureType
+    unit: str | None = None
+    minimum: float | None = Field(default=None, description="Lowest plausible value (inclusive).")
+    maximum: float | None = Field(default=None, description="Highest plausible value (inclusive).")
+    categories: list[Category] = Field(default_factory=list)
+    alternative_units: list[AlternativeUnit] = Field(default_factory=list)
+    loinc: str | None = None
+    source: str = Field(description="Where the dataset holds it and how it was mapped.")
+    monotone: Literal[-1, 0, 1] = 0
+    required: bool = True
+    modifiable: bool = False
+    missing_handling: str | None = Field(
+        default=None, description="What the model does when an optional feature is missing."
+    )
+    distribution: Distribution | None = None
+
+
+class Tier(_FromManifest):
+    """A risk band: ``lower <= probability < upper`` (``upper`` None = no upper bound)."""
+
+    name: str
+    label: str
+    lower: float
+    upper: float | None
+    action: str = ""
+
+
+class Calibration(_FromManifest):
+    """Platt recalibration of the model's margin: ``logit(p) = slope * margin + intercept``."""
+
+    method: Literal["platt"] = "platt"
+    slope: float
+    intercept: float
+    fitted_on: str
+
+
+class CalibrationBin(_FromManifest):
+    mean_predicted: float
+    observed_rate: float
+    n: int
+
+
+class ThresholdMetrics(_FromManifest):
+    tier: str
+    threshold: float
+    sensitivity: float | None
+    specificity: float | None
+    ppv: float | None
+    npv: float | None
+    flagged_fraction: float
+
+
+class SubgroupMetrics(_FromManifest):
+    factor: str
+    level: str
+    n: int
+    positives: int
+    auroc: float | None
+    calibration_slope: float | None
+    calibration_intercept: float | None
+    mean_predicted: float
+    observed_rate: float
+
+
+class ValidationSummary(_FromManifest):
+    n: int
+    positives: int
+    prevalence: float
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    auprc: float
+    brier: float
+    calibration_slope: float
+    calibration_intercept: float
+    ece: float
+    calibration_bins: list[CalibrationBin]
+
+
+class Candidate(_FromManifest):
+    """A model family tried on the training part's cross-validation."""
+
+    kind: Literal["xgboost", "logistic"]
+    params: dict[str, Any]
+    cv_auroc_mean: float
+    cv_auroc_std: float
+    selected: bool
+
+
+class Baseline(_FromManifest):
+    name: str
+    description: str
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    brier: float | None = None
+    auroc_difference_vs_shipped: float | None = None
+    difference_p_value: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and responses
 
 
 class Measurement(_Public):
@@ -128,6 +286,9 @@ class ProblemError(_Public):
     message: str
     value: Any = None
     allowed: str | None = None
+    code: str | None = Field(
+        default=None, description="Machine-readable reason (e.g. 'out_of_range'), when known."
+    )
 
 
 class Problem(_Public):

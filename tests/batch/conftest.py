@@ -233,7 +233,7 @@ def spark_session() -> Iterator[Any]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Spark tests: {reason}")
         pytest.skip(reason)
-    from service.spark import local_session
+    from service.batch.spark import local_session
 
     session = local_session("local[2]", app_name="clinrisk-tests")
     try:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from service.api.schemas import BatchPredictResponse, ModelDetail, PredictResponse
 from service.batch import ScoreOptions, rejects_path, score_file, score_file_http
+from service.cli import app
 from service.client import (
     AsyncClinriskClient,
     AuthenticationError,
@@ -24,7 +25,6 @@ from service.client import (
     PermissionDeniedError,
     ServiceUnavailableError,
 )
-from training.cli import app
 
 PATIENT = {
     "sex_male": 1,

@@ -182,7 +182,7 @@ def test_frame_scores_equal_single_row_scores(name: str, batch_kit: SimpleNamesp
     table = scored.table.to_pylist()
     for i, row in enumerate(rows):
         try:
-            single = loaded.predict(row, top_k=3)
+            single = loaded.predict(row, top_k=3).result
         except InvalidFeatures as exc:
             assert not scored.accepted[i]
             assert table[i]["probability"] is None

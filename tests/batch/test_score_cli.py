@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import service.batch as batch
 from models.predictor import LoadedModel
 from models.validation import InvalidFeatures
-from service.batch import BatchError, ScoreOptions, rejects_path, score_file, work_dir
-from training.cli import app
+from service.batch import BatchError, ScoreOptions, local, rejects_path, score_file, work_dir
+from service.batch.resume import WorkState
+from service.cli import app
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_scoring_a_csv_writes_scores_and_rejects_that_match_the_service(
     rejected = {r["row_number"]: r for r in rejects}
     for number, row in enumerate(rows, start=1):
         try:
-            single = loaded.predict(row, top_k=4)
+            single = loaded.predict(row, top_k=4).result
         except InvalidFeatures as exc:
             reject = rejected[number]
             assert reject["patient_id"] == f"pt-{number - 1:04d}"
@@ -206,7 +206,7 @@ def test_an_interrupted_run_leaves_no_output_and_resumes_without_redoing_chunks(
     source, _ = readmission_csv
     output = tmp_path / "scored.csv"
     output.write_text("an older result\n")
-    real = batch._score_chunk_local
+    real = local.score_chunk
 
     def crash_on_chunk_3(task: Any) -> Any:
         if task.index == 3:
@@ -214,7 +214,7 @@ def test_an_interrupted_run_leaves_no_output_and_resumes_without_redoing_chunks(
         return real(task)
 
     kwargs: dict[str, Any] = {"model_name": "readmission", "models_dir": batch_kit.models_dir}
-    monkeypatch.setattr(batch, "_score_chunk_local", crash_on_chunk_3)
+    monkeypatch.setattr(local, "score_chunk", crash_on_chunk_3)
     with pytest.raises(KeyboardInterrupt):
         score_file(source, output, options=_options(explain=True), **kwargs)
     assert output.read_text() == "an older result\n"  # untouched, not half-written
@@ -228,7 +228,7 @@ def test_an_interrupted_run_leaves_no_output_and_resumes_without_redoing_chunks(
         calls.append(task.index)
         return real(task)
 
-    monkeypatch.setattr(batch, "_score_chunk_local", counting)
+    monkeypatch.setattr(local, "score_chunk", counting)
     resumed = score_file(source, output, options=_options(explain=True), **kwargs)
     assert resumed.chunks_resumed == 3
     assert calls == [3, 4, 5]
@@ -247,7 +247,7 @@ def test_a_resume_with_other_options_starts_over(
 ) -> None:
     source, _ = readmission_csv
     output = tmp_path / "scored.csv"
-    real = batch._score_chunk_local
+    real = local.score_chunk
 
     def crash_on_chunk_2(task: Any) -> Any:
         if task.index == 2:
@@ -255,16 +255,16 @@ def test_a_resume_with_other_options_starts_over(
         return real(task)
 
     kwargs: dict[str, Any] = {"model_name": "readmission", "models_dir": batch_kit.models_dir}
-    monkeypatch.setattr(batch, "_score_chunk_local", crash_on_chunk_2)
+    monkeypatch.setattr(local, "score_chunk", crash_on_chunk_2)
     with pytest.raises(RuntimeError):
         score_file(source, output, options=_options(), **kwargs)
-    monkeypatch.setattr(batch, "_score_chunk_local", real)
+    monkeypatch.setattr(local, "score_chunk", real)
     again = score_file(source, output, options=_options(explain=True), **kwargs)
     assert again.chunks_resumed == 0
     assert "top1_feature" in pacsv.read_csv(output).column_names
 
 
-def test_worker_threads_and_processes_write_the_same_output(
+def test_worker_threads_write_what_one_thread_writes_whatever_the_chunking(
     tmp_path: Path, readmission_csv: tuple[Path, list[dict[str, Any]]], batch_kit: SimpleNamespace
 ) -> None:
     source, _ = readmission_csv
@@ -272,9 +272,9 @@ def test_worker_threads_and_processes_write_the_same_output(
     outputs = {}
     for name, options in {
         "serial": _options(explain=True),
-        "threads": _options(explain=True, workers=2, pool="threads"),
+        "threads": _options(explain=True, workers=2),
         # other chunk boundaries too: the same rows whatever the chunking
-        "processes": _options(explain=True, workers=2, pool="processes", chunk_size=256),
+        "rechunked": _options(explain=True, workers=2, chunk_size=256),
     }.items():
         path = tmp_path / f"{name}.csv"
         score_file(source, path, options=options, **kwargs)
@@ -282,9 +282,9 @@ def test_worker_threads_and_processes_write_the_same_output(
     assert outputs["serial"] == outputs["threads"]
     # BLAS may sum a contribution's terms in another order for another chunk size: ulps apart
     serial = pacsv.read_csv(tmp_path / "serial.csv").to_pylist()
-    processes = pacsv.read_csv(tmp_path / "processes.csv").to_pylist()
-    assert len(serial) == len(processes)
-    for a, b in zip(serial, processes, strict=True):
+    rechunked = pacsv.read_csv(tmp_path / "rechunked.csv").to_pylist()
+    assert len(serial) == len(rechunked)
+    for a, b in zip(serial, rechunked, strict=True):
         for key, value in a.items():
             if isinstance(value, float):
                 assert b[key] == pytest.approx(value, abs=1e-12)
@@ -312,7 +312,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_one_is_running(
 ) -> None:
     source, _ = readmission_csv
     output = tmp_path / "scored.csv"
-    running = batch._WorkState(work_dir(output), "another job", resume=True)
+    running = WorkState(work_dir(output), "another job", resume=True)
     try:
         with pytest.raises(BatchError, match=r"another run is writing scored\.csv"):
             score_file(

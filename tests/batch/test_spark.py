@@ -49,7 +49,7 @@ def test_spark_local_http_and_single_predictions_agree(
     clinrisk_live_server: Any,
     batch_kit: SimpleNamespace,
 ) -> None:
-    from service.spark import score_file_spark
+    from service.batch.spark import score_file_spark
 
     source, rows = _rows_csv(tmp_path, batch_kit, name, 400)
     paths = {k: tmp_path / f"{k}.csv" for k in ("local", "http", "spark")}
@@ -106,7 +106,7 @@ def test_spark_local_http_and_single_predictions_agree(
 def test_score_spark_dataframe_adds_score_columns_and_keeps_the_rest(
     tmp_path: Path, spark_session: Any, batch_kit: SimpleNamespace
 ) -> None:
-    from service.spark import score_spark_dataframe
+    from service.batch.spark import score_spark_dataframe
 
     source, rows = _rows_csv(tmp_path, batch_kit, "diabetes", 200)
     df = spark_session.read.option("header", True).csv(str(source))
@@ -122,7 +122,7 @@ def test_score_spark_dataframe_adds_score_columns_and_keeps_the_rest(
     loaded = LoadedModel(load_artifact(batch_kit.models_dir / "diabetes" / "1.0.0"))
     for row, out in zip(rows, result, strict=True):
         try:
-            single = loaded.predict(row)
+            single = loaded.predict(row).result
         except InvalidFeatures:
             assert out["probability"] is None
             assert out["reject_reason"]

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from models.loader import load_artifact
-from service import fhir
+from service.cds_hooks import fhir
 from service.settings import REPO_ROOT
 from tests.conftest import MODELS_DIR, Keys
 

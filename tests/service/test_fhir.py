@@ -1,4 +1,4 @@
-"""FHIR R4 -> cvd features (service/fhir.py): selection, units, conditions, the Synthea patients."""
+"""FHIR R4 -> cvd features (service/cds_hooks/fhir.py): selection, units, conditions, Synthea."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from models.loader import load_artifact
 from models.manifest import FeatureSpec
 from models.validation import RowValidator
-from service import fhir
+from service.cds_hooks import fhir
 from service.settings import REPO_ROOT
 from tests.conftest import MODELS_DIR
 

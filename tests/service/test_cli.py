@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from service.auth import KeyStore, load_keys
-from training.cli import app
+from service.cli import app
 
 
 def test_keys_create_prints_a_working_key_and_stores_only_its_hash(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Score Spark DataFrames with the service's scoring core.
+"""Score Spark DataFrames with the scoring core (``clinrisk score --engine spark``).
 
-:func:`score_spark_dataframe` adds the score columns of ``frames.score_fields`` with
+:func:`score_spark_dataframe` adds the score columns of ``models.tables.score_fields`` with
 ``mapInPandas``: every executor process verifies the artifact (``models.loader.load_artifact``
 checks every hash) once, caches the scorer at module level, and pins it to the sha256 the driver
-resolved, so a whole job scores with one artifact. Validation and scoring are ``frames.py`` and
-``ScoringModel.score_matrix``, exactly as for ``clinrisk score`` and the HTTP API.
+resolved, so a whole job scores with one artifact. Validation and scoring are
+``models.tables.FrameScorer``, exactly as for ``clinrisk score`` and the HTTP API.
 
 pyspark is an optional extra (``pip install 'clinrisk[spark]'``); it is imported only here and
 only when a function is called, so the service itself never needs it.
@@ -27,18 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.tables import artifact_folder, effective_top_k, load_scorer
-from service.batch import (
-    BatchError,
-    ScoreOptions,
-    ScoreSummary,
-    TableWriter,
-    check_paths,
-    file_format,
-    input_schema,
-    plan,
-    rejects_path,
-    work_dir,
-)
+from service.batch.files import TableWriter, check_paths, file_format, input_schema, rejects_path
+from service.batch.job import ScoreOptions, ScoreSummary
+from service.batch.plan import plan
+from service.batch.resume import work_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -263,7 +255,6 @@ def score_file_spark(
 
 
 __all__ = [
-    "BatchError",
     "local_session",
     "score_file_spark",
     "score_spark_dataframe",

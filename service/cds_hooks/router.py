@@ -18,10 +18,10 @@ Data: only the prefetch is read; the service never calls ``fhirServer`` (no netw
   status, age under 20, ...) are a 200 with one ``info`` card saying the risk could not be
   computed and why; nothing is scored or audited then.
 
-Scoring goes through ``service.api.predict._predict_one``, i.e. the same validator, scoring core,
+Scoring goes through ``service.api.predict.predict_one``, i.e. the same validator, scoring core,
 score histogram and audit record as ``POST /v1/models/cvd/predict``; the record is written with
 channel ``cds-hooks`` and the keyed pseudonym of ``context.patientId``. Feature extraction is the
-pure ``service.fhir`` module.
+pure ``service.cds_hooks.fhir`` module.
 
 These routes are left out of the OpenAPI document: CDS Hooks has its own discovery endpoint.
 """
@@ -38,9 +38,10 @@ from prometheus_client import Counter
 
 from models.manifest import FeatureType
 from models.predictor import LoadedModel
-from service import fhir
+from service.api.body import read_json_body
 from service.api.deps import PredictCaller, StateDep, resolve_model
-from service.api.predict import _body, _predict_one
+from service.api.predict import predict_one
+from service.cds_hooks import fhir
 from service.errors import InvalidFeatures, InvalidHookRequest, PrefetchMissing
 
 SERVICE_ID = "clinrisk-cvd-risk"
@@ -89,7 +90,7 @@ def _json(body: Any) -> Response:
 
 async def _read(request: Request, limit: int) -> Any:
     try:
-        return await _body(request, limit)
+        return await read_json_body(request, limit)
     except InvalidFeatures as exc:  # not JSON: a malformed request in CDS Hooks terms
         raise InvalidHookRequest(exc.detail, errors=exc.errors) from None
 
@@ -229,15 +230,18 @@ async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller)
         HOOK_RESULTS.labels(SERVICE_ID, "not_computed").inc()
         return _json({"cards": [cards.not_computed(missing=extraction.missing_required)]})
     try:
-        result, record = _predict_one(
-            state, model, {"patient_id": patient_id, "features": extraction.features}, caller.key_id
+        scored = predict_one(
+            state,
+            model,
+            {"patient_id": patient_id, "features": extraction.features},
+            caller.key_id,
+            channel=CHANNEL,
         )
     except InvalidFeatures as exc:
         HOOK_RESULTS.labels(SERVICE_ID, "not_computed").inc()
         return _json({"cards": [cards.not_computed(invalid=exc.errors)]})
-    state.audit.write([record._replace(channel=CHANNEL)])
     HOOK_RESULTS.labels(SERVICE_ID, "scored").inc()
-    return _json({"cards": [cards.risk(result)]})
+    return _json({"cards": [cards.risk(dict(scored.result))]})
 
 
 # --- cards ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """FHIR R4 resources -> model features: pure functions over plain JSON dicts, no I/O.
 
-Used by the CDS Hooks service (``service.api.cds_hooks``) on the prefetched Patient, Observations
-and Conditions. Plain typed dict parsing on purpose: a FHIR object library (``fhir.resources``)
-would add a large dependency to read a dozen fields.
+Used by the CDS Hooks service (``service.cds_hooks.router``) on the prefetched Patient,
+Observations and Conditions. Plain typed dict parsing on purpose: a FHIR object library
+(``fhir.resources``) would add a large dependency to read a dozen fields.
 
 Rules, each visible to the clinician through ``Extraction.sources`` / ``Extraction.warnings``:
 

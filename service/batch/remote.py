@@ -1,0 +1,261 @@
+"""Score a file through a running service's batch endpoint (``clinrisk score --url URL``).
+
+Each chunk is turned into the API's JSON (``models.tables.json_values``: read by the same rules as
+a local table, so a row is refused for the same reason whichever way it is scored) and sent in
+calls of ``batch_size`` patients, at most ``concurrency`` calls at a time. Results come back into
+the same columns as local scoring, and each refusal is the service's own problem, error by error.
+
+The one thing a table can hold and JSON cannot is a non-finite number (``inf`` in a CSV cell).
+Such rows are decided here, by the same column validator as local scoring, and never sent.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from models.columns import columns_for
+from models.manifest import FeatureSpec, Manifest
+from models.tables import UNIT_SUFFIX, Cells, FrameValidator, cells_of, json_values, reason_text
+from models.validation import FieldError
+from service.api.schemas import BatchItemResult, ModelDetail, ProblemError
+from service.batch.files import check_paths, input_schema, rejects_path, write_ipc
+from service.batch.job import BatchError, ChunkDone, ScoreOptions, ScoreSummary
+from service.batch.plan import Plan, plan, split_scored
+from service.batch.progress import NoProgress, ProgressSink
+from service.batch.resume import job_key, part_path, work_dir
+from service.batch.runner import done, run_chunks
+from service.client import ClinriskClient
+
+MAX_PATIENT_ID = 256
+
+
+def manifest_features(detail: ModelDetail) -> list[FeatureSpec]:
+    """The service's public feature specs as the scoring core's own (validated again here)."""
+    return [FeatureSpec.model_validate(f.model_dump()) for f in detail.features]
+
+
+def local_validator(features: list[FeatureSpec]) -> FrameValidator:
+    """The column validator for the service's features, to decide what JSON cannot carry."""
+    # NOTE: the validator reads a manifest's features and model columns only; the rest of the
+    # artifact (files, hashes, metrics) stays on the service, so it is not made up here.
+    public: dict[str, Any] = {"features": features, "columns": columns_for(features)}
+    return FrameValidator(Manifest.model_construct(**public))
+
+
+class HttpRunner:
+    """Each chunk is sent to the batch endpoint in calls of ``batch_size`` patients, at most
+    ``concurrency`` calls at a time; results come back in the same columns as local scoring."""
+
+    def __init__(
+        self,
+        client: ClinriskClient,
+        detail: ModelDetail,
+        plan_: Plan,
+        work: Path,
+        *,
+        batch_size: int,
+        concurrency: int,
+    ) -> None:
+        if batch_size < 1 or concurrency < 1:
+            raise BatchError("--batch-size and --concurrency must be at least 1")
+        self.client = client
+        self.detail = detail
+        self.plan = plan_
+        self.work = work
+        self.batch_size = batch_size
+        self.validator = local_validator(plan_.features)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clinrisk")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]:
+        scores = self._score(table)
+        scored, rejects = split_scored(self.plan, table, first_row, scores)
+        write_ipc(scored, part_path(self.work, index, "scored"))
+        write_ipc(rejects, part_path(self.work, index, "rejects"))
+        return done(ChunkDone(index, table.num_rows, scored.num_rows, rejects.num_rows))
+
+    def _score(self, table: Any) -> Any:
+        n = table.num_rows
+        fields = self.plan.score_fields()
+        columns: dict[str, list[Any]] = {f.name: [None] * n for f in fields}
+        cells, values, non_finite = self._json_columns(table)
+        sent = self._reject_locally(table, np.flatnonzero(non_finite), columns)
+        sent = np.sort(np.concatenate([np.flatnonzero(~non_finite), sent])).tolist()
+        ids = table.column(self.plan.id_column).to_pylist() if self.plan.id_column else [None] * n
+        items: list[dict[str, Any]] = []
+        for i in sent:
+            item: dict[str, Any] = {
+                "features": {k: v[i] for k, v in values.items() if v[i] is not None}
+            }
+            if ids[i] is not None and len(str(ids[i])) <= MAX_PATIENT_ID:
+                item["patient_id"] = str(ids[i])
+            items.append(item)
+        starts = range(0, len(items), self.batch_size)
+        calls = [
+            self.pool.submit(
+                self.client.predict_batch,
+                self.detail.name,
+                items[start : start + self.batch_size],
+                top_k=self.plan.top_k,
+                version=self.detail.version,
+            )
+            for start in starts
+        ]
+        for start, call in zip(starts, calls, strict=True):
+            try:
+                response = call.result()
+            except Exception as exc:
+                raise BatchError(f"the service refused a batch call: {exc}") from exc
+            for result in response.results:
+                self._fill(columns, sent[start + result.index], result, cells)
+        answered = sum(
+            p is not None or r is not None
+            for p, r in zip(columns["probability"], columns["reject_reason"], strict=True)
+        )
+        if answered != n:
+            raise BatchError(f"the service answered {answered} of {n} patients in a chunk")
+        return pa.table(columns, schema=pa.schema(fields))
+
+    def _json_columns(self, table: Any) -> tuple[dict[str, Cells], dict[str, list[Any]], Any]:
+        """Per feature the source cells and the JSON values; and the rows JSON cannot carry."""
+        n = table.num_rows
+        names = set(table.column_names)
+        cells: dict[str, Cells] = {}
+        values: dict[str, list[Any]] = {}
+        non_finite = np.zeros(n, dtype=bool)
+        for spec in self.plan.features:
+            cells[spec.name] = cells_of(table.column(spec.name) if spec.name in names else None, n)
+            unit_name = spec.name + UNIT_SUFFIX
+            units = cells_of(table.column(unit_name), n) if unit_name in names else None
+            values[spec.name], not_finite = json_values(spec, cells[spec.name], units)
+            non_finite |= not_finite
+        return cells, values, non_finite
+
+    def _reject_locally(self, table: Any, rows: Any, columns: dict[str, list[Any]]) -> Any:
+        """Rows holding a non-finite number, validated here; returns those still to be sent."""
+        if not len(rows):
+            return rows
+        subset = table.take(pa.array(rows))
+        frame = self.validator.validate(
+            {name: subset.column(name) for name in subset.column_names}, subset.num_rows
+        )
+        for j, row in enumerate(rows.tolist()):
+            if not frame.accepted[j]:
+                self._identify(columns, row)
+                columns["reject_reason"][row] = reason_text(frame.errors[j])
+        return rows[frame.accepted]
+
+    def _identify(self, columns: dict[str, list[Any]], row: int) -> None:
+        columns["model_name"][row] = self.detail.name
+        columns["model_version"][row] = self.detail.version
+        columns["model_sha256"][row] = self.detail.sha256
+
+    def _fill(
+        self,
+        columns: dict[str, list[Any]],
+        row: int,
+        item: BatchItemResult,
+        cells: dict[str, Cells],
+    ) -> None:
+        self._identify(columns, row)
+        if item.result is None:
+            columns["reject_reason"][row] = reason_text(_item_errors(item, row, cells))
+            return
+        result = item.result
+        quality = result.data_quality
+        columns["model_name"][row] = result.model.name
+        columns["model_version"][row] = result.model.version
+        columns["model_sha256"][row] = result.model.sha256
+        columns["probability"][row] = result.probability
+        columns["tier"][row] = result.tier.name
+        columns["missing_features"][row] = ";".join(m.feature for m in quality.missing)
+        columns["out_of_training_range"][row] = ";".join(
+            o.feature for o in quality.out_of_training_range
+        )
+        columns["unit_conversions"][row] = ";".join(u.feature for u in quality.unit_conversions)
+        columns["trustworthy"][row] = quality.trustworthy
+        if self.plan.explain:
+            contributions = result.explanation.contributions
+            top = [c for c in contributions if c.feature != "other_features"]
+            for k, contribution in enumerate(top[: self.plan.top_k], start=1):
+                columns[f"top{k}_feature"][row] = contribution.feature
+                columns[f"top{k}_contribution"][row] = contribution.contribution
+            columns["other_contribution"][row] = next(
+                (c.contribution for c in contributions if c.feature == "other_features"), 0.0
+            )
+
+
+def _item_errors(item: BatchItemResult, row: int, cells: dict[str, Cells]) -> list[FieldError]:
+    """The service's refusal of one patient, error by error, as the rejects file reports it."""
+    problem = item.error
+    if problem is None:
+        return [FieldError("request", "the service returned neither a result nor an error")]
+    errors = [_field_error(error, f"items[{item.index}].", row, cells) for error in problem.errors]
+    return errors or [FieldError("request", problem.detail)]
+
+
+def _field_error(error: ProblemError, prefix: str, row: int, cells: dict[str, Cells]) -> FieldError:
+    field = error.field.removeprefix(prefix)
+    value = error.value
+    source = cells.get(field.removeprefix("features."))
+    if value is not None and source is not None:
+        # NOTE: the service shows the JSON value this runner made of the cell (a number parsed
+        # from CSV text, a measurement object from a value and its unit column); the rejects
+        # file shows the cell as the input holds it, as local scoring does.
+        value = source.value_at(row)
+    return FieldError(field, error.message, value, error.allowed)
+
+
+def score_file_http(
+    input_path: Path,
+    output: Path,
+    *,
+    client: ClinriskClient,
+    model_name: str,
+    version: str | None = None,
+    options: ScoreOptions | None = None,
+    batch_size: int = 100,
+    concurrency: int = 4,
+    progress: ProgressSink | None = None,
+    service_url: str = "",
+) -> ScoreSummary:
+    """Score a file through a running service's batch endpoint (same output as local)."""
+    options = options or ScoreOptions()
+    check_paths(input_path, output)
+    try:
+        detail = client.get_model(model_name, version)
+    except Exception as exc:
+        raise BatchError(f"could not read model '{model_name}' from the service: {exc}") from exc
+    what = f"model '{detail.name}' {detail.version} at {service_url or 'the service'}"
+    plan_ = plan(manifest_features(detail), input_schema(input_path), options, what)
+    model_ref = {"name": detail.name, "version": detail.version, "sha256": detail.sha256}
+    summary = ScoreSummary(output=output, rejects=rejects_path(output), model=model_ref)
+    runner = HttpRunner(
+        client,
+        detail,
+        plan_,
+        work_dir(output),
+        batch_size=batch_size,
+        concurrency=concurrency,
+    )
+    try:
+        return run_chunks(
+            input_path,
+            output,
+            plan_,
+            options=options,
+            key=job_key(input_path, model_ref, options, f"http {service_url}"),
+            progress=progress or NoProgress(),
+            runner=runner,
+            summary=summary,
+            in_flight=1,
+        )
+    finally:
+        runner.close()

@@ -1,0 +1,116 @@
+"""The chunk loop every file job shares: stream chunks, hand unfinished ones to a runner, record
+what finished, then assemble OUTPUT atomically. Runners (local, remote) only score a chunk and
+write its two part files."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.batch.files import iter_chunks, progress_total, rejects_path, stale_temporaries
+from service.batch.job import ChunkDone, ScoreOptions, ScoreSummary
+from service.batch.plan import Plan
+from service.batch.progress import ProgressSink
+from service.batch.resume import WorkState, assemble, work_dir
+
+
+class Runner(Protocol):
+    """Scores one chunk into the work folder (now, or on a thread of its own)."""
+
+    def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]: ...
+
+
+def done(result: ChunkDone) -> Future[ChunkDone]:
+    """A chunk scored in the calling thread, as a finished future."""
+    future: Future[ChunkDone] = Future()
+    future.set_result(result)
+    return future
+
+
+def run_chunks(
+    input_path: Path,
+    output: Path,
+    plan_: Plan,
+    *,
+    options: ScoreOptions,
+    key: str,
+    progress: ProgressSink,
+    runner: Runner,
+    summary: ScoreSummary,
+    in_flight: int,
+) -> ScoreSummary:
+    """Stream chunks, hand unfinished ones to ``runner``, then assemble OUTPUT atomically."""
+    started = time.perf_counter()
+    work = work_dir(output)
+    state = WorkState(work, key, resume=options.resume)
+    try:
+        for stale in stale_temporaries(output):
+            stale.unlink(missing_ok=True)
+        n_chunks, resumed = _score_chunks(
+            input_path, plan_, state, options, progress, runner, in_flight
+        )
+        assemble(plan_, work, n_chunks, output, rejects_path(output))
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        state.release()
+    finished = [state.done[i] for i in range(n_chunks)]
+    summary.rows_read = sum(c.rows for c in finished)
+    summary.rows_scored = sum(c.scored for c in finished)
+    summary.rows_rejected = sum(c.rejected for c in finished)
+    summary.chunks = n_chunks
+    summary.chunks_resumed = resumed
+    summary.seconds = time.perf_counter() - started
+    summary.ignored_columns = plan_.ignored
+    return summary
+
+
+def _score_chunks(
+    input_path: Path,
+    plan_: Plan,
+    state: WorkState,
+    options: ScoreOptions,
+    progress: ProgressSink,
+    runner: Runner,
+    in_flight: int,
+) -> tuple[int, int]:
+    """Score every chunk not already done: (chunks in the input, chunks already done)."""
+    total, unit = progress_total(input_path)
+    progress.start(total=total, unit=unit)
+    pending: set[Future[ChunkDone]] = set()
+    n_chunks = resumed = 0
+
+    def collect(futures: set[Future[ChunkDone]]) -> None:
+        # Record every chunk that finished before raising the first failure, so a re-run
+        # resumes after all of them.
+        failures = [f.exception() for f in futures if f.exception() is not None]
+        for future in futures:
+            if future.exception() is None:
+                state.record(future.result())
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+
+    try:
+        chunks = iter_chunks(input_path, plan_.read_columns, options.chunk_size, progress)
+        for index, table in enumerate(chunks):
+            n_chunks = index + 1
+            if index in state.done:
+                resumed += 1
+                continue
+            pending.add(runner.submit(index, index * options.chunk_size + 1, table))
+            finished = {f for f in pending if f.done()}
+            pending -= finished
+            collect(finished)
+            while len(pending) >= in_flight:  # bounded: at most a few chunks in memory
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                collect(finished)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            collect(finished)
+    finally:
+        for future in pending:
+            future.cancel()
+        progress.stop()
+    return n_chunks, resumed

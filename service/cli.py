@@ -1,0 +1,304 @@
+"""The ``clinrisk`` command line: serve, score, keys, models. Names are a contract tools rely on.
+
+Training contributes its commands (``train``, ``evaluate``) through the ``clinrisk.commands``
+entry point group (``pyproject.toml``): each entry point is a callable that adds commands to the
+typer app. The serving image installs no training code, so a contribution that cannot be
+imported is skipped; the service never imports ``training`` itself.
+
+Every command imports what it needs when it runs: ``clinrisk score`` on a small file must not pay
+for a web framework or a training library.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.batch.job import BatchError, ScoreOptions, ScoreSummary
+
+PLUGIN_GROUP = "clinrisk.commands"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_MODELS = REPO_ROOT / "models"
+DEFAULT_KEYS_FILE = REPO_ROOT / "var" / "api_keys.json"
+
+app = typer.Typer(
+    help="clinrisk: train, validate, serve and batch-score clinical risk models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+ModelsDir = Annotated[
+    Path,
+    typer.Option(
+        "--models-dir",
+        help="Model registry folder (default: CLINRISK_MODELS_DIR or the repository's models/).",
+        envvar="CLINRISK_MODELS_DIR",
+    ),
+]
+
+
+def print_summary(title: str, summary: dict[str, object]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command("models")
+def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
+    """List the registry: name, versions, default version, test AUROC."""
+    from models.manifest import Manifest
+    from models.registry import Registry
+
+    # The manifests are enough here: nothing is scored, so no model is compiled.
+    registry: Registry[Manifest] = Registry(lambda artifact: artifact.manifest)
+    registry.load_dir(models_dir)
+    table = Table("name", "versions", "default", "test AUROC (95% CI)", "kind")
+    for name in registry.names():
+        manifest = registry.get(name)
+        test = manifest.validation.test
+        table.add_row(
+            name,
+            ", ".join(registry.versions(name)),
+            registry.default_version(name),
+            f"{test.auroc:.3f} ({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f})",
+            manifest.kind,
+        )
+    console.print(table)
+
+
+keys_app = typer.Typer(help="Manage API keys (only their hashes are stored).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: predict,batch,admin.")] = "predict",
+    keys_file: Annotated[
+        Path,
+        typer.Option(help="Keys file the service reads.", envvar="CLINRISK_API_KEYS_FILE"),
+    ] = DEFAULT_KEYS_FILE,
+) -> None:
+    """Create an API key, print it once and store only its hash where the service reads keys."""
+    from service.auth import create_key
+
+    try:
+        token = create_key(keys_file, name, [s.strip() for s in scopes.split(",") if s.strip()])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
+    typer.echo(token)
+    console.print(
+        f"[dim]stored hash in {keys_file}; the key is not shown again[/dim]", highlight=False
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (parallelism comes from these).")
+    ] = 1,
+) -> None:
+    """Start the HTTP service (configuration from CLINRISK_* environment variables)."""
+    import uvicorn
+
+    # One OpenMP thread per worker: concurrent requests would otherwise fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    uvicorn.run("service.main:app", host=host, port=port, workers=workers, log_level="warning")
+
+
+@app.command()
+def score(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Model name in the registry (or on the service).")
+    ],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="CSV (.csv, .csv.gz) or Parquet file.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Scored rows: .csv or .parquet (rejects: OUTPUT.rejects.csv)."
+        ),
+    ],
+    version: Annotated[str | None, typer.Option(help="Version (default: the highest).")] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="Add the top-k contributions.")
+    ] = False,
+    top_k: Annotated[int, typer.Option(help="Contributions per row with --explain.")] = 3,
+    id_column: Annotated[
+        str | None, typer.Option(help="Id column to carry through (default: patient_id if any).")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Rows per chunk (memory ~ a few chunks).")] = (
+        50_000
+    ),
+    workers: Annotated[
+        int, typer.Option(help="Chunks scored at once, on threads (local engine).")
+    ] = 2,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Skip chunks an interrupted run finished."),
+    ] = True,
+    url: Annotated[
+        str | None, typer.Option(help="Score through a running service at this URL.")
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (with --url).")
+    ] = "CLINRISK_API_KEY",
+    batch_size: Annotated[int, typer.Option(help="Patients per batch call (with --url).")] = 100,
+    concurrency: Annotated[int, typer.Option(help="Batch calls in flight (with --url).")] = 4,
+    engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
+    master: Annotated[str, typer.Option(help="Spark master (with --engine spark).")] = "local[2]",
+    models_dir: ModelsDir = REPO_MODELS,
+) -> None:
+    """Score a file with a model: locally, through a running service (--url), or with Spark.
+
+    Columns are the model's features in canonical units (`clinrisk models`, or the model card);
+    a value in an accepted alternative unit takes a `<feature>_unit` column beside it (e.g.
+    glucose_mg_dl_unit = mmol/L). Other columns are ignored. Bad rows go to OUTPUT.rejects.csv
+    with their row number, id and reason. Exit code: 0 every row scored, 2 some rows rejected,
+    1 failure.
+    """
+    from models.errors import ArtifactError
+    from models.registry import UnknownModel
+    from service.batch.progress import RichProgress
+
+    options = ScoreOptions(
+        explain=explain,
+        top_k=top_k,
+        id_column=id_column,
+        chunk_size=chunk_size,
+        workers=workers,
+        resume=resume,
+    )
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter("use 'local' or 'spark'", param_hint="--engine")
+    if url is not None and engine == "spark":
+        raise typer.BadParameter("--url and --engine spark exclude each other", param_hint="--url")
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # a scheduler's SIGTERM: keep finished chunks, as for Ctrl-C
+
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    summary: ScoreSummary
+    try:
+        if url is not None:
+            from service.batch.remote import score_file_http
+            from service.client import ClinriskClient
+
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise BatchError(
+                    f"--url needs an API key in the environment variable {api_key_env}"
+                )
+            with ClinriskClient(url, api_key=api_key) as client:
+                summary = score_file_http(
+                    input_path,
+                    output,
+                    client=client,
+                    model_name=name,
+                    version=version,
+                    options=options,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                    progress=RichProgress(),
+                    service_url=url,
+                )
+        elif engine == "spark":
+            from service.batch.spark import score_file_spark
+
+            with console.status("scoring with Spark"):
+                summary = score_file_spark(
+                    input_path,
+                    output,
+                    model_name=name,
+                    models_dir=models_dir,
+                    version=version,
+                    options=options,
+                    master=master,
+                )
+        else:
+            from service.batch.local import score_file
+
+            summary = score_file(
+                input_path,
+                output,
+                model_name=name,
+                models_dir=models_dir,
+                version=version,
+                options=options,
+                progress=RichProgress(),
+            )
+    except (BatchError, UnknownModel, ArtifactError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/yellow] finished chunks are kept; run the same command "
+            "again to resume. OUTPUT was not written.",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    _print_score_summary(summary, input_path, output)
+    if summary.rows_rejected:
+        raise typer.Exit(2)
+
+
+def _print_score_summary(summary: ScoreSummary, input_path: Path, output: Path) -> None:
+    model = summary.model
+    print_summary(
+        f"{model['name']} {model['version']}: {input_path.name} -> {output.name}",
+        {
+            "rows read": f"{summary.rows_read:,}",
+            "rows scored": f"{summary.rows_scored:,}",
+            "rows rejected": f"{summary.rows_rejected:,}",
+            "chunks (resumed)": f"{summary.chunks} ({summary.chunks_resumed})",
+            "seconds": f"{summary.seconds:.1f}",
+            "rows/s": f"{summary.rows_per_second:,.0f}",
+            "output": str(summary.output),
+            "rejects": str(summary.rejects),
+            "model sha256": model["sha256"][:16] + "…",
+            **(
+                {"ignored columns": ", ".join(summary.ignored_columns)}
+                if summary.ignored_columns
+                else {}
+            ),
+        },
+    )
+
+
+def register_contributions(target: typer.Typer) -> list[str]:
+    """Add the commands other installed parts contribute; returns the ones that were skipped."""
+    skipped = []
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            register = entry_point.load()
+        except ImportError as exc:  # e.g. the serving image has no training code
+            skipped.append(f"{entry_point.name} ({exc})")
+            continue
+        register(target)
+    return skipped
+
+
+register_contributions(app)
+
+
+def main() -> None:
+    """The ``clinrisk`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

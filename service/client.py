@@ -4,8 +4,9 @@
         result = client.predict("diabetes", {"age_years": 57, ...})
         result.probability, result.tier.name, result.explanation.contributions
 
-It takes and returns the service's own schemas (``service.api.schemas``). A non-2xx reply raises
-a :class:`ClinriskError` carrying the RFC 9457 problem details::
+It takes and returns the service's own schemas (``service.api.schemas``, pydantic only: importing
+this module loads no numpy, pandas or web framework). A non-2xx reply raises a
+:class:`ClinriskError` carrying the RFC 9457 problem details::
 
     ClinriskError                 status, title, detail, errors (field, message, value, allowed)
     ├── AuthenticationError       401
@@ -28,7 +29,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 import orjson
@@ -64,6 +65,7 @@ RETRY_STATUSES = frozenset({503})
 RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 T = TypeVar("T", bound=BaseModel)
+HttpClient = TypeVar("HttpClient", httpx.Client, httpx.AsyncClient)
 _SUMMARIES = TypeAdapter(list[ModelSummary])
 
 
@@ -206,18 +208,50 @@ class _Retry:
         return response is None or response.status_code in RETRY_STATUSES
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    headers = {"accept": "application/json", "user-agent": "clinrisk-client/1"}
-    if api_key is not None:
-        headers["authorization"] = f"Bearer {api_key}"
-    return headers
-
-
 def _connection_error(exc: httpx.TransportError, url: str) -> ClinriskConnectionError:
     return ClinriskConnectionError(None, "Connection failed", f"{url}: {exc!r}")
 
 
-class ClinriskClient:
+class _BaseClient(Generic[HttpClient]):
+    """What the sync and async clients share: configuration, request building, the retry
+    policy; each subclass only sends (``_request``) and awaits or not."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        *,
+        api_key: str | None,
+        client: HttpClient | None,
+        owned: HttpClient | None,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+    ) -> None:
+        self._owns_client = client is None
+        http = client if client is not None else owned
+        assert http is not None
+        self._client: HttpClient = http
+        self._base = base_url.rstrip("/") if base_url is not None else ""
+        self._headers = {"accept": "application/json", "user-agent": "clinrisk-client/1"}
+        if api_key is not None:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._retry = _Retry(retries, backoff, max_backoff)
+
+    def _build(self, path: str, body: Any) -> tuple[str, bytes | None, dict[str, str]]:
+        """(url, content, headers) of one call: the body as JSON, the key as a bearer token."""
+        content = orjson.dumps(body) if body is not None else None
+        headers = dict(self._headers)
+        if content is not None:
+            headers["content-type"] = "application/json"
+        return self._base + path, content, headers
+
+
+def _check_base(base_url: str | None, client: object | None, kind: str) -> None:
+    if client is None and base_url is None:
+        raise ValueError(f"pass base_url, or an {kind} with a base_url")
+
+
+class ClinriskClient(_BaseClient[httpx.Client]):
     """Synchronous client. Owns an ``httpx.Client`` unless one is injected (then never closes it).
 
     ``base_url`` is required unless the injected client already has one. Use as a context manager
@@ -235,13 +269,18 @@ class ClinriskClient:
         backoff: float = 0.2,
         max_backoff: float = 5.0,
     ) -> None:
-        if client is None and base_url is None:
-            raise ValueError("pass base_url, or an httpx.Client with a base_url")
-        self._owns_client = client is None
-        self._client = client or httpx.Client(base_url=base_url or "", timeout=timeout)
-        self._base = base_url.rstrip("/") if base_url is not None else ""
-        self._headers = _headers(api_key)
-        self._retry = _Retry(retries, backoff, max_backoff)
+        _check_base(base_url, client, "httpx.Client")
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            client=client,
+            owned=httpx.Client(base_url=base_url or "", timeout=timeout)
+            if client is None
+            else None,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+        )
         self._sleep = time.sleep
 
     def __enter__(self) -> Self:
@@ -260,11 +299,7 @@ class ClinriskClient:
             self._client.close()
 
     def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        url = self._base + path
-        content = orjson.dumps(body) if body is not None else None
-        headers = dict(self._headers)
-        if content is not None:
-            headers["content-type"] = "application/json"
+        url, content, headers = self._build(path, body)
         attempt = 0
         while True:
             response: httpx.Response | None = None
@@ -318,7 +353,7 @@ class ClinriskClient:
         return _parse(BatchPredictResponse, self._request("POST", path, _batch_body(items, top_k)))
 
 
-class AsyncClinriskClient:
+class AsyncClinriskClient(_BaseClient[httpx.AsyncClient]):
     """The asynchronous twin of :class:`ClinriskClient` (``httpx.AsyncClient``)."""
 
     def __init__(
@@ -332,13 +367,19 @@ class AsyncClinriskClient:
         backoff: float = 0.2,
         max_backoff: float = 5.0,
     ) -> None:
-        if client is None and base_url is None:
-            raise ValueError("pass base_url, or an httpx.AsyncClient with a base_url")
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(base_url=base_url or "", timeout=timeout)
-        self._base = base_url.rstrip("/") if base_url is not None else ""
-        self._headers = _headers(api_key)
-        self._retry = _Retry(retries, backoff, max_backoff)
+        _check_base(base_url, client, "httpx.AsyncClient")
+        owned = (
+            httpx.AsyncClient(base_url=base_url or "", timeout=timeout) if client is None else None
+        )
+        super().__init__(
+            base_url,
+            api_key=api_key,
+            client=client,
+            owned=owned,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+        )
         self._sleep = asyncio.sleep
 
     async def __aenter__(self) -> Self:
@@ -357,11 +398,7 @@ class AsyncClinriskClient:
             await self._client.aclose()
 
     async def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        url = self._base + path
-        content = orjson.dumps(body) if body is not None else None
-        headers = dict(self._headers)
-        if content is not None:
-            headers["content-type"] = "application/json"
+        url, content, headers = self._build(path, body)
         attempt = 0
         while True:
             response: httpx.Response | None = None

@@ -71,13 +71,13 @@ def train(
     config = load_config(name)
     start = time.perf_counter()
     with console.status("training") as status:
+
+        def report(message: str) -> None:
+            status.update(message)
+            console.log(message)
+
         folder = run_training(
-            config,
-            data_path=data,
-            out_dir=out,
-            version=version,
-            seed=seed,
-            progress=lambda msg: (status.update(msg), console.log(msg)),
+            config, data_path=data, out_dir=out, version=version, seed=seed, progress=report
         )
     manifest = json.loads((folder / "manifest.json").read_text())
     test = manifest["validation"]["test"]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import gc
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 import structlog
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.predictor import LoadedModel
 from models.registry import Registry
@@ -25,7 +20,8 @@ from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore, load_keys
 from service.cds_hooks import router as cds_hooks
-from service.errors import PROBLEM_JSON, ServiceError
+from service.docs import install_docs
+from service.errors import EXCEPTION_HANDLERS
 from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware
 from service.openapi_schema import install_openapi
@@ -37,20 +33,6 @@ log = structlog.get_logger("clinrisk")
 
 def _operation_id(route: APIRoute) -> str:
     return route.operation_id or route.name
-
-
-def _problem(
-    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
-) -> Response:
-    body: dict[str, Any] = {
-        "type": f"https://clinrisk.dev/problems/{title.lower().replace(' ', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = errors
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,6 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Clinical risk scores with exact explanations, versions and an audit trail.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Swagger UI and ReDoc are served from the service's own files (service.docs): hospital
+        # networks block CDNs.
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(health.router)
     app.include_router(models_api.router)
@@ -97,42 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(curves.router)
     app.include_router(cds_hooks.router)
     app.include_router(ui_router)
+    install_docs(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> Response:
-        body = exc.problem(instance=request.url.path)
-        return Response(orjson.dumps(body), status_code=exc.status, media_type=PROBLEM_JSON)
-
-    @app.exception_handler(RequestValidationError)
-    async def request_validation(_request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body"),
-                "message": e["msg"],
-                "value": e.get("input")
-                if isinstance(e.get("input"), str | int | float | None)
-                else None,
-                "allowed": None,
-            }
-            for e in exc.errors()
-        ]
-        return _problem(422, "Invalid input", "The request does not match the API.", errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        return _problem(exc.status_code, "HTTP error", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> Response:
-        # NOTE: where it failed, not the message: messages can carry request values (privacy).
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[-5:]]
-        log.error("unhandled error", error_type=type(exc).__name__, frames=where)
-        return _problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
 
     app.add_middleware(ObservabilityMiddleware)
     install_openapi(app)

@@ -181,8 +181,11 @@ class SqlAuditStore:
         for value, condition in filters:
             if value is not None:
                 query = query.where(condition(value))
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.limit(limit).offset(offset)).mappings().all()
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(query.limit(limit).offset(offset)).mappings().all()
+        except SQLAlchemyError:
+            raise AuditUnavailable("The audit store could not be read; try again.") from None
         return [{k: v for k, v in row.items() if k != "id"} for row in rows]
 
     def _checkpoint(self, mode: str) -> None:

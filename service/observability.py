@@ -14,6 +14,8 @@ import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import unexpected_error_response
+
 log = structlog.get_logger("clinrisk.access")
 
 REQUESTS = Counter("clinrisk_http_requests_total", "HTTP requests.", ["method", "route", "status"])
@@ -37,11 +39,13 @@ class ObservabilityMiddleware:
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode("latin-1")),
@@ -51,6 +55,13 @@ class ObservabilityMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # NOTE: handled here rather than re-raised to the server: Starlette's outermost
+                # middleware re-raises after answering, and uvicorn then logs the exception's
+                # message, which can carry request values (privacy).
+                response = unexpected_error_response(exc)
+                if not response_started:
+                    await response(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - started
                 route: Any = scope.get("route")

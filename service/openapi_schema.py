@@ -8,6 +8,7 @@ document is reproducible).
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 
 from models.manifest import FeatureSpec, FeatureType, Manifest
 from models.predictor import LoadedModel
+from service.errors import PROBLEM_JSON
 
 EXAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 PREDICT_OPERATIONS = {
@@ -109,11 +111,40 @@ def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     example = example_features(manifest)
     body = {"patient_id": "MRN-0001", "features": example, "top_k": 5}
-    response = model.predict(example, top_k=5)
+    scored: Any = model.predict(example, top_k=5)
+    # NOTE: ``predict`` answers a ``Scored(result, values)`` pair (a bare result before it).
+    response = dict(getattr(scored, "result", scored))
     response["prediction_id"] = EXAMPLE_ID
     response["elapsed_ms"] = 0.0
     components = {f"{prefix}Features": features, f"{prefix}PredictRequest": request}
     return components, {"request": body, "response": response}
+
+
+def _problems_as_problem_json(schema: dict[str, Any]) -> None:
+    """Every error answer is described as what the service sends: a Problem, problem+json.
+
+    FastAPI describes a ``responses`` model under ``application/json`` and adds its own 422
+    (``HTTPValidationError``) to every operation with parameters; the service renders all of
+    them through one renderer (``service.errors``) as ``application/problem+json``.
+    """
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                content = str(response.get("content", {}))
+                # NOTE: an error answer with its own schema (readiness's 503 Health) stays as is.
+                if int(status) >= 400 and (
+                    not content or PROBLEM_JSON in content or "ValidationError" in content
+                ):
+                    response["content"] = {PROBLEM_JSON: problem}
+                    response["description"] = HTTPStatus(int(status)).phrase
+    components = schema.get("components", {}).get("schemas", {})
+    text = str(schema.get("paths"))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"/{name}'" not in text:
+            components.pop(name, None)
+    if "ValidationError" in components and "HTTPValidationError" not in components:
+        components.pop("ValidationError")
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -126,6 +157,7 @@ def install_openapi(app: FastAPI) -> None:
             summary=app.summary,
             routes=app.routes,
         )
+        _problems_as_problem_json(schema)
         state = getattr(app.state, "clinrisk", None)
         if state is None:  # outside the lifespan: no models, generic schema only
             return schema

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.predictor import LoadedModel
 from models.registry import Registry, UnknownModel
+from service.api.schemas import Problem
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import ApiKey, KeyStore
-from service.errors import Forbidden, ModelNotFound, NotAuthenticated
+from service.errors import PROBLEM_JSON, Forbidden, ModelNotFound, NotAuthenticated
 from service.settings import Settings
 
 
@@ -41,24 +44,37 @@ def resolve_model(state: AppState, name: str, version: str | None) -> LoadedMode
         raise ModelNotFound(str(exc)) from None
 
 
-def _caller(request: Request, state: AppState) -> ApiKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+# NOTE: declared through fastapi.security so the OpenAPI document carries the scheme (generated
+# clients and the Authorize button of /docs know it); ``auto_error=False`` because a missing or
+# wrong key is answered by our own 401 problem, with ``WWW-Authenticate``.
+bearer = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="crk_<key id>_<secret>",
+    description="An API key from `clinrisk keys create`, sent as `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _caller(state: AppState, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
+    if credentials is None:
         raise NotAuthenticated("Send an API key as 'Authorization: Bearer <key>'.")
-    key = state.keys.authenticate(token.strip())
+    key = state.keys.authenticate(credentials.credentials.strip())
     if key is None:
-        raise NotAuthenticated("The API key is not valid.")
+        raise NotAuthenticated(
+            "The API key is not valid.",
+            headers={"WWW-Authenticate": 'Bearer realm="clinrisk", error="invalid_token"'},
+        )
     return key
 
 
-async def _any_key(request: Request, state: StateDep) -> ApiKey:
-    return _caller(request, state)
+async def _any_key(state: StateDep, credentials: Credentials) -> ApiKey:
+    return _caller(state, credentials)
 
 
 def require(scope: str) -> Any:
-    async def dependency(request: Request, state: StateDep) -> ApiKey:
-        key = _caller(request, state)
+    async def dependency(state: StateDep, credentials: Credentials) -> ApiKey:
+        key = _caller(state, credentials)
         if scope not in key.scopes:
             raise Forbidden(
                 f"The API key '{key.name}' lacks the '{scope}' scope "
@@ -73,3 +89,15 @@ AnyCaller = Annotated[ApiKey, Depends(_any_key)]
 PredictCaller = Annotated[ApiKey, require("predict")]
 BatchCaller = Annotated[ApiKey, require("batch")]
 AdminCaller = Annotated[ApiKey, require("admin")]
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can answer, as problem+json."""
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {}},
+        }
+        for status in statuses
+    }

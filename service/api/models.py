@@ -7,11 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from models.predictor import LoadedModel
-from service.api.deps import AnyCaller, StateDep, resolve_model
-from service.api.predict import PROBLEM_RESPONSES
+from service.api.deps import AnyCaller, StateDep, problem_responses, resolve_model
 from service.api.schemas import ModelDetail, ModelSummary
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def model_detail(model: LoadedModel) -> dict[str, Any]:
@@ -36,7 +35,7 @@ def model_detail(model: LoadedModel) -> dict[str, Any]:
     }
 
 
-@router.get("", operation_id="list_models")
+@router.get("", operation_id="list_models", responses=problem_responses(401))
 def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
     """Every model with its versions, default version, intended use and test AUROC."""
     registry = state.registry
@@ -59,13 +58,17 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
     return out
 
 
-@router.get("/{name}", operation_id="read_model")
+@router.get("/{name}", operation_id="read_model", responses=problem_responses(401, 404))
 def read_model(name: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
     """The default version's public manifest (features, tiers, validation) and model card."""
     return ModelDetail.model_validate(model_detail(resolve_model(state, name, None)))
 
 
-@router.get("/{name}/versions/{version}", operation_id="read_model_version")
+@router.get(
+    "/{name}/versions/{version}",
+    operation_id="read_model_version",
+    responses=problem_responses(401, 404),
+)
 def read_model_version(name: str, version: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
     """One version's public manifest and model card."""
     return ModelDetail.model_validate(model_detail(resolve_model(state, name, version)))

@@ -21,7 +21,7 @@ def test_unexpected_error_is_a_500_problem_and_the_log_keeps_values_out(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom for patient MRN-777 with systolic 150")
 
-    monkeypatch.setattr(LoadedModel, "result", broken)
+    monkeypatch.setattr(LoadedModel, "predict", broken)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.post(
             "/v1/models/cvd/predict",
@@ -37,3 +37,21 @@ def test_unexpected_error_is_a_500_problem_and_the_log_keeps_values_out(
     assert "unhandled error" in logged.err
     assert "RuntimeError" in logged.err
     assert "MRN-777" not in logged.err + logged.out
+
+
+def test_an_unexpected_error_does_not_reach_the_server(
+    settings: Settings, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NOTE: Starlette re-raises a handled 500 to the server, which logs the message (with any
+    # request values in it); the service answers it itself, so the server sees a response.
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("boom for patient MRN-777")
+
+    monkeypatch.setattr(LoadedModel, "predict", broken)
+    with TestClient(create_app(settings)) as client:  # raises whatever reaches the server
+        response = client.post(
+            "/v1/models/cvd/predict", headers=keys.header(), json={"features": CVD_PATIENT}
+        )
+
+    assert response.status_code == 500
+    assert response.json()["title"] == "Internal error"

@@ -210,7 +210,8 @@ def _field_error(error: ProblemError, prefix: str, row: int, cells: dict[str, Ce
         # from CSV text, a measurement object from a value and its unit column); the rejects
         # file shows the cell as the input holds it, as local scoring does.
         value = source.value_at(row)
-    return FieldError(field, error.message, value, error.allowed)
+    code = error.code if error.code is not None else FieldError.code
+    return FieldError(field, error.message, value, error.allowed, code)
 
 
 def score_file_http(

@@ -128,6 +128,7 @@ def test_the_client_and_its_schemas_load_neither_the_ml_stack_nor_the_scoring_co
     "module",
     [
         "service.cds_hooks.fhir",
+        "service.cds_hooks.cards",
         "service.batch.local",
         "service.batch.remote",
         "service.batch.spark",

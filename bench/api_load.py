@@ -128,7 +128,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
 
-    features = example_features(load_artifact(ROOT / "models" / "diabetes" / "1.0.0").manifest)
+    features = example_features(load_artifact(ROOT / "models" / "diabetes" / "1.1.0").manifest)
     single = json.dumps({"patient_id": "bench-1", "features": features})
     tmp = Path(tempfile.mkdtemp())
     token = create_key(tmp / "keys.json", "bench", ["predict", "batch"])
@@ -142,7 +142,7 @@ def main() -> None:
         "CLINRISK_MAX_BODY_BYTES": str(64 * 1024 * 1024),
     }
     print(
-        f"workers={args.workers}, duration={args.duration}s per case, model diabetes 1.0.0, "
+        f"workers={args.workers}, duration={args.duration}s per case, model diabetes 1.1.0, "
         f"full explanations, audit to SQLite"
     )
     results: dict[str, dict[str, float]] = {}

@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--no-spark", action="store_true")
     args = parser.parse_args()
 
-    artifact = load_artifact(ROOT / "models" / MODEL / "1.0.0")
+    artifact = load_artifact(ROOT / "models" / MODEL / "1.1.0")
     manifest = artifact.manifest
     with tempfile.TemporaryDirectory(prefix="clinrisk-bench-") as tmp:
         folder = Path(tmp)

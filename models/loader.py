@@ -1,28 +1,32 @@
 """The one strict way to open an artifact folder.
 
 Order matters: parse the manifest, verify the sha256 of every file against it (and refuse files
-it does not list), check the library versions the model file needs, and only then deserialise.
-A tampered or foreign file is therefore never parsed by XGBoost or anything else.
+it does not list), and only then deserialise the very bytes that were hashed. A tampered or
+foreign file is therefore never parsed. Boosted trees are read from XGBoost's documented JSON
+model format (``model.json``) with :mod:`json`, so loading and scoring need no XGBoost: the
+parser checks the document's format version instead of an installed library's, and the manifest
+keeps recording the XGBoost release used in training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import xgboost
 from pydantic import ValidationError
 
 from models.errors import ArtifactError
 from models.manifest import Manifest
+from models.trees import Forest, UnsupportedModel, parse_forest
 
 MANIFEST_FILE = "manifest.json"
-# Libraries whose exact major.minor must match the training environment, per model kind.
-PINNED_LIBRARIES = {"xgboost": ("xgboost",), "logistic": ()}
+TREE_MODEL_FILE = "model.json"
+"""A booster in XGBoost's JSON model format (``Booster.save_model("model.json")``)."""
+RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,15 @@ class Artifact:
     manifest: Manifest
     sha256: str
     """sha256 of manifest.json, which itself pins every other file: the artifact's identity."""
-    booster: xgboost.Booster | None
+    forest: Forest | None
+    """The boosted trees, parsed from ``model.json`` (kind ``xgboost``)."""
     linear: LinearParameters | None
     card_markdown: str
+
+    @property
+    def booster(self) -> Forest | None:
+        """Deprecated alias of :attr:`forest` for callers not yet updated; use ``forest``."""
+        return self.forest
 
 
 def sha256_file(path: Path) -> str:
@@ -54,10 +64,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:2])
 
 
 def _parse_manifest(folder: Path) -> tuple[Manifest, str]:
@@ -87,38 +93,64 @@ def _parse_manifest(folder: Path) -> tuple[Manifest, str]:
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def _verify_files(folder: Path, manifest: Manifest) -> None:
+def _verify_files(folder: Path, manifest: Manifest) -> dict[str, bytes]:
+    """Every listed file's content, read once and hashed: later steps parse exactly these bytes."""
     present = {p.name for p in folder.iterdir() if p.name != MANIFEST_FILE}
     unlisted = present - set(manifest.files)
     if unlisted:
         raise ArtifactError(folder / sorted(unlisted)[0], "not listed in manifest.json files")
+    verified: dict[str, bytes] = {}
     for name, expected in manifest.files.items():
         path = folder / name
         if not path.is_file():
             raise ArtifactError(path, "listed in manifest.json but missing")
-        actual = sha256_file(path)
+        content = path.read_bytes()
+        actual = hashlib.sha256(content).hexdigest()
         if actual != expected:
             raise ArtifactError(
                 path, f"sha256 mismatch: manifest says {expected[:12]}…, file is {actual[:12]}…"
             )
+        verified[name] = content
+    return verified
 
 
-def _check_libraries(folder: Path, manifest: Manifest) -> None:
-    for library in PINNED_LIBRARIES[manifest.kind]:
-        trained = manifest.libraries.get(library)
-        if trained is None:
-            raise ArtifactError(folder / MANIFEST_FILE, f"does not record the {library} version")
-        installed = metadata.version(library)
-        if _major_minor(installed) != _major_minor(trained):
-            raise ArtifactError(
-                folder / manifest.model_file,
-                f"trained with {library} {trained}, but {installed} is installed; "
-                "install the locked environment (requirements.lock)",
-            )
+def _load_forest(path: Path, content: bytes, manifest: Manifest) -> Forest:
+    if path.name != TREE_MODEL_FILE:
+        raise ArtifactError(
+            path,
+            f"boosted trees are read from XGBoost's JSON model format ({TREE_MODEL_FILE}); "
+            "retrain the model with this version of clinrisk",
+        )
+    trained = manifest.libraries.get("xgboost")
+    release = RELEASE.match(trained or "")
+    if release is None:
+        raise ArtifactError(
+            path.with_name(MANIFEST_FILE), "does not record the xgboost version used in training"
+        )
+    try:
+        forest = parse_forest(json.loads(content))
+    except UnsupportedModel as exc:
+        raise ArtifactError(path, str(exc)) from None
+    written_by = forest.xgboost_version
+    if tuple(int(g) for g in release.groups()) != written_by:
+        raise ArtifactError(
+            path,
+            f"written by XGBoost {'.'.join(map(str, written_by))}, but the manifest records "
+            f"training with xgboost {trained}",
+        )
+    columns = [c.name for c in manifest.columns]
+    if forest.n_columns != len(columns):
+        raise ArtifactError(
+            path,
+            f"booster has {forest.n_columns} features, manifest lists {len(columns)} columns",
+        )
+    if forest.feature_names and forest.feature_names != columns:
+        raise ArtifactError(path, "feature names differ from the manifest's columns")
+    return forest
 
 
-def _load_linear(path: Path) -> LinearParameters:
-    data: dict[str, Any] = json.loads(path.read_text())
+def _load_linear(path: Path, content: bytes) -> LinearParameters:
+    data: dict[str, Any] = json.loads(content)
     params = LinearParameters(
         columns=list(data["columns"]),
         coefficients=[float(v) for v in data["coefficients"]],
@@ -134,37 +166,31 @@ def load_artifact(folder: Path) -> Artifact:
     """Verify and load one artifact folder, or raise :class:`ArtifactError` naming the file."""
     folder = folder.resolve()
     manifest, manifest_sha = _parse_manifest(folder)
-    _verify_files(folder, manifest)
-    _check_libraries(folder, manifest)
+    verified = _verify_files(folder, manifest)
     model_path = folder / manifest.model_file
-    expected_columns = [c.name for c in manifest.columns]
-    booster: xgboost.Booster | None = None
+    content = verified[manifest.model_file]
+    forest: Forest | None = None
     linear: LinearParameters | None = None
     try:
         if manifest.kind == "xgboost":
-            booster = xgboost.Booster()
-            booster.load_model(bytearray(model_path.read_bytes()))
-            if booster.num_features() != len(expected_columns):
-                raise ArtifactError(
-                    model_path,
-                    f"booster has {booster.num_features()} features, "
-                    f"manifest lists {len(expected_columns)} columns",
-                )
+            forest = _load_forest(model_path, content, manifest)
         else:
-            linear = _load_linear(model_path)
-            if linear.columns != expected_columns:
+            linear = _load_linear(model_path, content)
+            if linear.columns != [c.name for c in manifest.columns]:
                 raise ArtifactError(model_path, "columns differ from the manifest's columns")
     except ArtifactError:
         raise
     except Exception as exc:  # any parse failure of a hash-verified file is still an artifact error
-        raise ArtifactError(model_path, f"could not be loaded: {exc}") from exc
-    card_path = folder / "card.md"
-    card = card_path.read_text() if "card.md" in manifest.files else ""
+        raise ArtifactError(model_path, f"could not be loaded: {exc!r}") from exc
+    try:
+        card = verified["card.md"].decode() if "card.md" in verified else ""
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(folder / "card.md", f"is not UTF-8: {exc}") from None
     return Artifact(
         path=folder,
         manifest=manifest,
         sha256=manifest_sha,
-        booster=booster,
+        forest=forest,
         linear=linear,
         card_markdown=card,
     )

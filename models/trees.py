@@ -7,8 +7,10 @@ group's thresholds (one extra cell per feature for "missing"), summed over the g
 stored. Scoring locates each feature's cell with one ``searchsorted`` over the union of that
 feature's thresholds and gathers from one concatenated table (``../shared/DESIGN.md``).
 
-The margin follows from the efficiency property: ``margin = base + sum(contributions)``, so
-scoring needs neither XGBoost nor a DMatrix. Tests check tables against ``pred_contribs``.
+The forest is read from XGBoost's documented JSON model format (``Booster.save_model`` to a
+``.json`` file; schema in XGBoost's ``doc/model.schema``), so neither loading nor scoring needs
+XGBoost. The margin follows from the efficiency property: ``margin = base + sum(contributions)``.
+Tests check the tables against XGBoost's ``pred_contribs`` on the same file.
 
 The value function is XGBoost's (Lundberg et al. 2018, Algorithm 1): features in ``S`` follow
 ``x`` (missing values follow the default branch), other splits average their children weighted
@@ -20,21 +22,26 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import xgboost
 
 Float = npt.NDArray[np.float64]
 Int = npt.NDArray[np.intp]
 MAX_GROUP_FEATURES = 3
+SUPPORTED_FORMAT = ((2, 0, 0), (4, 0, 0))
+"""XGBoost releases (from inclusive, to exclusive) whose JSON model format the parser reads."""
 
 
-class ForestTooDeep(ValueError):
+class UnsupportedModel(ValueError):
+    """The JSON model is not one the lookup tables can reproduce exactly."""
+
+
+class ForestTooDeep(UnsupportedModel):
     """A tree splits on more features than the lookup tables support."""
 
 
@@ -97,26 +104,108 @@ class _Tree:
         return out
 
 
-def _parse(booster: xgboost.Booster) -> tuple[list[_Tree], float]:
-    model: dict[str, Any] = json.loads(booster.save_raw("json"))
-    learner = model["learner"]
+def _version(document: Mapping[str, Any]) -> tuple[int, int, int]:
+    version = document.get("version")
+    if (
+        not isinstance(version, list)
+        or len(version) != 3
+        or not all(isinstance(v, int) for v in version)
+    ):
+        raise UnsupportedModel(f"'version' must be [major, minor, patch], not {version!r}")
+    major, minor, patch = version
+    return major, minor, patch
+
+
+def _tree(raw: Mapping[str, Any], n_columns: int, index: int) -> _Tree:
+    leaf_size = int(raw["tree_param"].get("size_leaf_vector", "1"))
+    if leaf_size > 1:
+        raise UnsupportedModel(f"tree {index} has vector leaves (multi-target trees)")
+    if any(kind != 0 for kind in raw["split_type"]):
+        raise UnsupportedModel(f"tree {index} has categorical splits")
+    tree = _Tree(
+        left=[int(v) for v in raw["left_children"]],
+        right=[int(v) for v in raw["right_children"]],
+        default_left=[bool(v) for v in raw["default_left"]],
+        feature=[int(v) for v in raw["split_indices"]],
+        # float32 values as XGBoost compares them, widened exactly to float64
+        threshold=[float(np.float32(v)) for v in raw["split_conditions"]],
+        cover=[float(v) for v in raw["sum_hessian"]],
+    )
+    n_nodes = len(tree.left)
+    fields = (tree.right, tree.default_left, tree.feature, tree.threshold, tree.cover)
+    if n_nodes == 0 or any(len(f) != n_nodes for f in fields):
+        raise UnsupportedModel(f"tree {index}: node arrays differ in length")
+    for node in range(n_nodes):
+        if tree.is_leaf(node):
+            if tree.right[node] != -1:
+                raise UnsupportedModel(f"tree {index}: node {node} has one child")
+            continue
+        children_ok = all(0 < c < n_nodes for c in (tree.left[node], tree.right[node]))
+        if not children_ok or not 0 <= tree.feature[node] < n_columns:
+            raise UnsupportedModel(f"tree {index}: node {node} points outside the tree or model")
+    return tree
+
+
+@dataclass(frozen=True)
+class Forest:
+    """A ``binary:logistic`` gbtree model as XGBoost's JSON model format describes it."""
+
+    n_columns: int
+    feature_names: list[str]
+    """As saved by XGBoost (empty when it was trained without names)."""
+    base_margin: float
+    """The logit of XGBoost's ``base_score``: the margin before any tree."""
+    trees: list[_Tree]
+    xgboost_version: tuple[int, int, int]
+    """The ``version`` field of the document: the XGBoost release that wrote it."""
+
+    def slice(self, start: int, stop: int) -> Forest:
+        """Trees ``start:stop`` with the same base (as ``booster[start:stop]`` in XGBoost)."""
+        return replace(self, trees=self.trees[start:stop])
+
+
+def parse_forest(document: Mapping[str, Any]) -> Forest:
+    """Read a parsed XGBoost JSON model (``Booster.save_model("model.json")``).
+
+    Raises :class:`UnsupportedModel` for anything the lookup tables cannot reproduce exactly:
+    another format version, objective or booster, several targets or classes, categorical or
+    vector-leaf trees, or inconsistent node arrays.
+    """
+    version = _version(document)
+    if not SUPPORTED_FORMAT[0] <= version < SUPPORTED_FORMAT[1]:
+        low, high = (".".join(map(str, v)) for v in SUPPORTED_FORMAT)
+        raise UnsupportedModel(
+            f"written by XGBoost {'.'.join(map(str, version))}; "
+            f"this parser reads the JSON model format of XGBoost >= {low}, < {high}"
+        )
+    learner = document["learner"]
     objective = learner["objective"]["name"]
     if objective != "binary:logistic":
-        raise ValueError(f"only binary:logistic boosters are supported, not {objective!r}")
-    base_score = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
-    trees = [
-        _Tree(
-            left=tree["left_children"],
-            right=tree["right_children"],
-            default_left=[bool(d) for d in tree["default_left"]],
-            feature=tree["split_indices"],
-            # float32 values as XGBoost compares them, widened exactly to float64
-            threshold=[float(np.float32(v)) for v in tree["split_conditions"]],
-            cover=tree["sum_hessian"],
-        )
-        for tree in learner["gradient_booster"]["model"]["trees"]
-    ]
-    return trees, math.log(base_score / (1.0 - base_score))
+        raise UnsupportedModel(f"only binary:logistic boosters are supported, not {objective!r}")
+    booster = learner["gradient_booster"]
+    if booster["name"] != "gbtree":
+        raise UnsupportedModel(f"only gbtree boosters are supported, not {booster['name']!r}")
+    params = learner["learner_model_param"]
+    if int(params.get("num_target", "1")) != 1 or int(params.get("num_class", "0")) != 0:
+        raise UnsupportedModel("only single-target, single-class models are supported")
+    n_columns = int(params["num_feature"])
+    # a scalar ("5E-1") in older releases, a one-element vector ("[5E-1]") in newer ones
+    base_score = float(str(params["base_score"]).strip("[]"))
+    if not 0.0 < base_score < 1.0:
+        raise UnsupportedModel(f"base_score {base_score} is not a probability")
+    names = [str(n) for n in learner.get("feature_names", [])]
+    if names and len(names) != n_columns:
+        raise UnsupportedModel(f"{len(names)} feature names for {n_columns} features")
+    raw_trees = booster["model"]["trees"]
+    if len(raw_trees) != int(booster["model"]["gbtree_model_param"]["num_trees"]):
+        raise UnsupportedModel("the number of trees differs from num_trees")
+    return Forest(
+        n_columns=n_columns,
+        feature_names=names,
+        base_margin=math.log(base_score / (1.0 - base_score)),
+        trees=[_tree(raw, n_columns, i) for i, raw in enumerate(raw_trees)],
+        xgboost_version=version,
+    )
 
 
 @dataclass(frozen=True)
@@ -208,11 +297,11 @@ def _local_map(global_thresholds: Float, local: list[float]) -> Int:
     return np.concatenate([mapped, [len(local) + 1]]).astype(np.intp)
 
 
-def compile_tables(booster: xgboost.Booster) -> TreeTables:
-    trees, base_margin = _parse(booster)
-    n_columns = booster.num_features()
+def compile_tables(forest: Forest) -> TreeTables:
+    base_margin = forest.base_margin
+    n_columns = forest.n_columns
     groups: dict[tuple[int, ...], list[_Tree]] = {}
-    for tree in trees:
+    for tree in forest.trees:
         features = tree.features()
         if len(features) > MAX_GROUP_FEATURES:
             raise ForestTooDeep(

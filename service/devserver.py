@@ -30,7 +30,7 @@ def main() -> None:
     token = create_key(settings.api_keys_file, "make-run", ["predict", "batch", "admin"])
     from models.loader import load_artifact
 
-    example = example_features(load_artifact(settings.models_dir / "diabetes" / "1.0.0").manifest)
+    example = example_features(load_artifact(settings.models_dir / "diabetes" / "1.1.0").manifest)
     body = orjson.dumps({"patient_id": "demo-1", "features": example, "top_k": 5}).decode()
     print(f"\nLocal API key (shown once, stored hashed in {settings.api_keys_file}):\n  {token}\n")  # noqa: T201
     print(  # noqa: T201

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     """Registry folder: ``<name>/<version>/manifest.json`` per artifact."""
 
     default_versions: dict[str, str] = Field(default_factory=dict)
-    """Pinned default version per model name (JSON), e.g. {"cvd": "1.0.0"}; else the highest."""
+    """Pinned default version per model name (JSON), e.g. {"cvd": "1.1.0"}; else the highest."""
 
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'clinrisk.db'}"
     """Audit store: an SQLite file (default) or postgresql://… ."""

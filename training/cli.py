@@ -61,7 +61,7 @@ def train(
     out: Annotated[
         Path, typer.Option(help="Registry folder to write the artifact into.")
     ] = REPO_MODELS,
-    version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.0.0",
+    version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.1.0",
     seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
 ) -> None:
     """Train one model, validate it on a held-out test part and write its artifact."""

@@ -24,7 +24,7 @@ import pandas as pd
 import xgboost as xgb
 
 from models.columns import columns_for, encode
-from models.loader import LinearParameters, load_artifact, sha256_file
+from models.loader import TREE_MODEL_FILE, LinearParameters, load_artifact, sha256_file
 from models.manifest import (
     Baseline,
     Calibration,
@@ -50,7 +50,7 @@ from models.scoring import (
     TreeExplainer,
     sigmoid,
 )
-from models.trees import compile_tables
+from models.trees import Forest, compile_tables, parse_forest
 from training import fit, metrics
 from training.baselines import BASELINES
 from training.card import render_card
@@ -224,11 +224,17 @@ def features_with_distributions(
     ]
 
 
+def forest_of(booster: xgb.Booster) -> Forest:
+    """The booster as the service reads it: XGBoost's JSON model format, parsed without XGBoost."""
+    return parse_forest(json.loads(booster.save_raw("json")))
+
+
 def write_model_file(folder: Path, fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> str:
-    """The fitted model in its native, non-pickle format; returns the file name."""
+    """The fitted model in a documented, non-pickle format; returns the file name."""
     if isinstance(fitted, xgb.Booster):
-        fitted.save_model(folder / "model.ubj")
-        return "model.ubj"
+        # The ".json" suffix selects XGBoost's JSON model format, which models/ parses itself.
+        fitted.save_model(folder / TREE_MODEL_FILE)
+        return TREE_MODEL_FILE
     params = {
         "columns": columns,
         "coefficients": fitted.coefficients.tolist(),
@@ -241,7 +247,7 @@ def write_model_file(folder: Path, fitted: xgb.Booster | fit.LinearFit, columns:
 
 def explainer_for(fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> Explainer:
     if isinstance(fitted, xgb.Booster):
-        return TreeExplainer(compile_tables(fitted))
+        return TreeExplainer(compile_tables(forest_of(fitted)))
     return LinearExplainer(
         LinearParameters(
             columns=columns,
@@ -261,7 +267,7 @@ def train(
     *,
     data_path: Path | None = None,
     out_dir: Path,
-    version: str = "1.0.0",
+    version: str = "1.1.0",
     seed: int | None = None,
     progress: Progress = lambda _msg: None,
     n_boot: int = 1000,

@@ -39,7 +39,7 @@ JUNK_TEXT = ["abc", "n/a", "?", "1,5", " ", "high", "--3", "yes", "12 mg"]
 
 
 def manifest_of(name: str) -> Manifest:
-    return load_artifact(MODELS_DIR / name / "1.0.0").manifest
+    return load_artifact(MODELS_DIR / name / "1.1.0").manifest
 
 
 def _plausible(spec: FeatureSpec, rng: random.Random) -> float:

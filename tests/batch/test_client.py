@@ -66,9 +66,9 @@ def test_predict_returns_the_services_typed_response(client: ClinriskClient) -> 
 def test_list_and_read_models_are_typed(client: ClinriskClient) -> None:
     summaries = client.list_models()
     assert {s.name for s in summaries} == {"cvd", "diabetes", "readmission"}
-    detail = client.get_model("diabetes", "1.0.0")
+    detail = client.get_model("diabetes", "1.1.0")
     assert isinstance(detail, ModelDetail)
-    assert detail.version == "1.0.0"
+    assert detail.version == "1.1.0"
     assert detail.features[0].name
 
 

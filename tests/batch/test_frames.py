@@ -172,7 +172,7 @@ def test_missing_required_column_rejects_every_row(batch_kit: SimpleNamespace) -
 
 @pytest.mark.parametrize("name", MODELS)
 def test_frame_scores_equal_single_row_scores(name: str, batch_kit: SimpleNamespace) -> None:
-    artifact = load_artifact(batch_kit.models_dir / name / "1.0.0")
+    artifact = load_artifact(batch_kit.models_dir / name / "1.1.0")
     loaded = LoadedModel(artifact)
     scorer = FrameScorer(ScoringModel(artifact))
     manifest = artifact.manifest

@@ -47,7 +47,7 @@ def clean_cvd_csv(tmp_path: Path, batch_kit: SimpleNamespace) -> Path:
 def _loaded(batch_kit: SimpleNamespace, name: str) -> LoadedModel:
     from models.loader import load_artifact
 
-    return LoadedModel(load_artifact(batch_kit.models_dir / name / "1.0.0"))
+    return LoadedModel(load_artifact(batch_kit.models_dir / name / "1.1.0"))
 
 
 def _accepted(batch_kit: SimpleNamespace, name: str, row: dict[str, Any]) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,19 +19,20 @@ from tests.conftest import MODEL_NAMES, MODELS_DIR
 @pytest.fixture(params=MODEL_NAMES)
 def artifact_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """A private copy of one committed artifact, safe to tamper with."""
-    folder = tmp_path / request.param / "1.0.0"
-    shutil.copytree(MODELS_DIR / request.param / "1.0.0", folder)
+    folder = tmp_path / request.param / "1.1.0"
+    shutil.copytree(MODELS_DIR / request.param / "1.1.0", folder)
     return folder
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_committed_artifact_loads_and_matches_its_manifest(name: str) -> None:
-    artifact = load_artifact(MODELS_DIR / name / "1.0.0")
+    artifact = load_artifact(MODELS_DIR / name / "1.1.0")
 
     assert artifact.manifest.name == name
-    assert artifact.manifest.version == "1.0.0"
-    assert artifact.sha256 == sha256_file(MODELS_DIR / name / "1.0.0" / "manifest.json")
-    assert (artifact.booster is None) != (artifact.linear is None)
+    assert artifact.manifest.version == "1.1.0"
+    assert artifact.sha256 == sha256_file(MODELS_DIR / name / "1.1.0" / "manifest.json")
+    assert (artifact.forest is None) != (artifact.linear is None)
+    assert (artifact.forest is None) == (artifact.manifest.kind == "logistic")
     assert artifact.card_markdown.startswith("# ")
 
 
@@ -92,37 +95,136 @@ def test_folder_name_must_equal_the_manifest_version(artifact_copy: Path) -> Non
         load_artifact(renamed)
 
 
-def test_a_different_xgboost_minor_version_is_refused(tmp_path: Path) -> None:
-    folder = tmp_path / "diabetes" / "1.0.0"
-    shutil.copytree(MODELS_DIR / "diabetes" / "1.0.0", folder)
-    path = folder / "manifest.json"
+def rewrite_model(folder: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Edit model.json and re-pin its hash, as a (mis)configured training run would write it."""
+    path = folder / "model.json"
+    model = json.loads(path.read_text())
+    edit(model)
+    path.write_text(json.dumps(model))
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["model.json"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture
+def tree_artifact(tmp_path: Path) -> Path:
+    folder = tmp_path / "diabetes" / "1.1.0"
+    shutil.copytree(MODELS_DIR / "diabetes" / "1.1.0", folder)
+    return folder
+
+
+def test_tree_model_is_read_from_the_json_model_format_without_xgboost() -> None:
+    artifact = load_artifact(MODELS_DIR / "diabetes" / "1.1.0")
+
+    assert artifact.manifest.model_file == "model.json"
+    assert artifact.forest is not None
+    assert artifact.forest.n_columns == len(artifact.manifest.columns)
+    assert artifact.forest.feature_names == [c.name for c in artifact.manifest.columns]
+    # the release that wrote the file is the one the manifest records for training
+    written_by = ".".join(map(str, artifact.forest.xgboost_version))
+    assert written_by == artifact.manifest.libraries["xgboost"]
+
+
+def test_a_json_model_format_the_parser_does_not_know_is_refused(tree_artifact: Path) -> None:
+    path = rewrite_model(tree_artifact, lambda m: m.update(version=[9, 0, 0]))
+
+    message = r"written by XGBoost 9\.0\.0; this parser reads"
+    with pytest.raises(ArtifactError, match=message) as caught:
+        load_artifact(tree_artifact)
+
+    assert caught.value.path == str(path)
+
+
+def test_a_model_file_from_another_xgboost_than_the_manifest_records_is_refused(
+    tree_artifact: Path,
+) -> None:
+    rewrite_model(tree_artifact, lambda m: m.update(version=[2, 1, 4]))
+
+    with pytest.raises(ArtifactError, match=r"written by XGBoost 2\.1\.4, but the manifest"):
+        load_artifact(tree_artifact)
+
+
+def test_a_manifest_without_the_training_xgboost_version_is_refused(tree_artifact: Path) -> None:
+    path = tree_artifact / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["libraries"]["xgboost"] = "1.0.0"
+    del manifest["libraries"]["xgboost"]
     path.write_text(json.dumps(manifest))
 
-    with pytest.raises(ArtifactError, match=r"trained with xgboost 1\.0\.0"):
-        load_artifact(folder)
+    with pytest.raises(ArtifactError, match="does not record the xgboost version") as caught:
+        load_artifact(tree_artifact)
+
+    assert caught.value.path == str(path)
+
+
+def test_a_booster_with_another_objective_is_refused(tree_artifact: Path) -> None:
+    rewrite_model(
+        tree_artifact, lambda m: m["learner"]["objective"].update(name="reg:squarederror")
+    )
+
+    with pytest.raises(ArtifactError, match="only binary:logistic boosters are supported"):
+        load_artifact(tree_artifact)
+
+
+def test_a_feature_count_other_than_the_manifest_columns_is_refused(tree_artifact: Path) -> None:
+    path = tree_artifact / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["columns"].pop()
+    path.write_text(json.dumps(manifest))
+
+    with pytest.raises(ArtifactError, match=r"booster has 17 features, manifest lists 16 columns"):
+        load_artifact(tree_artifact)
+
+
+def test_a_model_file_that_is_not_json_is_refused_after_its_hash_matches(
+    tree_artifact: Path,
+) -> None:
+    path = tree_artifact / "model.json"
+    path.write_bytes(b"{not json")
+    manifest = json.loads((tree_artifact / "manifest.json").read_text())
+    manifest["files"]["model.json"] = sha256_file(path)
+    (tree_artifact / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(ArtifactError, match="could not be loaded: JSONDecodeError") as caught:
+        load_artifact(tree_artifact)
+
+    assert caught.value.path == str(path)
+
+
+def test_a_binary_booster_file_from_before_1_1_0_is_refused_with_the_fix(
+    tree_artifact: Path,
+) -> None:
+    (tree_artifact / "model.json").rename(tree_artifact / "model.ubj")
+    path = tree_artifact / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["model_file"] = "model.ubj"
+    manifest["files"]["model.ubj"] = manifest["files"].pop("model.json")
+    path.write_text(json.dumps(manifest))
+
+    with pytest.raises(ArtifactError, match=r"XGBoost's JSON model format \(model.json\)"):
+        load_artifact(tree_artifact)
 
 
 def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path) -> None:
-    for version in ("1.0.0", "1.2.0"):
+    for version in ("1.1.0", "1.2.0"):
         folder = tmp_path / "cvd" / version
-        shutil.copytree(MODELS_DIR / "cvd" / "1.0.0", folder)
-        if version != "1.0.0":
+        shutil.copytree(MODELS_DIR / "cvd" / "1.1.0", folder)
+        if version != "1.1.0":
             path = folder / "manifest.json"
             manifest = json.loads(path.read_text())
             manifest["version"] = version
             path.write_text(json.dumps(manifest))
     registry: Registry[str] = Registry(lambda a: a.manifest.version)
     registry.load_dir(tmp_path)
-    pinned: Registry[str] = Registry(lambda a: a.manifest.version, pinned={"cvd": "1.0.0"})
+    pinned: Registry[str] = Registry(lambda a: a.manifest.version, pinned={"cvd": "1.1.0"})
     pinned.load_dir(tmp_path)
 
-    assert registry.versions("cvd") == ["1.0.0", "1.2.0"]
+    assert registry.versions("cvd") == ["1.1.0", "1.2.0"]
     assert registry.get("cvd") == "1.2.0"
-    assert pinned.get("cvd") == "1.0.0"
+    assert pinned.get("cvd") == "1.1.0"
     assert registry.ready
-    with pytest.raises(UnknownModel, match=r"no version '9.0.0'. Available: 1.0.0, 1.2.0"):
+    with pytest.raises(UnknownModel, match=r"no version '9.0.0'. Available: 1.1.0, 1.2.0"):
         registry.get("cvd", "9.0.0")
     with pytest.raises(UnknownModel, match="Available: cvd"):
         registry.get("nope")

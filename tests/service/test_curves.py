@@ -34,7 +34,7 @@ CVD_PATIENT: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, LoadedModel]:
     return {
-        name: LoadedModel(load_artifact(MODELS_DIR / name / "1.0.0"))
+        name: LoadedModel(load_artifact(MODELS_DIR / name / "1.1.0"))
         for name in ("diabetes", "readmission", "cvd")
     }
 

@@ -21,7 +21,7 @@ TREE_MODELS = ("diabetes", "readmission")
 def real_rows(name: str, n: int = 3000) -> np.ndarray:
     """Rows of the model's own dataset (with their missing values), as model columns."""
     config = load_config(name)
-    manifest = load_artifact(MODELS_DIR / name / "1.0.0").manifest
+    manifest = load_artifact(MODELS_DIR / name / "1.1.0").manifest
     ds = LOADERS[config.loader](SHARED_DATA / config.default_data)
     matrix = encode(manifest.columns, feature_values(ds, list(manifest.features)))
     rng = np.random.default_rng(0)
@@ -31,7 +31,7 @@ def real_rows(name: str, n: int = 3000) -> np.ndarray:
 @pytest.fixture(scope="module", params=["diabetes", "readmission", "cvd"])
 def model_and_rows(request: pytest.FixtureRequest) -> tuple[ScoringModel, np.ndarray]:
     name = request.param
-    return ScoringModel(load_artifact(MODELS_DIR / name / "1.0.0")), real_rows(name)
+    return ScoringModel(load_artifact(MODELS_DIR / name / "1.1.0")), real_rows(name)
 
 
 def test_contributions_sum_to_the_calibrated_log_odds(
@@ -61,7 +61,7 @@ def test_single_row_path_equals_the_batch_path(
 @pytest.mark.parametrize("name", TREE_MODELS)
 def test_tables_equal_xgboost_treeshap_tree_by_tree(name: str) -> None:
     """Per tree, XGBoost's float32 arithmetic is exact enough to compare at 1e-6."""
-    booster = load_artifact(MODELS_DIR / name / "1.0.0").booster
+    booster = load_artifact(MODELS_DIR / name / "1.1.0").booster
     assert booster is not None
     rows = real_rows(name, 500)
     dmatrix = xgb.DMatrix(rows, feature_names=booster.feature_names)
@@ -76,7 +76,7 @@ def test_tables_equal_xgboost_treeshap_tree_by_tree(name: str) -> None:
 
 @pytest.mark.parametrize("name", TREE_MODELS)
 def test_whole_forest_tables_equal_pred_contribs_and_the_sum_of_trees(name: str) -> None:
-    booster = load_artifact(MODELS_DIR / name / "1.0.0").booster
+    booster = load_artifact(MODELS_DIR / name / "1.1.0").booster
     assert booster is not None
     rows = real_rows(name, 2000)
     tables = compile_tables(booster)
@@ -98,7 +98,7 @@ def test_whole_forest_tables_equal_pred_contribs_and_the_sum_of_trees(name: str)
 
 
 def test_linear_contributions_are_coefficient_times_centred_value() -> None:
-    artifact = load_artifact(MODELS_DIR / "cvd" / "1.0.0")
+    artifact = load_artifact(MODELS_DIR / "cvd" / "1.1.0")
     if artifact.linear is None:
         pytest.skip("cvd shipped as a tree model in this build")
     model = ScoringModel(artifact)

@@ -23,7 +23,7 @@ PATIENT_ID = "p1"
 
 @functools.cache
 def cvd() -> tuple[list[FeatureSpec], RowValidator]:
-    manifest = load_artifact(MODELS_DIR / "cvd" / "1.0.0").manifest
+    manifest = load_artifact(MODELS_DIR / "cvd" / "1.1.0").manifest
     return list(manifest.features), RowValidator(manifest)
 
 

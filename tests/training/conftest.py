@@ -203,7 +203,7 @@ def sample_manifest() -> Manifest:
         created_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
         code_revision="0123abc",
         kind="xgboost",
-        model_file="model.ubj",
+        model_file="model.json",
         libraries={"xgboost": "3.0.0", "numpy": "2.1.0"},
         dataset=DatasetRef(
             path="framingham/framingham.csv",
@@ -245,5 +245,5 @@ def sample_manifest() -> Manifest:
         ),
         caveats=["Recalibrate locally before use outside the derivation population."],
         ethical_considerations=["The cohort is mostly white; check calibration locally."],
-        files={"model.ubj": "c" * 64, "card.md": "d" * 64},
+        files={"model.json": "c" * 64, "card.md": "d" * 64},
     )

@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 from typer.testing import CliRunner
 
 from models.loader import load_artifact
 from models.scoring import ScoringModel
+from models.trees import compile_tables, parse_forest
 from training.cli import app
 from training.config import available_configs, load_config
 from training.datasets import SHARED_DATA, load_diabetes130
-from training.train import train
+from training.fit import fit_xgboost
+from training.train import forest_of, train, write_model_file
 
 FRAMINGHAM = SHARED_DATA / "framingham" / "framingham.csv"
 
@@ -63,6 +66,29 @@ def test_manifest_records_provenance_split_and_validation(two_runs: tuple[Path, 
         assert spec.distribution is not None
 
 
+def test_a_booster_is_written_in_the_json_model_format_the_service_parses(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X).sum(axis=1) + rng.normal(size=500) > 0).astype(int)
+    columns = ["a_mg_dl", "b_years", "c_kg"]
+    booster = fit_xgboost(
+        X, y, {"objective": "binary:logistic", "max_depth": 2, "n_estimators": 20}, columns
+    )
+
+    name = write_model_file(tmp_path, booster, columns)
+
+    assert name == "model.json"
+    document = json.loads((tmp_path / name).read_text())
+    forest = parse_forest(document)
+    assert forest.feature_names == columns
+    assert forest == forest_of(booster)
+    reread = xgb.Booster(model_file=str(tmp_path / name))
+    tables = compile_tables(forest)
+    margin = reread.predict(xgb.DMatrix(X, feature_names=columns), output_margin=True)
+    assert np.max(np.abs(tables.base_margin + tables.contributions(X).sum(axis=1) - margin)) < 1e-5
+
+
 def test_readmission_loader_keeps_none_as_not_measured_and_excludes_hospice() -> None:
     ds = load_diabetes130(SHARED_DATA / "diabetes130" / "diabetic_data.csv.gz")
 
@@ -82,7 +108,7 @@ def test_cli_evaluate_and_models_read_a_registry_elsewhere(
     two_runs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     registry = tmp_path / "registry"
-    shutil.copytree(two_runs[0], registry / "cvd" / "1.0.0")
+    shutil.copytree(two_runs[0], registry / "cvd" / "1.1.0")
     runner = CliRunner()
 
     listed = runner.invoke(app, ["models", "--models-dir", str(registry)])

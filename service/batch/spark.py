@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from models.tables import artifact_folder, effective_top_k, load_scorer
 from service.batch.files import TableWriter, check_paths, file_format, input_schema, rejects_path
 from service.batch.job import ScoreOptions, ScoreSummary
-from service.batch.plan import plan
+from service.batch.plan import Plan, plan
 from service.batch.resume import work_dir
 
 if TYPE_CHECKING:
@@ -183,50 +183,64 @@ def score_file_spark(
     options = options or ScoreOptions()
     check_paths(input_path, output)
     started = time.perf_counter()
-    folder = artifact_folder(models_dir, model_name, version)
-    scorer = load_scorer(folder)
+    scorer = load_scorer(artifact_folder(models_dir, model_name, version))
     core = scorer.core
-    plan_ = plan(
-        scorer.manifest.features,
-        input_schema(input_path),
-        options,
-        f"model '{core.name}' {core.version}",
-    )
-    spark = session or local_session(master)
-    if file_format(input_path) == "csv":
-        # every column as text, as the local reader does (empty cells are missing in frames.py)
-        df = spark.read.option("header", True).option("inferSchema", False).csv(str(input_path))
-        df = df.select(*plan_.read_columns)
-    else:
-        df = spark.read.parquet(str(input_path)).select(*plan_.read_columns)
-    scored = score_spark_dataframe(
-        with_row_numbers(df),
-        model_name,
-        models_dir=models_dir,
-        version=core.version,
-        explain=options.explain,
-        top_k=plan_.top_k,
-    )
-    keep = [*plan_.output_schema.names, REJECT_REASON]
-    work = work_dir(output)
-    shutil.rmtree(work, ignore_errors=True)
-    parts_dir = work / "spark"
-    scored.select(*keep).write.mode("overwrite").parquet(str(parts_dir))
+    what = f"model '{core.name}' {core.version}"
+    plan_ = plan(scorer.manifest.features, input_schema(input_path), options, what)
     summary = ScoreSummary(
         output=output,
         rejects=rejects_path(output),
         model={"name": core.name, "version": core.version, "sha256": core.sha256},
     )
+    work = work_dir(output)
+    shutil.rmtree(work, ignore_errors=True)
+    spark = session or local_session(master)
+    try:
+        scored = score_spark_dataframe(
+            with_row_numbers(_read_input(spark, input_path, plan_)),
+            model_name,
+            models_dir=models_dir,
+            version=core.version,
+            explain=options.explain,
+            top_k=plan_.top_k,
+        )
+        keep = [*plan_.output_schema.names, REJECT_REASON]
+        scored.select(*keep).write.mode("overwrite").parquet(str(work / "spark"))
+    finally:
+        if session is None:
+            spark.stop()
+    _assemble(_parts_in_order(work / "spark"), plan_, summary)
+    shutil.rmtree(work, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    summary.ignored_columns = plan_.ignored
+    return summary
+
+
+def _read_input(spark: SparkSession, input_path: Path, plan_: Plan) -> DataFrame:
+    if file_format(input_path) == "csv":
+        # every column as text, as the local reader does (empty cells are missing in tables.py)
+        df = spark.read.option("header", True).option("inferSchema", False).csv(str(input_path))
+    else:
+        df = spark.read.parquet(str(input_path))
+    return df.select(*plan_.read_columns)
+
+
+def _parts_in_order(parts_dir: Path) -> list[Path]:
+    """Spark's non-empty part files, in the order of their first row."""
     parts = []
-    for path in sorted(parts_dir.glob("*.parquet")):
-        first = pq.ParquetFile(path)
-        if first.metadata.num_rows:
+    for path in parts_dir.glob("*.parquet"):
+        if pq.ParquetFile(path).metadata.num_rows:
             column = pq.read_table(path, columns=[ROW_NUMBER]).column(ROW_NUMBER)
             parts.append((pc.min(column).as_py(), path))
-    out_writer = TableWriter(output, plan_.output_schema)
+    return [path for _, path in sorted(parts)]
+
+
+def _assemble(parts: list[Path], plan_: Plan, summary: ScoreSummary) -> None:
+    """OUTPUT and the rejects file from the parts, one part in memory at a time."""
+    out_writer = TableWriter(summary.output, plan_.output_schema)
     rej_writer = TableWriter(summary.rejects, plan_.rejects_schema)
     try:
-        for _, path in sorted(parts):
+        for path in parts:
             table = pq.read_table(path).sort_by(ROW_NUMBER)
             rejected = table.column(REJECT_REASON).is_valid()
             good = table.filter(pc.invert(rejected)).select(plan_.output_schema.names)
@@ -244,14 +258,9 @@ def score_file_spark(
         out_writer.abort()
         rej_writer.abort()
         raise
+    # Rejects first: a complete OUTPUT always has its rejects file beside it.
     rej_writer.commit()
     out_writer.commit()
-    shutil.rmtree(work, ignore_errors=True)
-    summary.seconds = time.perf_counter() - started
-    summary.ignored_columns = plan_.ignored
-    if session is None:
-        spark.stop()
-    return summary
 
 
 __all__ = [

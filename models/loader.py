@@ -129,6 +129,7 @@ def _load_forest(path: Path, content: bytes, manifest: Manifest) -> Forest:
         )
     try:
         forest = parse_forest(json.loads(content))
+        forest.check_compilable()
     except UnsupportedModel as exc:
         raise ArtifactError(path, str(exc)) from None
     written_by = forest.xgboost_version

@@ -163,6 +163,16 @@ class Forest:
         """Trees ``start:stop`` with the same base (as ``booster[start:stop]`` in XGBoost)."""
         return replace(self, trees=self.trees[start:stop])
 
+    def check_compilable(self) -> None:
+        """Raise :class:`ForestTooDeep` unless every tree fits the lookup tables."""
+        for index, tree in enumerate(self.trees):
+            n = len(tree.features())
+            if n > MAX_GROUP_FEATURES:
+                raise ForestTooDeep(
+                    f"tree {index} splits on {n} features; lookup tables support at most "
+                    f"{MAX_GROUP_FEATURES} (train with max_depth <= 2 or interaction constraints)"
+                )
+
 
 def parse_forest(document: Mapping[str, Any]) -> Forest:
     """Read a parsed XGBoost JSON model (``Booster.save_model("model.json")``).
@@ -298,16 +308,12 @@ def _local_map(global_thresholds: Float, local: list[float]) -> Int:
 
 
 def compile_tables(forest: Forest) -> TreeTables:
+    forest.check_compilable()
     base_margin = forest.base_margin
     n_columns = forest.n_columns
     groups: dict[tuple[int, ...], list[_Tree]] = {}
     for tree in forest.trees:
         features = tree.features()
-        if len(features) > MAX_GROUP_FEATURES:
-            raise ForestTooDeep(
-                f"a tree splits on {len(features)} features; lookup tables support at most "
-                f"{MAX_GROUP_FEATURES} (train with max_depth <= 2 or interaction constraints)"
-            )
         if not features:  # a stump with a single leaf only shifts the base value
             base_margin += tree.threshold[0]
             continue

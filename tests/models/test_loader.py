@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import xgboost as xgb
 
 from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file
@@ -174,6 +176,26 @@ def test_a_feature_count_other_than_the_manifest_columns_is_refused(tree_artifac
     path.write_text(json.dumps(manifest))
 
     with pytest.raises(ArtifactError, match=r"booster has 17 features, manifest lists 16 columns"):
+        load_artifact(tree_artifact)
+
+
+def test_a_forest_deeper_than_the_lookup_tables_support_is_refused_on_load(
+    tree_artifact: Path,
+) -> None:
+    columns = [
+        c["name"] for c in json.loads((tree_artifact / "manifest.json").read_text())["columns"]
+    ]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, len(columns)))
+    y = (X[:, :6].sum(axis=1) > 0).astype(int)
+    deep = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "seed": 0},
+        xgb.DMatrix(X, y, feature_names=columns),
+        2,
+    )
+    rewrite_model(tree_artifact, lambda m: m.update(json.loads(deep.save_raw("json"))))
+
+    with pytest.raises(ArtifactError, match=r"tree 0 splits on \d features; lookup tables support"):
         load_artifact(tree_artifact)
 
 

@@ -15,10 +15,17 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from service.batch.job import BatchError
 from service.batch.progress import ProgressSink
+
+
+def _parquet() -> Any:
+    # NOTE: imported when a Parquet file is read or written: a CSV job (most of them) then skips
+    # ~60 ms of start-up (pyarrow.parquet pulls in pyarrow.fs and ssl).
+    import pyarrow.parquet as pq
+
+    return pq
 
 
 def file_format(path: Path) -> str:
@@ -56,7 +63,7 @@ def _csv_stream(path: Path) -> tuple[IO[bytes], Any]:
 def input_schema(path: Path) -> Any:
     """The input's column names and types (CSV columns are read as text)."""
     if file_format(path) == "parquet":
-        return pq.ParquetFile(path).schema_arrow
+        return _parquet().ParquetFile(path).schema_arrow
     handle, stream = _csv_stream(path)
     with handle:
         reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 16))
@@ -67,7 +74,7 @@ def input_schema(path: Path) -> Any:
 def progress_total(path: Path) -> tuple[int | None, str]:
     """What a progress bar counts: rows for Parquet, bytes for CSV (its row count is unknown)."""
     if file_format(path) == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows, "rows"
+        return _parquet().ParquetFile(path).metadata.num_rows, "rows"
     return path.stat().st_size, "bytes"
 
 
@@ -109,7 +116,7 @@ def iter_chunks(
 
 def _batches(path: Path, columns: Sequence[str], chunk_size: int) -> Iterator[tuple[Any, int]]:
     if file_format(path) == "parquet":
-        parquet = pq.ParquetFile(path)
+        parquet = _parquet().ParquetFile(path)
         rows = 0
         for batch in parquet.iter_batches(batch_size=chunk_size, columns=list(columns)):
             rows += batch.num_rows
@@ -151,7 +158,7 @@ class TableWriter:
         self.schema = schema
         self._writer: Any
         if file_format(path) == "parquet":
-            self._writer = pq.ParquetWriter(str(self.tmp), schema)
+            self._writer = _parquet().ParquetWriter(str(self.tmp), schema)
         else:
             self._writer = pacsv.CSVWriter(str(self.tmp), schema)
 

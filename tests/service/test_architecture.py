@@ -159,3 +159,9 @@ def test_a_fresh_interpreter_imports_the_command_line_without_the_web_or_trainin
 
     assert "typer" in loaded
     assert loaded.isdisjoint({"fastapi", "uvicorn", "xgboost", "sklearn", "numpy", "pandas"})
+
+
+def test_the_batch_packages_names_are_loaded_only_when_used() -> None:
+    loaded = _loaded_after("from service.batch import BatchError, ScoreOptions, ScoreSummary")
+
+    assert loaded.isdisjoint({"numpy", "pyarrow", "httpx", "models"})

@@ -8,6 +8,7 @@ document is reproducible).
 
 from __future__ import annotations
 
+import copy
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 
 from models.manifest import FeatureSpec, FeatureType, Manifest
 from models.predictor import LoadedModel
+from models.registry import Registry
 from service.errors import PROBLEM_JSON
 
 EXAMPLE_ID = "00000000-0000-4000-8000-000000000000"
@@ -24,6 +26,13 @@ PREDICT_OPERATIONS = {
     "/v1/models/{name}/versions/{version}/predict": "single",
     "/v1/models/{name}/predict/batch": "batch",
     "/v1/models/{name}/versions/{version}/predict/batch": "batch",
+}
+
+CURVES_OPERATION = "/v1/models/{name}/curves"
+TOP_K = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "description": "How many contributions to list (all when absent or null).",
 }
 
 
@@ -66,6 +75,17 @@ def feature_schema(spec: FeatureSpec) -> dict[str, Any]:
     return {**base, "anyOf": [number, measurement]}
 
 
+_ANNOTATIONS = ("title", "description", "x-unit", "x-loinc")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional feature may be sent as null: missing, handled as the model was trained."""
+    annotations = {k: schema[k] for k in _ANNOTATIONS if k in schema}
+    core = {k: v for k, v in schema.items() if k not in annotations}
+    choices = core["anyOf"] if set(core) == {"anyOf"} else [core]
+    return {**annotations, "anyOf": [*choices, {"type": "null"}]}
+
+
 def example_features(manifest: Manifest) -> dict[str, Any]:
     """A typical patient: each feature's training median (or most common category)."""
     example: dict[str, Any] = {}
@@ -94,7 +114,10 @@ def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
         "title": f"{prefix}Features",
         "description": f"Inputs of model '{manifest.name}': {manifest.title}.",
         "type": "object",
-        "properties": {spec.name: feature_schema(spec) for spec in manifest.features},
+        "properties": {
+            spec.name: feature_schema(spec) if spec.required else _nullable(feature_schema(spec))
+            for spec in manifest.features
+        },
         "required": [spec.name for spec in manifest.features if spec.required],
         "additionalProperties": False,
     }
@@ -102,9 +125,10 @@ def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
         "title": f"{prefix}PredictRequest",
         "type": "object",
         "properties": {
-            "patient_id": {"type": "string", "maxLength": 256},
+            # NOTE: null is accepted for the optional fields, and means "not given".
+            "patient_id": {"type": ["string", "null"], "maxLength": 256},
             "features": {"$ref": f"#/components/schemas/{prefix}Features"},
-            "top_k": {"type": "integer", "minimum": 1},
+            "top_k": TOP_K,
         },
         "required": ["features"],
         "additionalProperties": False,
@@ -123,6 +147,9 @@ def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
 def _problems_as_problem_json(schema: dict[str, Any]) -> None:
     """Every error answer is described as what the service sends: a Problem, problem+json.
 
+    An operation with a security requirement lists 401 whether or not its route says so: the
+    bearer dependency (``service.api.deps``) answers it before the route runs.
+
     FastAPI describes a ``responses`` model under ``application/json`` and adds its own 422
     (``HTTPValidationError``) to every operation with parameters; the service renders all of
     them through one renderer (``service.errors``) as ``application/problem+json``.
@@ -130,8 +157,10 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
     problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            if operation.get("security"):  # every secured operation answers 401 without a key
+                operation.setdefault("responses", {}).setdefault("401", {})
             for status, response in operation.get("responses", {}).items():
-                content = str(response.get("content", {}))
+                content = str(response.get("content") or "")
                 # NOTE: an error answer with its own schema (readiness's 503 Health) stays as is.
                 if int(status) >= 400 and (
                     not content or PROBLEM_JSON in content or "ValidationError" in content
@@ -145,6 +174,43 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
             components.pop(name, None)
     if "ValidationError" in components and "HTTPValidationError" not in components:
         components.pop("ValidationError")
+
+
+def _curves_body(
+    schema: dict[str, Any], registry: Registry[LoadedModel], examples: dict[str, Any]
+) -> None:
+    """The curves body per model: its own Features, and only its feature names to vary."""
+    operation = schema["paths"].get(CURVES_OPERATION, {}).get("post")
+    if operation is None:
+        return
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    base = content.get("schema")
+    if not isinstance(base, dict) or "features_to_vary" not in base.get("properties", {}):
+        return
+    components = schema["components"]["schemas"]
+    variants, request_examples = [], {}
+    for name in registry.names():
+        manifest = registry.get(name).manifest
+        prefix = schema_prefix(name)
+        variant = copy.deepcopy(base)
+        variant["title"] = f"{prefix}CurvesRequest"
+        variant["properties"]["features"] = {"$ref": f"#/components/schemas/{prefix}Features"}
+        variant["properties"]["features_to_vary"]["items"] = {
+            "type": "string",
+            "enum": [spec.name for spec in manifest.features],
+        }
+        variant["properties"]["features_to_vary"]["uniqueItems"] = True
+        components[f"{prefix}CurvesRequest"] = variant
+        variants.append({"$ref": f"#/components/schemas/{prefix}CurvesRequest"})
+        request_examples[name] = {
+            "summary": f"{name} (one patient, one feature varied)",
+            "value": {
+                "features": examples[name]["request"]["features"],
+                "features_to_vary": [manifest.features[0].name],
+            },
+        }
+    content["schema"] = {"oneOf": variants}
+    content["examples"] = request_examples
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -188,7 +254,7 @@ def install_openapi(app: FastAPI) -> None:
                     "type": "object",
                     "properties": {
                         "items": {"type": "array", "items": {"oneOf": requests}},
-                        "top_k": {"type": "integer", "minimum": 1},
+                        "top_k": TOP_K,
                     },
                     "required": ["items"],
                     "additionalProperties": False,
@@ -206,6 +272,7 @@ def install_openapi(app: FastAPI) -> None:
                     "application/json": {"schema": body_schema, "examples": request_examples}
                 },
             }
+        _curves_body(schema, state.registry, examples)
         app.openapi_schema = schema
         return schema
 

@@ -1,0 +1,87 @@
+"""The whole OpenAPI contract, fuzzed by Schemathesis against a real server with every check.
+
+Schemathesis generates valid and invalid requests from the document the app serves (examples,
+coverage, fuzzing and stateful phases), sends them with a key that has every scope, and checks
+each answer: no 5xx, every status and content type documented, bodies matching their schemas,
+invalid data refused, valid data accepted, 405 with ``Allow``, and so on. The deliberate
+exceptions are in ``schemathesis.toml`` beside this file, each with its reason.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import MODELS_DIR, Keys
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+EXAMPLES_PER_OPERATION = 10
+
+
+@pytest.fixture
+def server_url(keys: Keys, tmp_path: Path) -> Iterator[str]:
+    settings = Settings(
+        models_dir=MODELS_DIR,
+        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        api_keys_file=keys.file,
+        pseudonym_key="fuzz-pseudonym-key",  # type: ignore[arg-type]
+        log_level="WARNING",
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the uvicorn server for the contract fuzzer did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def test_the_whole_contract_survives_the_fuzzer_with_every_check(
+    server_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--no-color",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{server_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {keys.everything}",
+        "--max-examples",
+        str(EXAMPLES_PER_OPERATION),
+        "--seed",
+        "20261129",
+        "--workers",
+        "1",
+        "--report-dir",
+        str(tmp_path / "report"),
+    ]
+
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+    summary = run.stdout[run.stdout.find("=== FAILURES") :] or run.stdout[-4000:]
+    assert run.returncode == 0, f"schemathesis found problems:\n{summary[:20000]}\n{run.stderr}"

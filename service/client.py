@@ -24,7 +24,6 @@ retried, and neither is a read timeout: the request may have been scored and aud
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -380,6 +379,8 @@ class AsyncClinriskClient(_BaseClient[httpx.AsyncClient]):
             backoff=backoff,
             max_backoff=max_backoff,
         )
+        import asyncio  # here: a sync caller does not pay ~40 ms of asyncio imports
+
         self._sleep = asyncio.sleep
 
     async def __aenter__(self) -> Self:

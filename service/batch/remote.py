@@ -11,6 +11,7 @@ Such rows are decided here, by the same column validator as local scoring, and n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,38 @@ class HttpRunner:
         fields = self.plan.score_fields()
         columns: dict[str, list[Any]] = {f.name: [None] * n for f in fields}
         cells, values, non_finite = self._json_columns(table)
-        sent = self._reject_locally(table, np.flatnonzero(non_finite), columns)
-        sent = np.sort(np.concatenate([np.flatnonzero(~non_finite), sent])).tolist()
-        ids = table.column(self.plan.id_column).to_pylist() if self.plan.id_column else [None] * n
+        kept = self._reject_locally(table, np.flatnonzero(non_finite), columns)
+        sent = np.sort(np.concatenate([np.flatnonzero(~non_finite), kept])).tolist()
+        for row, result in self._send(self._items(table, values, sent), sent):
+            self._fill(columns, row, result, cells)
+        answered = sum(
+            p is not None or r is not None
+            for p, r in zip(columns["probability"], columns["reject_reason"], strict=True)
+        )
+        if answered != n:
+            raise BatchError(f"the service answered {answered} of {n} patients in a chunk")
+        return pa.table(columns, schema=pa.schema(fields))
+
+    def _items(
+        self, table: Any, values: dict[str, list[Any]], rows: list[int]
+    ) -> list[dict[str, Any]]:
+        """The batch items (features, patient id) of ``rows``."""
+        column = self.plan.id_column
+        ids = table.column(column).to_pylist() if column else [None] * table.num_rows
         items: list[dict[str, Any]] = []
-        for i in sent:
+        for i in rows:
             item: dict[str, Any] = {
                 "features": {k: v[i] for k, v in values.items() if v[i] is not None}
             }
             if ids[i] is not None and len(str(ids[i])) <= MAX_PATIENT_ID:
                 item["patient_id"] = str(ids[i])
             items.append(item)
+        return items
+
+    def _send(
+        self, items: list[dict[str, Any]], rows: list[int]
+    ) -> Iterator[tuple[int, BatchItemResult]]:
+        """Each item's result with its row, from calls of ``batch_size`` items run in parallel."""
         starts = range(0, len(items), self.batch_size)
         calls = [
             self.pool.submit(
@@ -114,14 +136,7 @@ class HttpRunner:
             except Exception as exc:
                 raise BatchError(f"the service refused a batch call: {exc}") from exc
             for result in response.results:
-                self._fill(columns, sent[start + result.index], result, cells)
-        answered = sum(
-            p is not None or r is not None
-            for p, r in zip(columns["probability"], columns["reject_reason"], strict=True)
-        )
-        if answered != n:
-            raise BatchError(f"the service answered {answered} of {n} patients in a chunk")
-        return pa.table(columns, schema=pa.schema(fields))
+                yield rows[start + result.index], result
 
     def _json_columns(self, table: Any) -> tuple[dict[str, Cells], dict[str, list[Any]], Any]:
         """Per feature the source cells and the JSON values; and the rows JSON cannot carry."""

@@ -52,11 +52,6 @@ class Artifact:
     linear: LinearParameters | None
     card_markdown: str
 
-    @property
-    def booster(self) -> Forest | None:
-        """Deprecated alias of :attr:`forest` for callers not yet updated; use ``forest``."""
-        return self.forest
-
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

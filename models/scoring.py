@@ -81,8 +81,8 @@ class LinearExplainer:
 
 
 def build_explainer(artifact: Artifact) -> Explainer:
-    if artifact.booster is not None:
-        return TreeExplainer(compile_tables(artifact.booster))
+    if artifact.forest is not None:
+        return TreeExplainer(compile_tables(artifact.forest))
     if artifact.linear is not None:
         return LinearExplainer(artifact.linear)
     raise ValueError(f"artifact {artifact.path} holds no model")

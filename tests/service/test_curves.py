@@ -56,7 +56,7 @@ def assert_points_match_predictions(
         value = point["value"]
         if isinstance(value, float) and curve["type"] == "binary":
             value = int(value)
-        expected = model.predict({**features, curve["feature"]: value})["probability"]
+        expected = model.predict({**features, curve["feature"]: value}).result["probability"]
         assert point["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
@@ -74,7 +74,7 @@ def test_numeric_curve_spans_the_training_range_and_passes_through_the_patient(
     body = response.json()
     assert body["method"] == "individual_conditional_expectation"
     assert body["model"]["name"] == "diabetes"
-    assert body["probability"] == model.predict(features)["probability"]
+    assert body["probability"] == model.predict(features).result["probability"]
     (curve,) = body["curves"]
     distribution = model.manifest.feature("bmi_kg_m2").distribution
     assert distribution is not None

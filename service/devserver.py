@@ -29,8 +29,11 @@ def main() -> None:
     settings = Settings()
     token = create_key(settings.api_keys_file, "make-run", ["predict", "batch", "admin"])
     from models.loader import load_artifact
+    from models.tables import artifact_folder
 
-    example = example_features(load_artifact(settings.models_dir / "diabetes" / "1.1.0").manifest)
+    # The example uses whichever diabetes version is committed (the highest).
+    diabetes = load_artifact(artifact_folder(settings.models_dir, "diabetes")).manifest
+    example = example_features(diabetes)
     body = orjson.dumps({"patient_id": "demo-1", "features": example, "top_k": 5}).decode()
     print(f"\nLocal API key (shown once, stored hashed in {settings.api_keys_file}):\n  {token}\n")  # noqa: T201
     print(  # noqa: T201

@@ -144,7 +144,7 @@ def bare_model(manifest: Manifest, booster: object, table: pa.Table) -> dict[str
 
 def spark_rate(csv_path: Path, out_dir: Path, n: int) -> float:
     from service.batch import ScoreOptions
-    from service.spark import local_session, score_file_spark
+    from service.batch.spark import local_session, score_file_spark
 
     session = local_session("local[2]", app_name="clinrisk-bench")
     try:

@@ -23,7 +23,9 @@ Inputs are real rows: the model's training loader reads ``../shared/data`` (thro
 Floors, same run, same repetitions: ``python -c pass``; a fresh process reading the big CSV
 and writing it back with pyarrow (file I/O of the 200k-row job); the framework floor app
 (``bench/floor_app.py``) from uvicorn start to its first 200. Medians of ``--reps`` runs (min
-and max beside them). Figures only; nothing here asserts on timing.
+and max beside them), and the median CPU seconds of the measured process (user + system, from
+``getrusage`` or ``/proc``), which other load on a shared machine disturbs much less than wall
+time. Figures only; nothing here asserts on timing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -96,8 +99,19 @@ class Figure:
     target: str
     unit: str
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    """CPU seconds (user + system) of the measured process, one per sample."""
+    floor: Figure | None = None
     note: str = ""
     error: str = ""
+
+    def cpu_cell(self) -> str:
+        return f"{statistics.median(self.cpu):,.2f}" if self.cpu and not self.error else ""
+
+    def vs_floor(self) -> str:
+        if self.error or not self.samples or not self.floor or not self.floor.samples:
+            return ""
+        return f"{statistics.median(self.samples) / statistics.median(self.floor.samples):.2f}x"
 
     def cell(self) -> str:
         if self.error:
@@ -122,6 +136,8 @@ class Context:
     tmp: Path
     cli: list[str]
     cli_note: str
+    last_cpu: float = 0.0
+    """CPU seconds of the last process measured (timed, serve_until_ready)."""
 
 
 def free_port() -> int:
@@ -160,12 +176,15 @@ def cli_command(root: Path, python: str, mode: str) -> tuple[list[str], str]:
 
 
 def timed(cmd: Sequence[str], ctx: Context, ok: Callable[[int], bool] = lambda rc: rc == 0):
-    """Wall seconds of a fresh process, its return code and the tail of its stderr."""
+    """Wall seconds of a fresh process and its result; its CPU seconds go to ctx.last_cpu."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         list(cmd), cwd=ctx.root, env=ctx.env, capture_output=True, text=True, check=False
     )
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ctx.last_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if not ok(done.returncode):
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"exit {done.returncode}: {' | '.join(tail)}")
@@ -194,7 +213,9 @@ def serve_until_ready(app: str, path: str, ctx: Context, extra_env: dict[str, st
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
-                        return time.perf_counter() - started
+                        seconds = time.perf_counter() - started
+                        ctx.last_cpu = process_cpu(process.pid)
+                        return seconds
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.01)
@@ -206,6 +227,15 @@ def serve_until_ready(app: str, path: str, ctx: Context, extra_env: dict[str, st
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def service_env(folder: Path) -> dict[str, str]:
@@ -247,10 +277,11 @@ def ready_models(ctx: Context) -> str:
         process.wait(timeout=30)
 
 
-def repeat(figure: Figure, reps: int, run: Callable[[int], float]) -> None:
+def repeat(figure: Figure, ctx: Context, reps: int, run: Callable[[int], float]) -> None:
     for i in range(reps):
         try:
             figure.samples.append(run(i))
+            figure.cpu.append(ctx.last_cpu)
         except Exception as exc:
             figure.error = str(exc)[:300]
             return
@@ -314,7 +345,7 @@ def main() -> None:
 
         figures: list[Figure] = []
         floor = Figure("floor: python -c pass", "", "s")
-        repeat(floor, args.reps, lambda _i: timed([python, "-c", "pass"], ctx)[0])
+        repeat(floor, ctx, args.reps, lambda _i: timed([python, "-c", "pass"], ctx)[0])
         figures.append(floor)
 
         runs = 0
@@ -336,7 +367,7 @@ def main() -> None:
         for name in MODELS:
             fig = Figure(f"clinrisk score {name}, 10 rows: wall", "< 1 s", "s")
             if name in inputs:
-                repeat(fig, args.reps, lambda _i, name=name: score(name, 10, []))
+                repeat(fig, ctx, args.reps, lambda _i, name=name: score(name, 10, []))
                 fig.note = rejected.get((name, 10), "")
             else:
                 fig.error = "no input"
@@ -351,6 +382,7 @@ def main() -> None:
             "end to end",
             ">= 100k rows/s",
             "rows/s",
+            floor=io,
         )
         if big in inputs and args.rows in inputs[big]:
             source = inputs[big][args.rows]
@@ -360,7 +392,9 @@ def main() -> None:
                         [python, "-c", IO_FLOOR, str(source), str(tmp / "io.csv")], ctx
                     )
                     io.samples.append(args.rows / seconds)
+                    io.cpu.append(ctx.last_cpu)
                     fig.samples.append(args.rows / score(big, args.rows, ["--explain"]))
+                    fig.cpu.append(ctx.last_cpu)
                 except Exception as exc:
                     fig.error = str(exc)[:300]
                     break
@@ -370,7 +404,9 @@ def main() -> None:
         figures += [io, fig]
 
         imp = Figure('python -c "import service.client": wall', "< 0.3 s", "s")
-        repeat(imp, args.reps, lambda _i: timed([python, "-c", "import service.client"], ctx)[0])
+        repeat(
+            imp, ctx, args.reps, lambda _i: timed([python, "-c", "import service.client"], ctx)[0]
+        )
         try:
             code = MODULES_AFTER_CLIENT.format(heavy=HEAVY)
             _, done = timed([python, "-c", code], ctx)
@@ -389,12 +425,13 @@ def main() -> None:
             cli=[],
             cli_note="",
         )
-        svc = Figure("uvicorn service.main:app to /health/ready 200", "< 2 s", "s")
+        svc = Figure("uvicorn service.main:app to /health/ready 200", "< 2 s", "s", floor=floor_app)
         for i in range(args.reps):  # interleaved with the floor
             try:
                 floor_app.samples.append(
                     serve_until_ready("bench.floor_app:app", "/docs", floor_ctx, {})
                 )
+                floor_app.cpu.append(floor_ctx.last_cpu)
             except Exception as exc:
                 floor_app.error = str(exc)[:300]
             try:
@@ -403,6 +440,7 @@ def main() -> None:
                         "service.main:app", "/health/ready", ctx, service_env(tmp / f"svc-{i}")
                     )
                 )
+                svc.cpu.append(ctx.last_cpu)
             except Exception as exc:
                 svc.error = str(exc)[:300]
                 break
@@ -411,10 +449,20 @@ def main() -> None:
         figures += [floor_app, svc]
 
     width = max(len(f.label) for f in figures) + 2
-    print(f"\n{'figure':<{width}}{'median':>12} {'unit':<7}{'min..max':>22}  {'wanted':<15}note")
+    print(
+        f"\n{'figure':<{width}}{'median':>12} {'unit':<7}{'min..max':>22}{'cpu s':>8}"
+        f"{'vs floor':>9}  {'wanted':<15}note"
+    )
     for f in figures:
         note = f"ERROR {f.error}" if f.error else f.note
-        print(f"{f.label:<{width}}{f.cell():>12} {f.unit:<7}{f.spread():>22}  {f.target:<15}{note}")
+        print(
+            f"{f.label:<{width}}{f.cell():>12} {f.unit:<7}{f.spread():>22}{f.cpu_cell():>8}"
+            f"{f.vs_floor():>9}  {f.target:<15}{note}"
+        )
+    print(
+        "cpu s: median CPU seconds (user + system) of the measured process, less sensitive "
+        "than wall time to other load on the machine; vs floor: median / the floor's median"
+    )
     load = os.getloadavg()
     print(f"\nload average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
@@ -424,7 +472,9 @@ def main() -> None:
                     "root": str(root),
                     "commit": commit,
                     "clinrisk": cli_note,
-                    "figures": [f.__dict__ for f in figures],
+                    "figures": [
+                        {k: v for k, v in f.__dict__.items() if k != "floor"} for f in figures
+                    ],
                 },
                 indent=2,
             )

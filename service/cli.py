@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -169,8 +171,6 @@ def score(
     with their row number, id and reason. Exit code: 0 every row scored, 2 some rows rejected,
     1 failure.
     """
-    from models.errors import ArtifactError
-    from models.registry import UnknownModel
     from service.batch.progress import RichProgress
 
     options = ScoreOptions(
@@ -185,35 +185,19 @@ def score(
         raise typer.BadParameter("use 'local' or 'spark'", param_hint="--engine")
     if url is not None and engine == "spark":
         raise typer.BadParameter("--url and --engine spark exclude each other", param_hint="--url")
-
-    def _terminate(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # a scheduler's SIGTERM: keep finished chunks, as for Ctrl-C
-
-    previous_handler = signal.signal(signal.SIGTERM, _terminate)
-    summary: ScoreSummary
-    try:
+    with _job_failures_reported():
         if url is not None:
-            from service.batch.remote import score_file_http
-            from service.client import ClinriskClient
-
-            api_key = os.environ.get(api_key_env)
-            if not api_key:
-                raise BatchError(
-                    f"--url needs an API key in the environment variable {api_key_env}"
-                )
-            with ClinriskClient(url, api_key=api_key) as client:
-                summary = score_file_http(
-                    input_path,
-                    output,
-                    client=client,
-                    model_name=name,
-                    version=version,
-                    options=options,
-                    batch_size=batch_size,
-                    concurrency=concurrency,
-                    progress=RichProgress(),
-                    service_url=url,
-                )
+            summary = _score_through_service(
+                url,
+                api_key_env,
+                input_path,
+                output,
+                model_name=name,
+                version=version,
+                options=options,
+                batch_size=batch_size,
+                concurrency=concurrency,
+            )
         elif engine == "spark":
             from service.batch.spark import score_file_spark
 
@@ -239,9 +223,22 @@ def score(
                 options=options,
                 progress=RichProgress(),
             )
-    except (BatchError, UnknownModel, ArtifactError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    _print_score_summary(summary, input_path, output)
+    if summary.rows_rejected:
+        raise typer.Exit(2)
+
+
+@contextmanager
+def _job_failures_reported() -> Iterator[None]:
+    """A job's expected failures as one line and exit code 1; an interruption (Ctrl-C, or a
+    scheduler's SIGTERM) keeps the finished chunks and exits 130."""
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted:[/yellow] finished chunks are kept; run the same command "
@@ -249,11 +246,50 @@ def score(
             highlight=False,
         )
         raise typer.Exit(130) from None
+    except Exception as exc:
+        from models.errors import ArtifactError  # loaded by then: the job imported models
+        from models.registry import UnknownModel
+
+        if not isinstance(exc, BatchError | UnknownModel | ArtifactError):
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    _print_score_summary(summary, input_path, output)
-    if summary.rows_rejected:
-        raise typer.Exit(2)
+
+
+def _score_through_service(
+    url: str,
+    api_key_env: str,
+    input_path: Path,
+    output: Path,
+    *,
+    model_name: str,
+    version: str | None,
+    options: ScoreOptions,
+    batch_size: int,
+    concurrency: int,
+) -> ScoreSummary:
+    from service.batch.progress import RichProgress
+    from service.batch.remote import score_file_http
+    from service.client import ClinriskClient
+
+    api_key = os.environ.get(api_key_env)
+    if not api_key:
+        raise BatchError(f"--url needs an API key in the environment variable {api_key_env}")
+    with ClinriskClient(url, api_key=api_key) as client:
+        return score_file_http(
+            input_path,
+            output,
+            client=client,
+            model_name=model_name,
+            version=version,
+            options=options,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            progress=RichProgress(),
+            service_url=url,
+        )
 
 
 def _print_score_summary(summary: ScoreSummary, input_path: Path, output: Path) -> None:

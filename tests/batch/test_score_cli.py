@@ -325,3 +325,30 @@ def test_a_second_run_on_the_same_output_is_refused_while_one_is_running(
     finally:
         running.release()
     assert not output.exists()
+
+
+def test_cli_interrupted_exits_130_and_keeps_finished_chunks(
+    tmp_path: Path,
+    readmission_csv: tuple[Path, list[dict[str, Any]]],
+    batch_kit: SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, _ = readmission_csv
+    output = tmp_path / "scored.csv"
+    real = local.score_chunk
+
+    def interrupted_at_chunk_1(task: Any) -> Any:
+        if task.index == 1:
+            raise KeyboardInterrupt  # what a scheduler's SIGTERM becomes, too
+        return real(task)
+
+    monkeypatch.setattr(local, "score_chunk", interrupted_at_chunk_1)
+    models = ["--models-dir", str(batch_kit.models_dir), "--chunk-size", "128", "--workers", "1"]
+    result = CliRunner().invoke(
+        app, ["score", "readmission", str(source), "-o", str(output), *models]
+    )
+
+    assert result.exit_code == 130, result.output
+    assert "run the same command again to resume" in result.output
+    assert not output.exists()
+    assert json.loads((work_dir(output) / "progress.json").read_text())["done"].keys() == {"0"}

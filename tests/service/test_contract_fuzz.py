@@ -81,7 +81,10 @@ def test_the_whole_contract_survives_the_fuzzer_with_every_check(
         str(tmp_path / "report"),
     ]
 
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    # Run from tmp_path: Hypothesis keeps its caches (.hypothesis/) in the working directory.
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path
+    )
 
     summary = run.stdout[run.stdout.find("=== FAILURES") :] or run.stdout[-4000:]
     assert run.returncode == 0, f"schemathesis found problems:\n{summary[:20000]}\n{run.stderr}"

@@ -63,6 +63,19 @@ def test_every_401_names_the_bearer_scheme(client: TestClient, authorization: st
     assert response.json()["title"] == "Not authenticated"
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/models/cvd/predict", "/v1/models/cvd/predict/batch", "/v1/models/cvd/curves"]
+)
+def test_the_key_is_checked_before_the_body_is_read(
+    client: TestClient, settings: Settings, path: str
+) -> None:
+    too_large = b"[" + b"0," * settings.max_body_bytes + b"0]"
+
+    response = client.post(path, content=too_large, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 401
+
+
 def test_a_403_does_not_ask_for_credentials(client: TestClient, keys: Keys) -> None:
     response = client.get("/v1/audit", headers=keys.header("predict"))
 

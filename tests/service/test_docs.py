@@ -28,6 +28,10 @@ def test_docs_pages_load_every_asset_from_the_service(client: TestClient, page: 
         assert asset.status_code == 200, reference
     assert "cdn" not in response.text.lower()
     assert "fonts.googleapis" not in response.text
+    # The browser itself refuses anything from elsewhere (ReDoc's bundle would fetch a logo).
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "img-src 'self' data: blob:" in policy
 
 
 def test_swagger_ui_knows_the_bearer_scheme(client: TestClient) -> None:

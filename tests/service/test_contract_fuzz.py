@@ -1,4 +1,5 @@
-"""The whole OpenAPI contract, fuzzed by Schemathesis against a real server with every check.
+"""The whole OpenAPI contract, fuzzed by Schemathesis against a real server with every check
+(its audit trail in SQLite and in PostgreSQL).
 
 Schemathesis generates valid and invalid requests from the document the app serves (examples,
 coverage, fuzzing and stateful phases), sends them with a key that has every scope, and checks
@@ -29,10 +30,11 @@ EXAMPLES_PER_OPERATION = 10
 
 
 @pytest.fixture
-def server_url(keys: Keys, tmp_path: Path) -> Iterator[str]:
+def server_url(keys: Keys, database_url: str) -> Iterator[str]:
+    """The app on a real uvicorn, with its audit trail in SQLite and then in PostgreSQL."""
     settings = Settings(
         models_dir=MODELS_DIR,
-        database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+        database_url=database_url,
         api_keys_file=keys.file,
         pseudonym_key="fuzz-pseudonym-key",  # type: ignore[arg-type]
         log_level="WARNING",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from service.app import create_app
 from service.settings import Settings
@@ -36,7 +37,7 @@ def server_url(keys: Keys, database_url: str) -> Iterator[str]:
         models_dir=MODELS_DIR,
         database_url=database_url,
         api_keys_file=keys.file,
-        pseudonym_key="fuzz-pseudonym-key",  # type: ignore[arg-type]
+        pseudonym_key=SecretStr("fuzz-pseudonym-key"),
         log_level="WARNING",
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -265,6 +265,14 @@ class Predictor:
         """Score columns aligned with the input rows; rejected rows carry their reasons."""
         return self.frames.score(table, n_rows, explain=explain, top_k=top_k)
 
+    def table_fields(self, *, explain: bool, top_k: int) -> list[Any]:
+        """The score columns (pyarrow fields) :meth:`score_table` writes, in order."""
+        return self.frames.fields(explain=explain, top_k=top_k)
+
+    def input_columns(self) -> list[str]:
+        """Every table column the model reads: its features, then their unit columns."""
+        return self.frames.validator.input_columns()
+
     # -- what-if -----------------------------------------------------------------------------
 
     def curves(

@@ -31,6 +31,21 @@ def discover(models_dir: Path) -> list[Path]:
     )
 
 
+def artifact_folder(models_dir: Path, name: str, version: str | None = None) -> Path:
+    """The artifact folder for ``name`` (highest semantic version unless ``version`` is given)."""
+    folders = discover(models_dir)
+    versions = sorted((p.name for p in folders if p.parent.name == name), key=version_key)
+    if not versions:
+        known = ", ".join(sorted({p.parent.name for p in folders})) or "none"
+        raise UnknownModel(f"No model named '{name}' in {models_dir}. Available: {known}.")
+    chosen = version or versions[-1]
+    if chosen not in versions:
+        raise UnknownModel(
+            f"Model '{name}' has no version '{chosen}'. Available: {', '.join(versions)}."
+        )
+    return models_dir / name / chosen
+
+
 class Registry(Generic[M]):
     """Holds one built model ``M`` per (name, version); thread-safe reads and swaps."""
 

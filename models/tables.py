@@ -18,10 +18,8 @@ canonical unit), the table form of the API's ``{"value": x, "unit": u}``.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +27,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.columns import encode
-from models.loader import load_artifact
-from models.manifest import FeatureSpec, FeatureType, Manifest, version_key
-from models.registry import UnknownModel, discover
+from models.columns import columns_for, encode
+from models.manifest import FeatureSpec, FeatureType, ModelColumn
 from models.scoring import ScoringModel
 from models.validation import (
     DataQuality,
@@ -365,11 +361,14 @@ class FrameValidator:
     """The column executor of the feature rules (:class:`models.validation.FeatureRule`): whole
     tables, and JSON batches (``validate_json``), against one manifest; built once per model."""
 
-    def __init__(self, manifest: Manifest) -> None:
-        self.manifest = manifest
-        self.rules = rules_of(manifest)
+    def __init__(
+        self, features: Sequence[FeatureSpec], columns: Sequence[ModelColumn] | None = None
+    ) -> None:
+        """``columns`` default to the encoding of ``features`` (``columns_for``), as in every
+        artifact's manifest."""
+        self.rules = rules_of(features)
         self.names = [r.name for r in self.rules]
-        self.columns = list(manifest.columns)
+        self.columns = list(columns if columns is not None else columns_for(features))
         self.unit_columns = {r.name: r.name + UNIT_SUFFIX for r in self.rules if r.takes_units}
         clash = set(self.unit_columns.values()) & set(self.names)
         if clash:
@@ -748,7 +747,7 @@ class FrameScorer:
     def __init__(self, core: ScoringModel) -> None:
         self.core = core
         self.manifest = core.manifest
-        self.validator = FrameValidator(core.manifest)
+        self.validator = FrameValidator(core.manifest.features, core.manifest.columns)
         self.tier_names = np.array([t.name for t in core.tiers], dtype=object)
         self.feature_names = np.array(core.feature_names, dtype=object)
 
@@ -815,46 +814,3 @@ def _labels(indices: npt.NDArray[Any], labels: Any, mask: Bool | None = None) ->
 
 def _constant(value: str, n: int) -> Any:
     return _labels(np.zeros(n, dtype=np.int32), [value])
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolving and caching models (one verified load per process: CLI workers, Spark executors)
-
-
-def artifact_folder(models_dir: Path, name: str, version: str | None = None) -> Path:
-    """The artifact folder for ``name`` (highest semantic version unless ``version`` is given)."""
-    folders = discover(models_dir)
-    versions = sorted((p.name for p in folders if p.parent.name == name), key=version_key)
-    if not versions:
-        known = ", ".join(sorted({p.parent.name for p in folders})) or "none"
-        raise UnknownModel(f"No model named '{name}' in {models_dir}. Available: {known}.")
-    chosen = version or versions[-1]
-    if chosen not in versions:
-        raise UnknownModel(
-            f"Model '{name}' has no version '{chosen}'. Available: {', '.join(versions)}."
-        )
-    return models_dir / name / chosen
-
-
-_SCORERS: dict[tuple[str, str | None], FrameScorer] = {}
-_SCORERS_LOCK = threading.Lock()
-
-
-def load_scorer(folder: Path, *, expected_sha256: str | None = None) -> FrameScorer:
-    """A scorer for one artifact folder, verified (hashes) once per process and cached.
-
-    ``expected_sha256`` pins the artifact the caller resolved (e.g. the Spark driver), so an
-    executor that finds a different artifact at the same path refuses to score.
-    """
-    key = (str(folder.resolve()), expected_sha256)
-    with _SCORERS_LOCK:
-        scorer = _SCORERS.get(key)
-        if scorer is None:
-            scorer = FrameScorer(ScoringModel(load_artifact(folder)))
-            if expected_sha256 is not None and scorer.core.sha256 != expected_sha256:
-                raise ValueError(
-                    f"artifact {folder} has sha256 {scorer.core.sha256[:12]}…, "
-                    f"expected {expected_sha256[:12]}…"
-                )
-            _SCORERS[key] = scorer
-        return scorer

@@ -188,8 +188,8 @@ class FeatureRule:
         )
 
 
-def rules_of(manifest: Manifest) -> list[FeatureRule]:
-    return [FeatureRule.of(spec) for spec in manifest.features]
+def rules_of(features: Sequence[FeatureSpec]) -> list[FeatureRule]:
+    return [FeatureRule.of(spec) for spec in features]
 
 
 def unknown_feature(key: str, names: Sequence[str], *, prefix: str = "features") -> FieldError:
@@ -206,7 +206,7 @@ class RowValidator:
     """The row executor of the feature rules: one JSON payload at a time, on the request path."""
 
     def __init__(self, manifest: Manifest) -> None:
-        self.rules = rules_of(manifest)
+        self.rules = rules_of(manifest.features)
         self.by_name = {r.name: r for r in self.rules}
         self.order = [r.name for r in self.rules]
         self.columns = [(c.feature, c.category) for c in manifest.columns]

@@ -29,7 +29,7 @@ def main() -> None:
     settings = Settings()
     token = create_key(settings.api_keys_file, "make-run", ["predict", "batch", "admin"])
     from models.loader import load_artifact
-    from models.tables import artifact_folder
+    from models.registry import artifact_folder
 
     # The example uses whichever diabetes version is committed (the highest).
     diabetes = load_artifact(artifact_folder(settings.models_dir, "diabetes")).manifest

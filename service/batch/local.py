@@ -1,6 +1,7 @@
 """Score a file with a local, verified artifact (``clinrisk score NAME INPUT -o OUTPUT``).
 
-Each chunk is validated column-wise and scored by ``models.tables.FrameScorer``. Two chunks are
+Each chunk is validated column-wise and scored by the model's facade
+(``models.predictor.Predictor.score_table``). Two chunks are
 scored at once by a pool of *threads* sharing one loaded model: nearly all the work is Arrow
 compute and numpy on whole columns, which release the GIL, and Arrow parses and writes files on
 its own threads. Worker processes were measured and dropped (``bench/batch.py``, 1M rows on 2
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.tables import FrameScorer, artifact_folder, load_scorer
+from models.predictor import Predictor, load_predictor
+from models.registry import artifact_folder
 from service.batch.files import check_paths, input_schema, rejects_path, write_ipc
 from service.batch.job import ChunkDone, ScoreOptions, ScoreSummary
 from service.batch.plan import Plan, plan, split_scored
@@ -29,7 +31,7 @@ class ChunkTask:
     index: int
     first_row: int
     table: Any
-    scorer: FrameScorer
+    model: Predictor
     plan: Plan
     work: Path
 
@@ -38,7 +40,7 @@ def score_chunk(task: ChunkTask) -> ChunkDone:
     """Score one chunk and write its scored and rejected rows as part files."""
     table = task.table
     columns = {name: table.column(name) for name in table.column_names}
-    result = task.scorer.score(
+    result = task.model.score_table(
         columns, table.num_rows, explain=task.plan.explain, top_k=task.plan.top_k
     )
     scored, rejects = split_scored(task.plan, table, task.first_row, result.table)
@@ -50,8 +52,8 @@ def score_chunk(task: ChunkTask) -> ChunkDone:
 class LocalRunner:
     """Chunks to ``workers`` threads sharing the loaded model (1: in the calling thread)."""
 
-    def __init__(self, scorer: FrameScorer, plan_: Plan, work: Path, *, workers: int) -> None:
-        self.scorer = scorer
+    def __init__(self, model: Predictor, plan_: Plan, work: Path, *, workers: int) -> None:
+        self.model = model
         self.plan = plan_
         self.work = work
         self.pool = (
@@ -59,7 +61,7 @@ class LocalRunner:
         )
 
     def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]:
-        task = ChunkTask(index, first_row, table, self.scorer, self.plan, self.work)
+        task = ChunkTask(index, first_row, table, self.model, self.plan, self.work)
         if self.pool is None:
             return done(score_chunk(task))
         return self.pool.submit(score_chunk, task)
@@ -82,13 +84,12 @@ def score_file(
     """Score ``input_path`` into ``output`` (+ rejects file) with a local, verified artifact."""
     options = options or ScoreOptions()
     check_paths(input_path, output)
-    scorer = load_scorer(artifact_folder(models_dir, model_name, version))
-    core = scorer.core
-    what = f"model '{core.name}' {core.version}"
-    plan_ = plan(scorer.manifest.features, input_schema(input_path), options, what)
-    model_ref = {"name": core.name, "version": core.version, "sha256": core.sha256}
+    model = load_predictor(artifact_folder(models_dir, model_name, version))
+    what = f"model '{model.name}' {model.version}"
+    plan_ = plan(model.manifest.features, input_schema(input_path), options, what)
+    model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
     summary = ScoreSummary(output=output, rejects=rejects_path(output), model=model_ref)
-    runner = LocalRunner(scorer, plan_, work_dir(output), workers=options.workers)
+    runner = LocalRunner(model, plan_, work_dir(output), workers=options.workers)
     try:
         return run_chunks(
             input_path,

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from models.columns import columns_for
-from models.manifest import FeatureSpec, Manifest
+from models.manifest import FeatureSpec
 from models.tables import UNIT_SUFFIX, Cells, FrameValidator, cells_of, json_values, reason_text
 from models.validation import FieldError
 from service.api.schemas import BatchItemResult, ModelDetail, ProblemError
@@ -42,10 +41,7 @@ def manifest_features(detail: ModelDetail) -> list[FeatureSpec]:
 
 def local_validator(features: list[FeatureSpec]) -> FrameValidator:
     """The column validator for the service's features, to decide what JSON cannot carry."""
-    # NOTE: the validator reads a manifest's features and model columns only; the rest of the
-    # artifact (files, hashes, metrics) stays on the service, so it is not made up here.
-    public: dict[str, Any] = {"features": features, "columns": columns_for(features)}
-    return FrameValidator(Manifest.model_construct(**public))
+    return FrameValidator(features)
 
 
 class HttpRunner:

@@ -2,9 +2,9 @@
 
 :func:`score_spark_dataframe` adds the score columns of ``models.tables.score_fields`` with
 ``mapInPandas``: every executor process verifies the artifact (``models.loader.load_artifact``
-checks every hash) once, caches the scorer at module level, and pins it to the sha256 the driver
-resolved, so a whole job scores with one artifact. Validation and scoring are
-``models.tables.FrameScorer``, exactly as for ``clinrisk score`` and the HTTP API.
+checks every hash) once, caches the model at module level, and pins it to the sha256 the driver
+resolved, so a whole job scores with one artifact. Validation and scoring are the model's
+facade (``models.predictor.Predictor.score_table``), exactly as for ``clinrisk score``.
 
 pyspark is an optional extra (``pip install 'clinrisk[spark]'``); it is imported only here and
 only when a function is called, so the service itself never needs it.
@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.tables import artifact_folder, effective_top_k, load_scorer
+from models.predictor import load_predictor
+from models.registry import artifact_folder
+from models.tables import effective_top_k
 from service.batch.files import TableWriter, check_paths, file_format, input_schema, rejects_path
 from service.batch.job import ScoreOptions, ScoreSummary
 from service.batch.plan import Plan, plan
@@ -62,13 +64,13 @@ def _score_partitions(
     top_k: int,
     batches: Iterator[pd.DataFrame],
 ) -> Iterator[pd.DataFrame]:
-    """Runs on the executors: one verified, cached scorer per Python worker process."""
+    """Runs on the executors: one verified, cached model per Python worker process."""
     import pandas as pd
 
-    scorer = load_scorer(Path(folder), expected_sha256=sha256)
+    model = load_predictor(Path(folder), expected_sha256=sha256)
     for batch in batches:
         n = len(batch)
-        result = scorer.score(
+        result = model.score_table(
             {c: batch[c].to_numpy() for c in columns}, n, explain=explain, top_k=top_k
         )
         scores = result.table.to_pandas()
@@ -94,19 +96,19 @@ def score_spark_dataframe(
     from pyspark.sql import types as T
 
     folder = artifact_folder(Path(models_dir), model_name, version)
-    scorer = load_scorer(folder)  # verified here on the driver; its sha256 pins the executors
-    k = effective_top_k(len(scorer.feature_names), top_k)
-    fields = scorer.fields(explain=explain, top_k=k)
+    model = load_predictor(folder)  # verified here on the driver; its sha256 pins the executors
+    k = effective_top_k(len(model.specs), top_k)
+    fields = model.table_fields(explain=explain, top_k=k)
     clash = sorted(set(df.columns) & {f.name for f in fields})
     if clash:
         raise ValueError(f"the DataFrame already has score columns: {', '.join(clash)}")
     schema = T.StructType(
         [*df.schema.fields, *(T.StructField(f.name, _spark_type(f.type), True) for f in fields)]
     )
-    wanted = set(scorer.validator.input_columns())
+    wanted = set(model.input_columns())
     columns = [c for c in df.columns if c in wanted]
     score = functools.partial(
-        _score_partitions, str(folder.resolve()), scorer.core.sha256, columns, explain, k
+        _score_partitions, str(folder.resolve()), model.sha256, columns, explain, k
     )
     with warnings.catch_warnings():
         # NOTE: PySpark 4.3 warns that pandas 3 is not yet fully supported. The frames cross
@@ -183,15 +185,11 @@ def score_file_spark(
     options = options or ScoreOptions()
     check_paths(input_path, output)
     started = time.perf_counter()
-    scorer = load_scorer(artifact_folder(models_dir, model_name, version))
-    core = scorer.core
-    what = f"model '{core.name}' {core.version}"
-    plan_ = plan(scorer.manifest.features, input_schema(input_path), options, what)
-    summary = ScoreSummary(
-        output=output,
-        rejects=rejects_path(output),
-        model={"name": core.name, "version": core.version, "sha256": core.sha256},
-    )
+    model = load_predictor(artifact_folder(models_dir, model_name, version))
+    what = f"model '{model.name}' {model.version}"
+    plan_ = plan(model.manifest.features, input_schema(input_path), options, what)
+    model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
+    summary = ScoreSummary(output=output, rejects=rejects_path(output), model=model_ref)
     work = work_dir(output)
     shutil.rmtree(work, ignore_errors=True)
     spark = session or local_session(master)
@@ -200,7 +198,7 @@ def score_file_spark(
             with_row_numbers(_read_input(spark, input_path, plan_)),
             model_name,
             models_dir=models_dir,
-            version=core.version,
+            version=model.version,
             explain=options.explain,
             top_k=plan_.top_k,
         )

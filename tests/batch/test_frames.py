@@ -52,7 +52,7 @@ def _object_columns(columns: dict[str, list[Any]]) -> dict[str, Any]:
 def _assert_agree(
     manifest: Any, rows: list[dict[str, Any]], outcomes: list[Any], table: dict[str, Any]
 ) -> None:
-    validator = FrameValidator(manifest)
+    validator = FrameValidator(manifest.features, manifest.columns)
     frame = validator.validate(table, len(rows))
     accepted_rows = [i for i, o in enumerate(outcomes) if not isinstance(o, InvalidFeatures)]
     assert np.flatnonzero(frame.accepted).tolist() == accepted_rows
@@ -136,7 +136,7 @@ def test_a_bad_cell_does_not_change_how_the_rest_of_its_column_reads(
     batch_kit: SimpleNamespace,
 ) -> None:
     manifest = batch_kit.manifest_of("diabetes")
-    validator = FrameValidator(manifest)
+    validator = FrameValidator(manifest.features, manifest.columns)
     clean = {spec.name: pa.array(["1"] * 4, pa.string()) for spec in manifest.features}
     clean["bmi_kg_m2"] = pa.array(["25"] * 4, pa.string())
     clean["age_years"] = pa.array(["45", "+46", "4.7e1", ".5e2"], pa.string())
@@ -157,14 +157,14 @@ def test_text_true_and_false_are_binary_values(batch_kit: SimpleNamespace) -> No
     table["age_years"] = ["50", "50"]
     table["bmi_kg_m2"] = ["25", "25"]
     table["sex_male"] = ["TRUE", "false"]
-    frame = FrameValidator(manifest).validate(table, 2)
+    frame = FrameValidator(manifest.features, manifest.columns).validate(table, 2)
     assert frame.accepted.all()
     assert frame.values["sex_male"].tolist() == [1.0, 0.0]
 
 
 def test_missing_required_column_rejects_every_row(batch_kit: SimpleNamespace) -> None:
     manifest = batch_kit.manifest_of("cvd")
-    frame = FrameValidator(manifest).validate({}, 3)
+    frame = FrameValidator(manifest.features, manifest.columns).validate({}, 3)
     assert not frame.accepted.any()
     first = frame.errors[0][0]
     assert (first.field, first.message) == ("features.sex_male", "required feature is missing")

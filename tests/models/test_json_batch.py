@@ -75,7 +75,7 @@ def test_json_batch_executor_agrees_with_the_row_executor(name: str) -> None:
     manifest = _manifest(name)
     payloads = _payloads(manifest, 2000, seed=MODEL_NAMES.index(name))
     rows = RowValidator(manifest)
-    frames = FrameValidator(manifest)
+    frames = FrameValidator(manifest.features, manifest.columns)
 
     frame = frames.validate_json(payloads)
 

@@ -541,7 +541,9 @@ class FrameValidator:
             recognised = np.zeros(n, dtype=bool)
             for unit, (factor, offset) in rule.conversions.items():
                 this = other & _equals(units.text, unit, n)
-                value = np.where(this, value * factor + offset, value)
+                # A huge value overflows to inf, which the range check refuses (as for one row).
+                with np.errstate(over="ignore", invalid="ignore"):
+                    value = np.where(this, value * factor + offset, value)
                 recognised |= this
             errors[other & ~recognised] = CODE[ErrorCode.UNKNOWN_UNIT]
             converted = other & recognised

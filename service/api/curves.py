@@ -15,8 +15,7 @@ from models.curves import GridValue
 from models.manifest import FeatureType
 from models.validation import InvalidFeatures
 from service.api.body import read_json_body
-from service.api.deps import PredictCaller, StateDep, resolve_model
-from service.api.predict import PROBLEM_RESPONSES
+from service.api.deps import PredictCaller, StateDep, problem_responses, resolve_model
 from service.api.schemas import Measurement, ModelRef
 from service.errors import InvalidFeatures as InvalidRequest
 
@@ -93,7 +92,7 @@ router = APIRouter(prefix="/v1/models", tags=["predictions"])
     "/{name}/curves",
     operation_id="compute_risk_curves",
     response_model=CurvesResponse,
-    responses=PROBLEM_RESPONSES,
+    responses=problem_responses(401, 403, 404, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,

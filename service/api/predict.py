@@ -20,8 +20,14 @@ from prometheus_client import Counter, Histogram
 from models.predictor import Predictor, Scored
 from models.validation import FieldError, InvalidFeatures
 from service.api.body import read_json_body
-from service.api.deps import BatchCaller, PredictCaller, StateDep, resolve_model
-from service.api.schemas import BatchPredictResponse, PredictResponse, Problem
+from service.api.deps import (
+    BatchCaller,
+    PredictCaller,
+    StateDep,
+    problem_responses,
+    resolve_model,
+)
+from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord, input_hash
 from service.errors import InvalidFeatures as InvalidRequest
 
@@ -38,10 +44,6 @@ VALIDATION_FAILURES = Counter(
     "Rejected patient payloads by model and field.",
     ["model", "field"],
 )
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {"application/problem+json": {}}}
-    for status in (401, 403, 404, 413, 422, 503)
-}
 ITEM_FIELDS = ("patient_id", "features", "top_k")
 BATCH_FIELDS = ("items", "top_k")
 
@@ -246,6 +248,7 @@ for _suffix, _endpoint, _response, _doc in (
             methods=["POST"],
             operation_id=f"{_doc}_version" if _versioned else _doc,
             response_model=_response,
-            responses=PROBLEM_RESPONSES,
+            # 503: the audit record could not be written, so no score is returned.
+            responses=problem_responses(401, 403, 404, 413, 422, 503),
             dependencies=[Depends(_version)] if _versioned else [],
         )

@@ -36,7 +36,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
 from service.api.body import read_json_body
-from service.api.deps import PredictCaller, StateDep, resolve_model
+from service.api.deps import PredictCaller, StateDep, problem_responses, resolve_model
 from service.api.predict import predict_one
 from service.cds_hooks import fhir, hook
 from service.cds_hooks.cards import Cards
@@ -106,8 +106,64 @@ async def cds_discovery() -> Response:
 
 # --- the hook -------------------------------------------------------------------------------
 
+# The request as CDS Hooks 2.0 defines it, with what this service needs on top: every prefetch
+# template of the discovery document (it never queries the FHIR server). hook.py checks the
+# same rules itself, so a malformed call is a 400 naming the field.
+HOOK_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context", "prefetch"],
+    "properties": {
+        "hook": {"type": "string", "enum": [hook.HOOK]},
+        "hookInstance": {"type": "string", "minLength": 1},
+        "fhirServer": {"type": "string"},
+        "fhirAuthorization": {"type": "object"},
+        "context": {
+            "type": "object",
+            "required": ["patientId"],
+            "properties": {
+                "userId": {"type": "string"},
+                "patientId": {"type": "string", "minLength": 1, "maxLength": 256},
+            },
+        },
+        "prefetch": {
+            "type": "object",
+            "required": list(hook.PREFETCH),
+            "properties": {key: {"type": "object"} for key in hook.PREFETCH},
+        },
+    },
+}
+FEEDBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {
+        "feedback": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": hook.MAX_FEEDBACK_ITEMS,
+            "items": {
+                "type": "object",
+                "required": ["card", "outcome", "outcomeTimestamp"],
+                "properties": {
+                    "card": {"type": "string", "minLength": 1},
+                    "outcome": {"type": "string", "enum": list(hook.FEEDBACK_OUTCOMES)},
+                    "outcomeTimestamp": {"type": "string", "format": "date-time"},
+                },
+            },
+        }
+    },
+}
 
-@router.post(f"/{SERVICE_ID}", operation_id="cds_cvd_risk")
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post(
+    f"/{SERVICE_ID}",
+    operation_id="cds_cvd_risk",
+    responses=problem_responses(400, 401, 403, 412, 413, 503),
+    openapi_extra=_body_schema(HOOK_REQUEST_SCHEMA),
+)
 async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller) -> Response:
     """The patient-view hook: one card with the 10-year CHD risk, or why it is not computed."""
     body = await _read(request, state.settings.max_body_bytes)
@@ -152,7 +208,12 @@ async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller)
 # --- feedback -------------------------------------------------------------------------------
 
 
-@router.post(f"/{SERVICE_ID}/feedback", operation_id="cds_cvd_risk_feedback")
+@router.post(
+    f"/{SERVICE_ID}/feedback",
+    operation_id="cds_cvd_risk_feedback",
+    responses=problem_responses(400, 401, 403, 413),
+    openapi_extra=_body_schema(FEEDBACK_SCHEMA),
+)
 async def cds_cvd_risk_feedback(
     request: Request, state: StateDep, _caller: PredictCaller
 ) -> Response:

@@ -99,3 +99,17 @@ def test_json_batch_executor_agrees_with_the_row_executor(name: str) -> None:
             else:
                 assert cell == value
     assert 0.2 * len(payloads) < len(accepted) < 0.8 * len(payloads)
+
+
+def test_a_conversion_that_overflows_is_out_of_range_in_both_executors() -> None:
+    manifest = _manifest("cvd")
+    spec = next(f for f in manifest.features if f.alternative_units)
+    payload = {spec.name: {"value": 1.7976931348623157e308, "unit": spec.alternative_units[0].unit}}
+    with pytest.raises(InvalidFeatures) as row_errors:
+        RowValidator(manifest).validate(payload)
+
+    frame = FrameValidator(manifest.features, manifest.columns).validate_json([payload])
+
+    mine = [e for e in frame.errors[0] if e.field == f"features.{spec.name}"]
+    theirs = [e for e in row_errors.value.errors if e.field == f"features.{spec.name}"]
+    assert [e.code for e in mine] == [e.code for e in theirs] == ["out_of_range"]

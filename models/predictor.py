@@ -495,7 +495,3 @@ def load_predictor(folder: Path, *, expected_sha256: str | None = None) -> Predi
                 )
             _PREDICTORS[key] = predictor
         return predictor
-
-
-# The name the service and the batch code have used for a served model version.
-LoadedModel = Predictor

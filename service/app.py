@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from models.registry import Registry
 from service.api import audit as audit_api
 from service.api import curves, health, predict
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "CLINRISK_PSEUDONYM_KEY is not set: the audit trail needs a secret key to "
                 "pseudonymise patient ids (`make run` generates a local one)."
             )
-        registry: Registry[LoadedModel] = Registry(LoadedModel, pinned=settings.default_versions)
+        registry: Registry[Predictor] = Registry(Predictor, pinned=settings.default_versions)
         registry.load_dir(settings.models_dir)
         store = SqlAuditStore(settings.database_url)
         app.state.clinrisk = AppState(

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from models.manifest import FeatureSpec, FeatureType, Manifest
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from models.registry import Registry
 from service.errors import PROBLEM_JSON
 
@@ -106,7 +106,7 @@ def example_features(manifest: Manifest) -> dict[str, Any]:
     return example
 
 
-def model_schemas(model: LoadedModel) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_schemas(model: Predictor) -> tuple[dict[str, Any], dict[str, Any]]:
     """Components for one model and a real request/response example."""
     manifest = model.manifest
     prefix = schema_prefix(manifest.name)
@@ -177,7 +177,7 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
 
 
 def _curves_body(
-    schema: dict[str, Any], registry: Registry[LoadedModel], examples: dict[str, Any]
+    schema: dict[str, Any], registry: Registry[Predictor], examples: dict[str, Any]
 ) -> None:
     """The curves body per model: its own Features, and only its feature names to vary."""
     operation = schema["paths"].get(CURVES_OPERATION, {}).get("post")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -119,13 +119,3 @@ def register(app: typer.Typer) -> None:
     """Add ``train`` and ``evaluate`` to ``clinrisk`` (the ``clinrisk.commands`` entry point)."""
     app.command()(train)
     app.command()(evaluate)
-
-
-def __getattr__(name: str) -> Any:
-    # NOTE: ``training.cli.app`` was the whole ``clinrisk`` command before the service owned it;
-    # it still is, for callers (tests, scripts) that import it from here.
-    if name == "app":
-        from service.cli import app
-
-        return app
-    raise AttributeError(f"module 'training.cli' has no attribute {name!r}")

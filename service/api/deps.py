@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from models.registry import Registry, UnknownModel
 from service.api.schemas import Problem
 from service.audit import Pseudonymizer, SqlAuditStore
@@ -21,7 +21,7 @@ from service.settings import Settings
 @dataclass
 class AppState:
     settings: Settings
-    registry: Registry[LoadedModel]
+    registry: Registry[Predictor]
     audit: SqlAuditStore
     keys: KeyStore
     pseudonymize: Pseudonymizer
@@ -37,7 +37,7 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def resolve_model(state: AppState, name: str, version: str | None) -> LoadedModel:
+def resolve_model(state: AppState, name: str, version: str | None) -> Predictor:
     try:
         return state.registry.get(name, version)
     except UnknownModel as exc:

@@ -6,14 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from service.api.deps import AnyCaller, StateDep, problem_responses, resolve_model
 from service.api.schemas import ModelDetail, ModelSummary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def model_detail(model: LoadedModel) -> dict[str, Any]:
+def model_detail(model: Predictor) -> dict[str, Any]:
     m = model.manifest
     return {
         "name": m.name,

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from models.manifest import FeatureType
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from service.cds_hooks import fhir
 
 EXTENSION = "dev.clinrisk.prediction"
@@ -25,7 +25,7 @@ def _number(value: float) -> str:
 class Cards:
     """Builds the one card of a response (Markdown detail, source, link, extension)."""
 
-    def __init__(self, model: LoadedModel, extraction: fhir.Extraction, page: str) -> None:
+    def __init__(self, model: Predictor, extraction: fhir.Extraction, page: str) -> None:
         self.model = model
         self.extraction = extraction
         self.page = page

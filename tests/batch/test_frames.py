@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 
 from models.loader import load_artifact
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from models.scoring import ScoringModel
 from models.tables import (
     NUMBER_TEXT,
@@ -173,7 +173,7 @@ def test_missing_required_column_rejects_every_row(batch_kit: SimpleNamespace) -
 @pytest.mark.parametrize("name", MODELS)
 def test_frame_scores_equal_single_row_scores(name: str, batch_kit: SimpleNamespace) -> None:
     artifact = load_artifact(batch_kit.models_dir / name / "1.1.0")
-    loaded = LoadedModel(artifact)
+    loaded = Predictor(artifact)
     scorer = FrameScorer(ScoringModel(artifact))
     manifest = artifact.manifest
     rows = batch_kit.random_rows(manifest, 1000, seed=11)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from models.validation import InvalidFeatures
 from service.batch import BatchError, ScoreOptions, local, rejects_path, score_file, work_dir
 from service.batch.resume import WorkState
@@ -44,10 +44,10 @@ def clean_cvd_csv(tmp_path: Path, batch_kit: SimpleNamespace) -> Path:
     return batch_kit.write_csv(tmp_path / "clean.csv", columns)
 
 
-def _loaded(batch_kit: SimpleNamespace, name: str) -> LoadedModel:
+def _loaded(batch_kit: SimpleNamespace, name: str) -> Predictor:
     from models.loader import load_artifact
 
-    return LoadedModel(load_artifact(batch_kit.models_dir / name / "1.1.0"))
+    return Predictor(load_artifact(batch_kit.models_dir / name / "1.1.0"))
 
 
 def _accepted(batch_kit: SimpleNamespace, name: str, row: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.loader import load_artifact
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from service.openapi_schema import example_features
 from tests.conftest import MODELS_DIR, Keys
 
@@ -32,14 +32,14 @@ CVD_PATIENT: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def loaded() -> dict[str, LoadedModel]:
+def loaded() -> dict[str, Predictor]:
     return {
-        name: LoadedModel(load_artifact(MODELS_DIR / name / "1.1.0"))
+        name: Predictor(load_artifact(MODELS_DIR / name / "1.1.0"))
         for name in ("diabetes", "readmission", "cvd")
     }
 
 
-def typical(model: LoadedModel) -> dict[str, Any]:
+def typical(model: Predictor) -> dict[str, Any]:
     return example_features(model.manifest)
 
 
@@ -50,7 +50,7 @@ def curves(
 
 
 def assert_points_match_predictions(
-    model: LoadedModel, features: dict[str, Any], curve: dict[str, Any]
+    model: Predictor, features: dict[str, Any], curve: dict[str, Any]
 ) -> None:
     for point in curve["points"]:
         value = point["value"]
@@ -61,7 +61,7 @@ def assert_points_match_predictions(
 
 
 def test_numeric_curve_spans_the_training_range_and_passes_through_the_patient(
-    client: TestClient, keys: Keys, loaded: dict[str, LoadedModel]
+    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
     model = loaded["diabetes"]
     features = {**typical(model), "bmi_kg_m2": 31}
@@ -91,7 +91,7 @@ def test_numeric_curve_spans_the_training_range_and_passes_through_the_patient(
 
 
 def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_inputs(
-    client: TestClient, keys: Keys, loaded: dict[str, LoadedModel]
+    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
     model = loaded["diabetes"]
     young = {**typical(model), "age_years": 27}
@@ -114,7 +114,7 @@ def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_input
 
 
 def test_categorical_curve_has_every_category_and_matches_predictions(
-    client: TestClient, keys: Keys, loaded: dict[str, LoadedModel]
+    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
     model = loaded["readmission"]
     features = typical(model)
@@ -142,7 +142,7 @@ def test_categorical_curve_has_every_category_and_matches_predictions(
 
 
 def test_count_features_are_varied_over_whole_numbers(
-    client: TestClient, keys: Keys, loaded: dict[str, LoadedModel]
+    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
     features = typical(loaded["readmission"])
 
@@ -159,7 +159,7 @@ def test_count_features_are_varied_over_whole_numbers(
 
 
 def test_logistic_model_curves_with_units_and_a_missing_optional_input(
-    client: TestClient, keys: Keys, loaded: dict[str, LoadedModel]
+    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
     model = loaded["cvd"]
     varied = ["systolic_bp_mm_hg", "total_cholesterol_mg_dl", "glucose_mg_dl", "current_smoker"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from models.predictor import LoadedModel
+from models.predictor import Predictor
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import Keys
@@ -21,7 +21,7 @@ def test_unexpected_error_is_a_500_problem_and_the_log_keeps_values_out(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom for patient MRN-777 with systolic 150")
 
-    monkeypatch.setattr(LoadedModel, "predict", broken)
+    monkeypatch.setattr(Predictor, "predict", broken)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         response = client.post(
             "/v1/models/cvd/predict",
@@ -47,7 +47,7 @@ def test_an_unexpected_error_does_not_reach_the_server(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("boom for patient MRN-777")
 
-    monkeypatch.setattr(LoadedModel, "predict", broken)
+    monkeypatch.setattr(Predictor, "predict", broken)
     with TestClient(create_app(settings)) as client:  # raises whatever reaches the server
         response = client.post(
             "/v1/models/cvd/predict", headers=keys.header(), json={"features": CVD_PATIENT}

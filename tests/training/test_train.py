@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from models.loader import load_artifact
 from models.scoring import ScoringModel
 from models.trees import compile_tables, parse_forest
-from training.cli import app
+from service.cli import app
 from training.config import available_configs, load_config
 from training.datasets import SHARED_DATA, load_diabetes130
 from training.fit import fit_xgboost

@@ -11,9 +11,9 @@ service); the response schemas in ``service`` describe the same shape for the Op
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypedDict

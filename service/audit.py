@@ -7,6 +7,7 @@ synchronous and transactional; a prediction whose record was not written is not 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import sqlite3
@@ -125,6 +126,7 @@ class SqlAuditStore:
             f"INSERT INTO audit_records ({', '.join(names)}) "
             f"VALUES ({', '.join(placeholder for _ in names)})"
         )
+        self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
 
     def write(self, records: list[AuditRecord]) -> None:
         if not records:
@@ -150,6 +152,32 @@ class SqlAuditStore:
             raise AuditUnavailable(
                 "The audit record could not be written, so the prediction is not returned."
             ) from exc
+
+    async def write_together(self, records: list[AuditRecord]) -> None:
+        """:meth:`write`, shared with the other requests that reach it in the same turn of the
+        event loop: one INSERT and one commit for all of them (group commit).
+
+        Each caller still returns only once its own records are committed, and every caller of
+        a failed group gets ``AuditUnavailable``. Measured: the per-request commit was a quarter
+        of a single prediction's server time at 8 concurrent connections.
+        """
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((records, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._write_pending)
+        await done
+
+    def _write_pending(self) -> None:
+        group, self._pending = self._pending, []
+        try:
+            self.write([record for records, _ in group for record in records])
+        except AuditUnavailable as exc:
+            for _, done in group:
+                done.set_exception(AuditUnavailable(exc.detail))
+        else:
+            for _, done in group:
+                done.set_result(None)
 
     def ping(self) -> bool:
         try:

@@ -138,10 +138,11 @@ def _record(
     )
 
 
-def predict_one(
+async def predict_one(
     state: StateDep, model: Predictor, body: Any, caller: str, channel: str = "single"
 ) -> Scored:
-    """Check the envelope, predict, audit: what every single-patient door does."""
+    """Check the envelope, predict, audit: what every single-patient door does. The result is
+    returned only once its audit record is committed."""
     errors = _envelope(body, ITEM_FIELDS)
     if errors:
         raise _invalid(model, errors, "request")
@@ -153,7 +154,7 @@ def predict_one(
     record = _record(
         state, model, scored, body.get("patient_id"), caller, channel, datetime.now(UTC)
     )
-    state.audit.write([record])
+    await state.audit.write_together([record])
     return scored
 
 
@@ -164,7 +165,7 @@ async def predict(
     # NOTE: scoring one patient takes well under a millisecond, less than a hop to the
     # threadpool would cost, so it runs on the event loop.
     body = await read_json_body(request, state.settings.max_body_bytes)
-    return _json(predict_one(state, model, body, caller.key_id).result)
+    return _json((await predict_one(state, model, body, caller.key_id)).result)
 
 
 async def predict_batch(

@@ -191,7 +191,7 @@ async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller)
         HOOK_RESULTS.labels(SERVICE_ID, "not_computed").inc()
         return _json({"cards": [cards.not_computed(missing=extraction.missing_required)]})
     try:
-        scored = predict_one(
+        scored = await predict_one(
             state,
             model,
             {"patient_id": patient_id, "features": extraction.features},

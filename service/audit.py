@@ -8,6 +8,7 @@ synchronous and transactional; a prediction whose record was not written is not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import sqlite3
@@ -127,6 +128,10 @@ class SqlAuditStore:
             f"VALUES ({', '.join(placeholder for _ in names)})"
         )
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
+        # NOTE: SQLite has one writer at a time, and a second writer that finds the lock taken
+        # sleeps in SQLite's busy handler (1, 2, 5, 10... ms). Within a process, writers queue on
+        # this lock instead and start the moment the first commits.
+        self._write_lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
 
     def write(self, records: list[AuditRecord]) -> None:
         if not records:
@@ -137,21 +142,25 @@ class SqlAuditStore:
             # deprecated from Python 3.12.
             rows = [r._replace(created_at=r.created_at.isoformat(" ")) for r in records]  # type: ignore[arg-type]
         try:
-            connection = self.engine.raw_connection()
-            try:
-                cursor = connection.cursor()
-                cursor.executemany(self._insert_sql, rows)
-                cursor.close()
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-            finally:
-                connection.close()
+            with self._write_lock:
+                self._insert(rows)
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
             raise AuditUnavailable(
                 "The audit record could not be written, so the prediction is not returned."
             ) from exc
+
+    def _insert(self, rows: list[AuditRecord]) -> None:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.executemany(self._insert_sql, rows)
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
 
     async def write_together(self, records: list[AuditRecord]) -> None:
         """:meth:`write`, shared with the other requests that reach it in the same turn of the

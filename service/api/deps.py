@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from models.predictor import Predictor
@@ -42,6 +42,21 @@ def resolve_model(state: AppState, name: str, version: str | None) -> Predictor:
         return state.registry.get(name, version)
     except UnknownModel as exc:
         raise ModelNotFound(str(exc)) from None
+
+
+async def _model(request: Request, name: str, state: StateDep) -> Predictor:
+    """The model named in the path, at the path's version when the route has one."""
+    return resolve_model(state, name, request.path_params.get("version"))
+
+
+async def declare_version(
+    version: Annotated[str, Path(description="A semantic version, e.g. 1.1.0.")],
+) -> None:
+    """Declares a versioned route's ``{version}`` for the OpenAPI document (``ModelDep`` reads
+    it), so one endpoint serves the unversioned and the versioned path."""
+
+
+ModelDep = Annotated[Predictor, Depends(_model)]
 
 
 # NOTE: declared through fastapi.security so the OpenAPI document carries the scheme (generated

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from models.predictor import Predictor
-from service.api.deps import AnyCaller, StateDep, problem_responses, resolve_model
+from service.api.deps import AnyCaller, ModelDep, StateDep, declare_version, problem_responses
 from service.api.schemas import ModelDetail, ModelSummary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -58,17 +58,24 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
     return out
 
 
-@router.get("/{name}", operation_id="read_model", responses=problem_responses(401, 404))
-def read_model(name: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
-    """The default version's public manifest (features, tiers, validation) and model card."""
-    return ModelDetail.model_validate(model_detail(resolve_model(state, name, None)))
+async def read_model(_caller: AnyCaller, model: ModelDep) -> ModelDetail:
+    """A version's public manifest (features, tiers, validation) and model card."""
+    return ModelDetail.model_validate(model_detail(model))
 
 
-@router.get(
-    "/{name}/versions/{version}",
-    operation_id="read_model_version",
+# One endpoint on the unversioned (default version) and the versioned path.
+router.add_api_route(
+    "/{name}",
+    read_model,
+    methods=["GET"],
+    operation_id="read_model",
     responses=problem_responses(401, 404),
 )
-def read_model_version(name: str, version: str, state: StateDep, _caller: AnyCaller) -> ModelDetail:
-    """One version's public manifest and model card."""
-    return ModelDetail.model_validate(model_detail(resolve_model(state, name, version)))
+router.add_api_route(
+    "/{name}/versions/{version}",
+    read_model,
+    methods=["GET"],
+    operation_id="read_model_version",
+    responses=problem_responses(401, 404),
+    dependencies=[Depends(declare_version)],
+)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
@@ -22,10 +22,11 @@ from models.validation import FieldError, InvalidFeatures
 from service.api.body import read_json_body
 from service.api.deps import (
     BatchCaller,
+    ModelDep,
     PredictCaller,
     StateDep,
+    declare_version,
     problem_responses,
-    resolve_model,
 )
 from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord, input_hash
@@ -46,20 +47,6 @@ VALIDATION_FAILURES = Counter(
 )
 ITEM_FIELDS = ("patient_id", "features", "top_k")
 BATCH_FIELDS = ("items", "top_k")
-
-
-async def _model(request: Request, name: str, state: StateDep) -> Predictor:
-    """The model named in the path, at the path's version when it has one."""
-    return resolve_model(state, name, request.path_params.get("version"))
-
-
-async def _version(
-    version: Annotated[str, Path(description="A semantic version, e.g. 1.1.0.")],
-) -> None:
-    """Declares the path's version for the OpenAPI document (``_model`` reads it)."""
-
-
-ModelDep = Annotated[Predictor, Depends(_model)]
 
 
 def _json(body: Any) -> Response:
@@ -251,5 +238,5 @@ for _suffix, _endpoint, _response, _doc in (
             response_model=_response,
             # 503: the audit record could not be written, so no score is returned.
             responses=problem_responses(401, 403, 404, 413, 422, 503),
-            dependencies=[Depends(_version)] if _versioned else [],
+            dependencies=[Depends(declare_version)] if _versioned else [],
         )

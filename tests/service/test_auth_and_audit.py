@@ -40,6 +40,20 @@ def test_v1_without_a_key_is_401(client: TestClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
 
 
+def test_the_key_is_checked_before_the_model_is_looked_up(client: TestClient) -> None:
+    """An unauthenticated caller learns nothing about which models or versions exist."""
+    for method, path in [
+        ("get", "/v1/models/nope"),
+        ("get", "/v1/models/cvd/versions/9.9.9"),
+        ("post", "/v1/models/nope/predict"),
+        ("post", "/v1/models/cvd/versions/9.9.9/predict"),
+        ("post", "/v1/models/nope/predict/batch"),
+        ("post", "/v1/models/nope/curves"),
+    ]:
+        response = client.request(method, path, json={"features": CVD_PATIENT})
+        assert response.status_code == 401, path
+
+
 def test_a_wrong_key_is_401(client: TestClient, keys: Keys) -> None:
     forged = keys.predict[:-4] + "AAAA"
 

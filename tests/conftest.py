@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -42,6 +48,32 @@ def make_keys(path: Path) -> Keys:
         admin=create_key(path, "auditor", ["admin"]),
         everything=create_key(path, "ops", ["predict", "batch", "admin"]),
     )
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """``app`` on a real uvicorn, on a free loopback port, in a background thread: its URL.
+
+    The socket is bound first and handed to uvicorn, so the port is free and already ours.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the uvicorn server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
 
 
 def _postgres_available() -> str | None:

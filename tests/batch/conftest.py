@@ -12,8 +12,6 @@ import os
 import random
 import shutil
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-import uvicorn
 
 from models.loader import load_artifact
 from models.manifest import FeatureSpec, FeatureType, Manifest
 from service.app import create_app
 from service.auth import create_key
 from service.settings import REPO_ROOT, Settings
+from tests.conftest import running_server
 
 MODELS_DIR = REPO_ROOT / "models"
 MODEL_NAMES = ("diabetes", "readmission", "cvd")
@@ -193,23 +191,8 @@ def clinrisk_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         max_batch_size=200,
         log_level="WARNING",
     )
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="clinrisk-live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live clinrisk server did not start")
-        time.sleep(0.02)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", api_key, predict_only, settings)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with running_server(create_app(settings)) as url:
+        yield LiveServer(url, api_key, predict_only, settings)
 
 
 # ---------------------------------------------------------------------------------------------

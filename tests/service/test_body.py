@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from service.api.body import read_json_body
 from service.errors import PROBLEM_JSON, ServiceError
+from tests.conftest import running_server
 
 LIMIT = 1000
 
@@ -55,24 +53,8 @@ def _app() -> FastAPI:
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[int, _CountingApp]]:
     app = _CountingApp(_app())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server did not start")
-        time.sleep(0.02)
-    try:
-        yield port, app
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with running_server(app) as url:
+        yield int(url.rsplit(":", 1)[1]), app
 
 
 def _status_and_body(raw: bytes) -> tuple[int, Any]:

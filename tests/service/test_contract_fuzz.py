@@ -10,21 +10,17 @@ exceptions are in ``schemathesis.toml`` beside this file, each with its reason.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import MODELS_DIR, Keys
+from tests.conftest import MODELS_DIR, Keys, running_server
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES_PER_OPERATION = 10
@@ -40,26 +36,8 @@ def server_url(keys: Keys, database_url: str) -> Iterator[str]:
         pseudonym_key=SecretStr("fuzz-pseudonym-key"),
         log_level="WARNING",
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server for the contract fuzzer did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with running_server(create_app(settings)) as url:
+        yield url
 
 
 def test_the_whole_contract_survives_the_fuzzer_with_every_check(

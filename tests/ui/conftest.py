@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.settings import REPO_ROOT, Settings
-from tests.conftest import MODELS_DIR, Keys, make_keys
+from tests.conftest import MODELS_DIR, Keys, make_keys, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -80,27 +76,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         pseudonym_key="ui-test-pseudonym-key",  # type: ignore[arg-type]
         log_level="WARNING",
     )
-    # Bind first and hand the socket to uvicorn: the port is free and already ours.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the uvicorn server for the clinician page did not start")
-        time.sleep(0.02)
-    try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", keys=keys)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with running_server(create_app(settings)) as url:
+        yield LiveServer(url=url, keys=keys)
 
 
 @pytest.fixture(scope="session")

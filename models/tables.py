@@ -1,12 +1,12 @@
-"""Whole-table validation and scoring: the column-wise twin of :class:`RowValidator`.
+"""The column executor of the feature rules: whole tables and JSON batches, and table scoring.
 
-``clinrisk score`` (files), the HTTP client's file mode and Spark all score tables, not JSON
-payloads; doing that one row at a time would cost ~100 times the scoring itself. So the rules of
-``validation.py`` (types, plausible ranges, categories, binary 0/1, ordinal integers, required vs
-optional, accepted alternative units, training p01..p99 flags) are applied here to whole columns
-with numpy and Arrow compute, the matrix is built with :func:`models.columns.encode`, and
-:meth:`ScoringModel.score_matrix` scores it. A property test holds both validators to the same
-accept/reject decisions, messages and column vectors.
+``clinrisk score`` (files), Spark and the HTTP batch endpoint score many rows at once; doing
+that one row at a time would cost ~100 times the scoring itself. So each feature's
+:class:`models.validation.FeatureRule` (types, plausible ranges, categories, binary 0/1, ordinal
+integers, required vs optional, accepted alternative units, training p01..p99 flags) is applied
+here to whole columns with numpy and Arrow compute, refusals are worded by the same
+``FeatureRule.error`` as the row executor's, the matrix is built with
+:func:`models.columns.encode`, and :meth:`ScoringModel.score_matrix` scores it.
 
 A table has no JSON types, so a text cell that reads as a number *is* a number (``"7.5"``), a
 binary text cell may also say ``true``/``false``, and a null, NaN or empty text cell is missing

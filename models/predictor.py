@@ -196,6 +196,7 @@ class Predictor:
             (f.name, f.label, f.unit, {}) for f in self.specs
         ]
         self._names = [f.name for f in self.specs]
+        self.feature_names = frozenset(self._names)
         # Shared, never mutated: one dict per feature for every "missing" flag.
         self._missing = [
             MissingDict(feature=r.name, handling=r.missing_handling) for r in self.validator.rules

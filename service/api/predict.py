@@ -55,7 +55,12 @@ def _json(body: Any) -> Response:
 
 def _invalid(model: Predictor, errors: list[FieldError], where: str) -> InvalidRequest:
     for error in errors:
-        VALIDATION_FAILURES.labels(model.name, error.field.rsplit(".", 1)[-1]).inc()
+        # NOTE: only the model's own feature names become label values: an unknown key is the
+        # caller's text (privacy, and unbounded metric cardinality).
+        field = error.field.rsplit(".", 1)[-1]
+        VALIDATION_FAILURES.labels(
+            model.name, field if field in model.feature_names else "other"
+        ).inc()
     return InvalidRequest(
         f"The {where} does not match model '{model.name}' {model.version}.",
         errors=[dataclasses.asdict(e) for e in errors],

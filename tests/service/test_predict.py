@@ -288,3 +288,26 @@ def test_batch_larger_than_the_limit_is_refused(client: TestClient, keys: Keys) 
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["allowed"] == "at most 50"
+
+
+def test_a_refused_unknown_key_never_becomes_a_metric_label(
+    client: TestClient, keys: Keys
+) -> None:
+    secret = "jane_doe_1970_mrn_4412"
+    single = client.post(
+        "/v1/models/cvd/predict",
+        headers=keys.header(),
+        json={"features": {**CVD_PATIENT, secret: 1}},
+    )
+    batch = client.post(
+        "/v1/models/cvd/predict/batch",
+        headers=keys.header(),
+        json={"items": [{"features": {**CVD_PATIENT, secret: 1}}]},
+    )
+
+    assert single.status_code == 422
+    assert batch.status_code == 200
+    assert batch.json()["results"][0]["error"]["errors"][0]["code"] == "unknown_feature"
+    metrics = client.get("/metrics").text
+    assert secret not in metrics
+    assert 'clinrisk_validation_failures_total{field="other",model="cvd"}' in metrics

@@ -290,9 +290,7 @@ def test_batch_larger_than_the_limit_is_refused(client: TestClient, keys: Keys) 
     assert response.json()["errors"][0]["allowed"] == "at most 50"
 
 
-def test_a_refused_unknown_key_never_becomes_a_metric_label(
-    client: TestClient, keys: Keys
-) -> None:
+def test_a_refused_unknown_key_never_becomes_a_metric_label(client: TestClient, keys: Keys) -> None:
     secret = "jane_doe_1970_mrn_4412"
     single = client.post(
         "/v1/models/cvd/predict",

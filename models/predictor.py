@@ -145,18 +145,8 @@ class ValueDescriber:
         self.kind = spec.type
         self.categories = {c.code: c.label for c in spec.categories}
         self.unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
-        # Chart values repeat (yes/no, integer BMI, ages): remember a bounded number of texts.
-        self._cache: dict[float | str | None, str] = {}
 
     def __call__(self, value: float | str | None) -> str:
-        text = self._cache.get(value)
-        if text is None:
-            text = self._describe(value)
-            if len(self._cache) < 4096:
-                self._cache[value] = text
-        return text
-
-    def _describe(self, value: float | str | None) -> str:
         if value is None:
             return f"{self.label} missing"
         if self.kind is FeatureType.BINARY:

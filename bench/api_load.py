@@ -3,8 +3,9 @@
 Starts uvicorn (same worker count for every case) for clinrisk and for the floor app
 (bench/floor_app.py), then drives them with wrk from a separate process:
 single predictions of the `diabetes` model with full explanations at 1, 8 and 32 connections,
-and batch calls of 100 and 1,000 patients. Prints p50/p99 latency, requests/s, patients/s and
-clinrisk's throughput as a fraction of the floor's.
+batch calls of 100 and 1,000 copies of one patient, and batch calls of 1,000 real, different
+BRFSS patients (40 bodies sent in turn, so nothing repeats between consecutive calls). Prints
+p50/p99 latency, requests/s, patients/s and clinrisk's throughput as a fraction of the floor's.
 
     python bench/api_load.py [--duration 10] [--workers 1]
 """
@@ -82,9 +83,61 @@ def uvicorn_server(app: str, workers: int, env: dict[str, str]) -> Iterator[str]
         process.wait(timeout=30)
 
 
-def wrk(url: str, body: str, token: str, *, connections: int, duration: int) -> dict[str, float]:
+# Each request sends the next of several bodies (real, different patients in every call).
+LUA_ROTATING = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+bodies = {{}}
+for i, path in ipairs({{{paths}}}) do
+  local f = io.open(path, "r"); bodies[i] = f:read("*a"); f:close()
+end
+n = 0
+request = function()
+  n = n % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[n])
+end
+"""
+
+
+def real_batches(name: str, size: int, count: int, folder: Path) -> list[str]:
+    """``count`` batch bodies of ``size`` different patients each, rows of the real dataset."""
+    from training.config import load_config
+    from training.datasets import LOADERS, SHARED_DATA
+
+    config = load_config(name)
+    frame = LOADERS[config.loader](SHARED_DATA / config.default_data).features
+    rows = frame.sample(n=size * count, random_state=0).to_dict("records")
+    paths = []
+    for b in range(count):
+        items = [
+            {
+                "patient_id": f"r{b * size + i}",
+                "features": {k: v for k, v in row.items() if v == v and v is not None},
+            }
+            for i, row in enumerate(rows[b * size : (b + 1) * size])
+        ]
+        path = folder / f"{name}-batch-{b}.json"
+        path.write_text(json.dumps({"items": items}))
+        paths.append(str(path))
+    return paths
+
+
+def wrk(
+    url: str,
+    body: str,
+    token: str,
+    *,
+    connections: int,
+    duration: int,
+    bodies: list[str] | None = None,
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(token=token, body=body))
+        if bodies:
+            paths = ", ".join(f'"{p}"' for p in bodies)
+            script.write(LUA_ROTATING.format(token=token, paths=paths))
+        else:
+            script.write(LUA.format(token=token, body=body))
     threads = min(2, connections)
     out = subprocess.run(
         [
@@ -169,6 +222,13 @@ def main() -> None:
             r = wrk(endpoint + "/batch", body, token, connections=2, duration=args.duration)
             r["patients_per_s"] = r["rps"] * size
             results[f"batch {size}"] = r
+        # Real, different patients in every call: 40 bodies of 1,000 BRFSS rows, in turn.
+        bodies = real_batches("diabetes", 1000, 40, tmp)
+        r = wrk(
+            endpoint + "/batch", "", token, connections=2, duration=args.duration, bodies=bodies
+        )
+        r["patients_per_s"] = r["rps"] * 1000
+        results["batch 1000 real"] = r
 
     print(f"\n{'case':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs floor':>10}{'non-2xx':>9}")
     for c in (1, 8, 32):
@@ -178,10 +238,10 @@ def main() -> None:
             print(
                 f"{name:<16}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{ratio:>10}{r['non2xx']:>9.0f}"
             )
-    for size in (100, 1000):
-        r = results[f"batch {size}"]
+    for case in ("batch 100", "batch 1000", "batch 1000 real"):
+        r = results[case]
         print(
-            f"batch {size:<10}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
+            f"{case:<16}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}"
             f"   patients/s {r['patients_per_s']:,.0f}  non-2xx {r['non2xx']:.0f}"
         )
 

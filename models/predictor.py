@@ -29,6 +29,8 @@ from models.tables import ColumnLike, FrameScorer, ScoredFrame
 from models.validation import DataQuality, FieldError, InvalidFeatures, RowValidator
 
 NO_EFFECT = 1e-12
+# Remembered explanation items and sentences per model (bounded: values are open-ended).
+MAX_REMEMBERED = 1 << 16
 Direction = Literal["raised", "lowered", "no effect"]
 # Indexed by the sign of a contribution: 1 raised, -1 lowered, 0 no effect.
 DIRECTIONS: tuple[Direction, Direction, Direction] = ("no effect", "raised", "lowered")
@@ -187,6 +189,7 @@ class Predictor:
         ]
         self._names = [f.name for f in self.specs]
         self.feature_names = frozenset(self._names)
+        self._items: dict[tuple[int, Any, float], ContributionDict] = {}
         # Shared, never mutated: one dict per feature for every "missing" flag.
         self._missing = [
             MissingDict(feature=r.name, handling=r.missing_handling) for r in self.validator.rules
@@ -314,24 +317,22 @@ class Predictor:
         """Labelled contributions, largest magnitude first.
 
         ``values``, ``amounts`` and ``signs`` (+1 raised, -1 lowered, 0 no effect) are in
-        manifest feature order. This is the batch path's innermost loop: one dict per feature,
-        sentences remembered per (value, sign).
+        manifest feature order. This is the batch path's innermost loop, so each item is
+        remembered per (feature, value, contribution) and shared, read-only, between results:
+        in an additive model of single-feature trees or linear terms a value always contributes
+        the same amount, and chart values repeat.
         """
         shown = order if top_k is None else order[:top_k]
-        features = self._features
-        items: list[ContributionDict] = [
-            {
-                "feature": name,
-                "label": label,
-                "value": (value := values[i]),
-                "unit": unit,
-                "contribution": amounts[i],
-                "direction": DIRECTIONS[(sign := signs[i])],
-                "text": sentences.get((value, sign)) or self._sentence(i, value, sign),
-            }
-            for i in shown
-            for name, label, unit, sentences in (features[i],)
-        ]
+        remembered = self._items
+        items: list[ContributionDict] = []
+        for i in shown:
+            key = (i, values[i], amounts[i])
+            item = remembered.get(key)
+            if item is None:
+                item = self._item(i, values[i], amounts[i], signs[i])
+                if len(remembered) < MAX_REMEMBERED:
+                    remembered[key] = item
+            items.append(item)
         if len(shown) < len(order):
             rest = math.fsum(amounts[i] for i in order[len(shown) :])
             n_rest = len(order) - len(shown)
@@ -349,6 +350,20 @@ class Predictor:
             )
         return items
 
+    def _item(
+        self, feature: int, value: float | str | None, amount: float, sign: int
+    ) -> ContributionDict:
+        name, label, unit, sentences = self._features[feature]
+        return {
+            "feature": name,
+            "label": label,
+            "value": value,
+            "unit": unit,
+            "contribution": amount,
+            "direction": DIRECTIONS[sign],
+            "text": sentences.get((value, sign)) or self._sentence(feature, value, sign),
+        }
+
     def _sentence(self, feature: int, value: float | str | None, sign: int) -> str:
         """ "Systolic BP 168 mmHg raised the risk", remembered (chart values repeat)."""
         direction = DIRECTIONS[sign]
@@ -357,7 +372,7 @@ class Predictor:
             f"{described} {direction} the risk" if sign else f"{described}: no effect on the risk"
         )
         sentences = self._features[feature][3]
-        if len(sentences) < 4096:
+        if len(sentences) < MAX_REMEMBERED:
             sentences[(value, sign)] = text
         return text
 

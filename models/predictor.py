@@ -25,8 +25,14 @@ from models.curves import RiskCurve, risk_curves
 from models.loader import Artifact, load_artifact
 from models.manifest import FeatureSpec, FeatureType
 from models.scoring import ScoringModel
-from models.tables import ColumnLike, FrameScorer, ScoredFrame
-from models.validation import DataQuality, FieldError, InvalidFeatures, RowValidator
+from models.tables import ColumnLike, FrameScorer, ScoredFrame, ValidatedFrame
+from models.validation import (
+    DataQuality,
+    FieldError,
+    InvalidFeatures,
+    RowValidator,
+    unknown_feature,
+)
 
 NO_EFFECT = 1e-12
 # Remembered explanation items and sentences per model (bounded: values are open-ended).
@@ -403,7 +409,9 @@ class Predictor:
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }
 
-    def _qualities(self, frame: Any, accepted: npt.NDArray[np.intp]) -> list[DataQualityDict]:
+    def _qualities(
+        self, frame: ValidatedFrame, accepted: npt.NDArray[np.intp]
+    ) -> list[DataQualityDict]:
         """Per accepted row, its data-quality flags, built only where a row has any."""
         n = len(accepted)
         missing: list[list[MissingDict]] = [[] for _ in range(n)]
@@ -478,15 +486,7 @@ def _check_names(known: Sequence[str], names: Sequence[str]) -> list[FieldError]
     for index, name in enumerate(names):
         where = f"features_to_vary[{index}]"
         if name not in known:
-            errors.append(
-                FieldError(
-                    where,
-                    "unknown feature for this model",
-                    name,
-                    "one of: " + ", ".join(known),
-                    "unknown_feature",
-                )
-            )
+            errors.append(unknown_feature(name, known, field=where))
         elif name in names[:index]:
             errors.append(FieldError(where, "listed twice", name, "each feature once", "duplicate"))
     return errors

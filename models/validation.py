@@ -192,9 +192,10 @@ def rules_of(features: Sequence[FeatureSpec]) -> list[FeatureRule]:
     return [FeatureRule.of(spec) for spec in features]
 
 
-def unknown_feature(key: str, names: Sequence[str], *, prefix: str = "features") -> FieldError:
+def unknown_feature(key: str, names: Sequence[str], *, field: str | None = None) -> FieldError:
+    """``key`` is not one of the model's features (``field`` defaults to ``features.<key>``)."""
     return FieldError(
-        f"{prefix}.{key}",
+        field or f"features.{key}",
         MESSAGES[ErrorCode.UNKNOWN_FEATURE],
         key,
         "one of: " + ", ".join(names),
@@ -215,7 +216,7 @@ class RowValidator:
         errors: list[FieldError] = []
         quality = DataQuality()
         for key in sorted(features.keys() - self.by_name.keys()):
-            errors.append(unknown_feature(key, self.order, prefix=prefix))
+            errors.append(unknown_feature(key, self.order, field=f"{prefix}.{key}"))
         values: dict[str, float | str | None] = {}
         get = features.get
         Code = ErrorCode

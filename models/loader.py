@@ -1,32 +1,41 @@
 """The one strict way to open an artifact folder.
 
-Order matters: parse the manifest, verify the sha256 of every file against it (and refuse files
-it does not list), and only then deserialise the very bytes that were hashed. A tampered or
-foreign file is therefore never parsed. Boosted trees are read from XGBoost's documented JSON
-model format (``model.json``) with :mod:`json`, so loading and scoring need no XGBoost: the
-parser checks the document's format version instead of an installed library's, and the manifest
-keeps recording the XGBoost release used in training.
+Order matters: read the manifest's bytes once and verify their Ed25519 signature
+(``manifest.sig``, :mod:`models.signing`) against the trusted keys, then parse exactly those
+bytes, verify the sha256 of every file against them (and refuse files they do not list), and only
+then deserialise the very bytes that were hashed. A tampered or foreign file is therefore never
+parsed, and an edited manifest is refused before anything in it is believed.
+
+Boosted trees are read from XGBoost's documented JSON model format (``model.json``) with
+:mod:`json`, so loading and scoring need no XGBoost: the parser checks the document's format
+version instead of an installed library's, and the manifest keeps recording the XGBoost release
+used in training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from models.errors import ArtifactError
 from models.manifest import Manifest
+from models.signing import SIGNATURE_FILE, TrustPolicy, default_policy, signature_document
 from models.trees import Forest, UnsupportedModel, parse_forest
 
 MANIFEST_FILE = "manifest.json"
 TREE_MODEL_FILE = "model.json"
 """A booster in XGBoost's JSON model format (``Booster.save_model("model.json")``)."""
 RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class Artifact:
     """The boosted trees, parsed from ``model.json`` (kind ``xgboost``)."""
     linear: LinearParameters | None
     card_markdown: str
+    signed_by: str | None = None
+    """Id of the trusted key whose signature verified; ``None`` only if unsigned was allowed."""
 
 
 def sha256_file(path: Path) -> str:
@@ -61,11 +72,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _parse_manifest(folder: Path) -> tuple[Manifest, str]:
+def _read_manifest(folder: Path) -> bytes:
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ArtifactError(manifest_path, "missing: every artifact folder needs a manifest.json")
-    raw = manifest_path.read_bytes()
+    return manifest_path.read_bytes()
+
+
+def _parse_manifest(folder: Path, raw: bytes) -> tuple[Manifest, str]:
+    manifest_path = folder / MANIFEST_FILE
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as exc:
@@ -90,7 +105,7 @@ def _parse_manifest(folder: Path) -> tuple[Manifest, str]:
 
 def _verify_files(folder: Path, manifest: Manifest) -> dict[str, bytes]:
     """Every listed file's content, read once and hashed: later steps parse exactly these bytes."""
-    present = {p.name for p in folder.iterdir() if p.name != MANIFEST_FILE}
+    present = {p.name for p in folder.iterdir() if p.name not in (MANIFEST_FILE, SIGNATURE_FILE)}
     unlisted = present - set(manifest.files)
     if unlisted:
         raise ArtifactError(folder / sorted(unlisted)[0], "not listed in manifest.json files")
@@ -158,10 +173,44 @@ def _load_linear(path: Path, content: bytes) -> LinearParameters:
     return params
 
 
-def load_artifact(folder: Path) -> Artifact:
-    """Verify and load one artifact folder, or raise :class:`ArtifactError` naming the file."""
+def load_artifact(folder: Path, trust: TrustPolicy | None = None) -> Artifact:
+    """Verify and load one artifact folder, or raise :class:`ArtifactError` naming the file.
+
+    ``trust`` says which keys may sign; by default the environment's
+    (:func:`models.signing.default_policy`: the committed release key unless configured).
+    """
     folder = folder.resolve()
-    manifest, manifest_sha = _parse_manifest(folder)
+    policy = trust if trust is not None else default_policy()
+    raw = _read_manifest(folder)
+    signed_by = policy.verify(folder / MANIFEST_FILE, raw)
+    artifact = _load_verified(folder, raw, signed_by)
+    if signed_by is None:
+        # Only reachable with allow_unsigned: say so wherever it happens, it must not go unseen.
+        log.warning("loaded an UNSIGNED model artifact (unsigned models allowed): %s", folder)
+    return artifact
+
+
+def sign_artifact(folder: Path, key: Ed25519PrivateKey) -> Path:
+    """Sign an artifact folder's manifest.json with ``key``; returns the ``manifest.sig`` path.
+
+    The artifact is checked first (file hashes, model parse), so a broken or tampered artifact is
+    never signed; an existing signature is replaced. manifest.json itself is not touched.
+    """
+    folder = folder.resolve()
+    raw = _read_manifest(folder)
+    _load_verified(folder, raw, None)
+    sig_path = folder / SIGNATURE_FILE
+    partial = sig_path.with_name(f".{SIGNATURE_FILE}.partial")
+    partial.write_bytes(signature_document(key, raw))
+    os.replace(partial, sig_path)  # a reader sees the old signature or the new, never half
+    # Read back through the verifying loader: the manifest may not change under our feet.
+    load_artifact(folder, TrustPolicy.trusting(key.public_key()))
+    return sig_path
+
+
+def _load_verified(folder: Path, raw: bytes, signed_by: str | None) -> Artifact:
+    """The artifact described by these (already signature-checked) manifest bytes."""
+    manifest, manifest_sha = _parse_manifest(folder, raw)
     verified = _verify_files(folder, manifest)
     model_path = folder / manifest.model_file
     content = verified[manifest.model_file]
@@ -189,4 +238,5 @@ def load_artifact(folder: Path) -> Artifact:
         forest=forest,
         linear=linear,
         card_markdown=card,
+        signed_by=signed_by,
     )

@@ -25,6 +25,7 @@ from models.curves import RiskCurve, risk_curves
 from models.loader import Artifact, load_artifact
 from models.manifest import FeatureSpec, FeatureType
 from models.scoring import ScoringModel
+from models.signing import TrustPolicy, default_policy
 from models.tables import ColumnLike, FrameScorer, ScoredFrame, ValidatedFrame
 from models.validation import (
     DataQuality,
@@ -492,21 +493,27 @@ def _check_names(known: Sequence[str], names: Sequence[str]) -> list[FieldError]
     return errors
 
 
-_PREDICTORS: dict[tuple[str, str | None], Predictor] = {}
+_PREDICTORS: dict[tuple[str, str | None, tuple[tuple[str, ...], bool]], Predictor] = {}
 _PREDICTORS_LOCK = threading.Lock()
 
 
-def load_predictor(folder: Path, *, expected_sha256: str | None = None) -> Predictor:
-    """A predictor for one artifact folder, verified (hashes) once per process and cached.
+def load_predictor(
+    folder: Path, *, expected_sha256: str | None = None, trust: TrustPolicy | None = None
+) -> Predictor:
+    """A predictor for one artifact folder, verified (signature, hashes) once per process and
+    cached.
 
     ``expected_sha256`` pins the artifact the caller resolved (e.g. the Spark driver), so an
-    executor that finds a different artifact at the same path refuses to score.
+    executor that finds a different artifact at the same path refuses to score. ``trust``
+    defaults to the environment's policy, which Spark executors resolve for themselves; the
+    cache is per policy, so a lenient caller's predictor is never handed to a strict one.
     """
-    key = (str(folder.resolve()), expected_sha256)
+    policy = trust if trust is not None else default_policy()
+    key = (str(folder.resolve()), expected_sha256, policy.fingerprint)
     with _PREDICTORS_LOCK:
         predictor = _PREDICTORS.get(key)
         if predictor is None:
-            predictor = Predictor(load_artifact(folder))
+            predictor = Predictor(load_artifact(folder, policy))
             if expected_sha256 is not None and predictor.sha256 != expected_sha256:
                 raise ValueError(
                     f"artifact {folder} has sha256 {predictor.sha256[:12]}…, "

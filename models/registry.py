@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 from models.errors import ArtifactError
 from models.loader import Artifact, load_artifact
 from models.manifest import SEMVER, version_key
+from models.signing import TrustPolicy
 
 M = TypeVar("M")
 
@@ -57,11 +58,12 @@ class Registry(Generic[M]):
         self._models: dict[str, dict[str, M]] = {}
         self._lock = threading.Lock()
 
-    def load_dir(self, models_dir: Path) -> None:
-        """Load (or reload) every artifact under ``models_dir``; all or nothing."""
+    def load_dir(self, models_dir: Path, trust: TrustPolicy | None = None) -> None:
+        """Load (or reload) every artifact under ``models_dir``; all or nothing: one artifact
+        whose signature ``trust`` refuses (default: the environment's) keeps them all out."""
         fresh: dict[str, dict[str, M]] = {}
         for folder in discover(models_dir):
-            artifact = load_artifact(folder)
+            artifact = load_artifact(folder, trust)
             fresh.setdefault(artifact.manifest.name, {})[artifact.manifest.version] = self._build(
                 artifact
             )

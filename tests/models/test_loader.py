@@ -1,4 +1,9 @@
-"""The verifying loader: every committed artifact loads, and any tampering is refused."""
+"""The verifying loader: every committed artifact loads, and any tampering is refused.
+
+Tests that edit manifest.json re-sign the copy with a test key (``signer``, tests/models/
+conftest.py) and trust only that key, so the check under test is the one after the signature.
+Signature refusals themselves are in test_signing.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file
 from models.registry import Registry, UnknownModel
 from tests.conftest import MODEL_NAMES, MODELS_DIR
+from tests.models.conftest import Signer
 
 
 @pytest.fixture(params=MODEL_NAMES)
@@ -36,6 +42,7 @@ def test_committed_artifact_loads_and_matches_its_manifest(name: str) -> None:
     assert (artifact.forest is None) != (artifact.linear is None)
     assert (artifact.forest is None) == (artifact.manifest.kind == "logistic")
     assert artifact.card_markdown.startswith("# ")
+    assert artifact.signed_by is not None  # the committed release key, see test_signing.py
 
 
 def test_every_listed_file_is_refused_after_a_one_byte_change(artifact_copy: Path) -> None:
@@ -53,26 +60,34 @@ def test_every_listed_file_is_refused_after_a_one_byte_change(artifact_copy: Pat
     load_artifact(artifact_copy)
 
 
-def test_a_manifest_edit_that_breaks_the_schema_is_refused(artifact_copy: Path) -> None:
+def test_a_signed_manifest_that_breaks_the_schema_is_still_refused(
+    artifact_copy: Path, signer: Signer
+) -> None:
     path = artifact_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["tiers"] = list(reversed(manifest["tiers"]))
     path.write_text(json.dumps(manifest))
+    signer.resign(artifact_copy)
 
     with pytest.raises(ArtifactError, match="invalid manifest"):
-        load_artifact(artifact_copy)
+        load_artifact(artifact_copy, signer.trust)
 
 
-def test_a_manifest_that_repoints_a_hash_still_cannot_swap_the_model(artifact_copy: Path) -> None:
-    """Replacing the model file AND its hash changes the manifest, so the artifact's identity
-    (the manifest hash reported with every score) changes too."""
+def test_a_manifest_edit_is_refused_and_a_re_signed_one_has_another_identity(
+    artifact_copy: Path, signer: Signer
+) -> None:
+    """Editing the manifest breaks its signature; re-signed by a trusted key it loads, and the
+    artifact's identity (the manifest hash reported with every score) is a different one."""
     before = load_artifact(artifact_copy).sha256
     path = artifact_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["caveats"].append("edited")
     path.write_text(json.dumps(manifest))
 
-    assert load_artifact(artifact_copy).sha256 != before
+    with pytest.raises(ArtifactError, match="does not verify"):
+        load_artifact(artifact_copy)
+    signer.resign(artifact_copy)
+    assert load_artifact(artifact_copy, signer.trust).sha256 != before
 
 
 def test_an_unlisted_file_is_refused(artifact_copy: Path) -> None:
@@ -89,7 +104,8 @@ def test_a_missing_file_is_refused(artifact_copy: Path) -> None:
         load_artifact(artifact_copy)
 
 
-def test_folder_name_must_equal_the_manifest_version(artifact_copy: Path) -> None:
+def test_a_signature_cannot_move_an_artifact_to_another_version(artifact_copy: Path) -> None:
+    """The name and version are inside the signed manifest and must match the folder."""
     renamed = artifact_copy.with_name("1.0.1")
     artifact_copy.rename(renamed)
 
@@ -97,8 +113,8 @@ def test_folder_name_must_equal_the_manifest_version(artifact_copy: Path) -> Non
         load_artifact(renamed)
 
 
-def rewrite_model(folder: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """Edit model.json and re-pin its hash, as a (mis)configured training run would write it."""
+def rewrite_model(folder: Path, edit: Callable[[dict[str, Any]], None], signer: Signer) -> Path:
+    """Edit model.json, re-pin its hash and re-sign, as a (mis)configured training run would."""
     path = folder / "model.json"
     model = json.loads(path.read_text())
     edit(model)
@@ -107,6 +123,7 @@ def rewrite_model(folder: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["model.json"] = sha256_file(path)
     manifest_path.write_text(json.dumps(manifest))
+    signer.resign(folder)
     return path
 
 
@@ -129,58 +146,68 @@ def test_tree_model_is_read_from_the_json_model_format_without_xgboost() -> None
     assert written_by == artifact.manifest.libraries["xgboost"]
 
 
-def test_a_json_model_format_the_parser_does_not_know_is_refused(tree_artifact: Path) -> None:
-    path = rewrite_model(tree_artifact, lambda m: m.update(version=[9, 0, 0]))
+def test_a_json_model_format_the_parser_does_not_know_is_refused(
+    tree_artifact: Path, signer: Signer
+) -> None:
+    path = rewrite_model(tree_artifact, lambda m: m.update(version=[9, 0, 0]), signer)
 
     message = r"written by XGBoost 9\.0\.0; this parser reads"
     with pytest.raises(ArtifactError, match=message) as caught:
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
     assert caught.value.path == str(path)
 
 
 def test_a_model_file_from_another_xgboost_than_the_manifest_records_is_refused(
     tree_artifact: Path,
+    signer: Signer,
 ) -> None:
-    rewrite_model(tree_artifact, lambda m: m.update(version=[2, 1, 4]))
+    rewrite_model(tree_artifact, lambda m: m.update(version=[2, 1, 4]), signer)
 
     with pytest.raises(ArtifactError, match=r"written by XGBoost 2\.1\.4, but the manifest"):
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
 
-def test_a_manifest_without_the_training_xgboost_version_is_refused(tree_artifact: Path) -> None:
+def test_a_manifest_without_the_training_xgboost_version_is_refused(
+    tree_artifact: Path, signer: Signer
+) -> None:
     path = tree_artifact / "manifest.json"
     manifest = json.loads(path.read_text())
     del manifest["libraries"]["xgboost"]
     path.write_text(json.dumps(manifest))
+    signer.resign(tree_artifact)
 
     with pytest.raises(ArtifactError, match="does not record the xgboost version") as caught:
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
     assert caught.value.path == str(path)
 
 
-def test_a_booster_with_another_objective_is_refused(tree_artifact: Path) -> None:
+def test_a_booster_with_another_objective_is_refused(tree_artifact: Path, signer: Signer) -> None:
     rewrite_model(
-        tree_artifact, lambda m: m["learner"]["objective"].update(name="reg:squarederror")
+        tree_artifact, lambda m: m["learner"]["objective"].update(name="reg:squarederror"), signer
     )
 
     with pytest.raises(ArtifactError, match="only binary:logistic boosters are supported"):
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
 
-def test_a_feature_count_other_than_the_manifest_columns_is_refused(tree_artifact: Path) -> None:
+def test_a_feature_count_other_than_the_manifest_columns_is_refused(
+    tree_artifact: Path, signer: Signer
+) -> None:
     path = tree_artifact / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["columns"].pop()
     path.write_text(json.dumps(manifest))
+    signer.resign(tree_artifact)
 
     with pytest.raises(ArtifactError, match=r"booster has 17 features, manifest lists 16 columns"):
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
 
 def test_a_forest_deeper_than_the_lookup_tables_support_is_refused_on_load(
     tree_artifact: Path,
+    signer: Signer,
 ) -> None:
     columns = [
         c["name"] for c in json.loads((tree_artifact / "manifest.json").read_text())["columns"]
@@ -193,29 +220,32 @@ def test_a_forest_deeper_than_the_lookup_tables_support_is_refused_on_load(
         xgb.DMatrix(X, y, feature_names=columns),
         2,
     )
-    rewrite_model(tree_artifact, lambda m: m.update(json.loads(deep.save_raw("json"))))
+    rewrite_model(tree_artifact, lambda m: m.update(json.loads(deep.save_raw("json"))), signer)
 
     with pytest.raises(ArtifactError, match=r"tree 0 splits on \d features; lookup tables support"):
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
 
 def test_a_model_file_that_is_not_json_is_refused_after_its_hash_matches(
     tree_artifact: Path,
+    signer: Signer,
 ) -> None:
     path = tree_artifact / "model.json"
     path.write_bytes(b"{not json")
     manifest = json.loads((tree_artifact / "manifest.json").read_text())
     manifest["files"]["model.json"] = sha256_file(path)
     (tree_artifact / "manifest.json").write_text(json.dumps(manifest))
+    signer.resign(tree_artifact)
 
     with pytest.raises(ArtifactError, match="could not be loaded: JSONDecodeError") as caught:
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
     assert caught.value.path == str(path)
 
 
 def test_a_binary_booster_file_from_before_1_1_0_is_refused_with_the_fix(
     tree_artifact: Path,
+    signer: Signer,
 ) -> None:
     (tree_artifact / "model.json").rename(tree_artifact / "model.ubj")
     path = tree_artifact / "manifest.json"
@@ -223,12 +253,13 @@ def test_a_binary_booster_file_from_before_1_1_0_is_refused_with_the_fix(
     manifest["model_file"] = "model.ubj"
     manifest["files"]["model.ubj"] = manifest["files"].pop("model.json")
     path.write_text(json.dumps(manifest))
+    signer.resign(tree_artifact)
 
     with pytest.raises(ArtifactError, match=r"XGBoost's JSON model format \(model.json\)"):
-        load_artifact(tree_artifact)
+        load_artifact(tree_artifact, signer.trust)
 
 
-def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path) -> None:
+def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path, signer: Signer) -> None:
     for version in ("1.1.0", "1.2.0"):
         folder = tmp_path / "cvd" / version
         shutil.copytree(MODELS_DIR / "cvd" / "1.1.0", folder)
@@ -237,10 +268,11 @@ def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path) -> No
             manifest = json.loads(path.read_text())
             manifest["version"] = version
             path.write_text(json.dumps(manifest))
+        signer.resign(folder)
     registry: Registry[str] = Registry(lambda a: a.manifest.version)
-    registry.load_dir(tmp_path)
+    registry.load_dir(tmp_path, signer.trust)
     pinned: Registry[str] = Registry(lambda a: a.manifest.version, pinned={"cvd": "1.1.0"})
-    pinned.load_dir(tmp_path)
+    pinned.load_dir(tmp_path, signer.trust)
 
     assert registry.versions("cvd") == ["1.1.0", "1.2.0"]
     assert registry.get("cvd") == "1.2.0"

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "pseudonymise patient ids (`make run` generates a local one)."
             )
         registry: Registry[Predictor] = Registry(Predictor, pinned=settings.default_versions)
-        registry.load_dir(settings.models_dir)
+        registry.load_dir(settings.models_dir, trust=settings.trust_policy())
         store = SqlAuditStore(settings.database_url)
         app.state.clinrisk = AppState(
             settings=settings,

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.batch.job import BatchError, ScoreOptions, ScoreSummary
+from service.signing_cli import signing_app
 
 PLUGIN_GROUP = "clinrisk.commands"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -328,6 +329,8 @@ def register_contributions(target: typer.Typer) -> list[str]:
     return skipped
 
 
+# Model artifact signing: `clinrisk signing keygen | sign | verify` (service/signing_cli.py).
+app.add_typer(signing_app, name="signing")
 register_contributions(app)
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.signing import DEFAULT_TRUSTED_KEYS, TrustPolicy, load_public_keys, parse_key_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +22,16 @@ class Settings(BaseSettings):
 
     default_versions: dict[str, str] = Field(default_factory=dict)
     """Pinned default version per model name (JSON), e.g. {"cvd": "1.1.0"}; else the highest."""
+
+    trusted_keys: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_TRUSTED_KEYS]
+    )
+    """Ed25519 public keys (PEM) trusted to sign model artifacts: files, or folders of ``*.pub``;
+    in the environment, paths separated by ':'. Default: the release key(s) committed in
+    models/trusted_keys/. An artifact whose manifest.sig does not verify never loads."""
+
+    allow_unsigned_models: bool = False
+    """Development only: also load artifacts that have no manifest.sig (logged as a warning)."""
 
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'clinrisk.db'}"
     """Audit store: an SQLite file (default) or postgresql://… ."""
@@ -37,6 +50,21 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     """Root log level."""
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _split_key_paths(cls, value: object) -> object:
+        return parse_key_paths(value) if isinstance(value, str) else value
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_load(cls, value: list[Path]) -> list[Path]:
+        load_public_keys(value)  # a missing or wrong key file stops startup, naming the file
+        return value
+
+    def trust_policy(self) -> TrustPolicy:
+        """Who may sign the artifacts this service loads."""
+        return TrustPolicy.from_paths(self.trusted_keys, allow_unsigned=self.allow_unsigned_models)
 
     @field_validator("models_dir")
     @classmethod

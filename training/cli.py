@@ -45,6 +45,13 @@ def _test_rows(test: dict[str, float]) -> dict[str, object]:
     }
 
 
+def _signer(folder: Path) -> str:
+    sig = folder / "manifest.sig"
+    if not sig.is_file():
+        return "UNSIGNED (the service refuses it unless unsigned models are allowed)"
+    return str(json.loads(sig.read_text())["key_id"])
+
+
 def _print_summary(title: str, summary: dict[str, object]) -> None:
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
@@ -63,8 +70,16 @@ def train(
     ] = REPO_MODELS,
     version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.1.0",
     seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Private Ed25519 key (PEM) that signs the artifact; without one it is written "
+            "unsigned, which the service refuses (README: Model signing).",
+            envvar="CLINRISK_SIGNING_KEY_FILE",
+        ),
+    ] = None,
 ) -> None:
-    """Train one model, validate it on a held-out test part and write its artifact."""
+    """Train one model, validate it on a held-out test part and write its (signed) artifact."""
     from training.config import load_config
     from training.train import train as run_training
 
@@ -77,7 +92,13 @@ def train(
             console.log(message)
 
         folder = run_training(
-            config, data_path=data, out_dir=out, version=version, seed=seed, progress=report
+            config,
+            data_path=data,
+            out_dir=out,
+            version=version,
+            seed=seed,
+            progress=report,
+            signing_key=signing_key,
         )
     manifest = json.loads((folder / "manifest.json").read_text())
     test = manifest["validation"]["test"]
@@ -89,6 +110,7 @@ def train(
                 f"baseline: {b['name']}": f"AUROC {b['auroc']:.3f}"
                 for b in manifest["validation"]["baselines"]
             },
+            "signature": _signer(folder),
             "seconds": round(time.perf_counter() - start, 1),
         },
     )

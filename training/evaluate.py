@@ -9,6 +9,7 @@ from models.columns import encode
 from models.loader import sha256_file
 from models.registry import Registry
 from models.scoring import ScoringModel
+from models.signing import TrustPolicy
 from training import metrics
 from training.config import load_config
 from training.datasets import LOADERS
@@ -16,10 +17,18 @@ from training.train import feature_values
 
 
 def evaluate_artifact(
-    name: str, data: Path, *, models_dir: Path, version: str | None = None, seed: int = 0
+    name: str,
+    data: Path,
+    *,
+    models_dir: Path,
+    version: str | None = None,
+    seed: int = 0,
+    trust: TrustPolicy | None = None,
 ) -> dict[str, Any]:
+    """Metrics of the artifact the service would serve: verified under ``trust`` (default: the
+    environment's trusted keys), so an edited manifest is never evaluated as if it were real."""
     registry: Registry[ScoringModel] = Registry(ScoringModel)
-    registry.load_dir(models_dir)
+    registry.load_dir(models_dir, trust)
     model = registry.get(name, version)
     manifest = model.manifest
     config = load_config(name)

@@ -1,5 +1,9 @@
 """Train one model from its config and write a verified artifact ``models/<name>/<version>/``.
 
+The artifact is signed (``manifest.sig``, :mod:`models.signing`) with the private key in
+``CLINRISK_SIGNING_KEY_FILE`` (or ``signing_key``); without one it is written unsigned, which the
+service refuses unless unsigned models are allowed (development).
+
 Flow: load and clean -> split off an untouched test part (grouped where rows share a patient or
 duplicate content) -> 5-fold CV on the training part for every candidate -> ship the better
 family -> final fit on the whole training part -> Platt calibration on out-of-fold margins ->
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -24,7 +29,13 @@ import pandas as pd
 import xgboost as xgb
 
 from models.columns import columns_for, encode
-from models.loader import TREE_MODEL_FILE, LinearParameters, load_artifact, sha256_file
+from models.loader import (
+    TREE_MODEL_FILE,
+    LinearParameters,
+    load_artifact,
+    sha256_file,
+    sign_artifact,
+)
 from models.manifest import (
     Baseline,
     Calibration,
@@ -49,6 +60,14 @@ from models.scoring import (
     ScoringModel,
     TreeExplainer,
     sigmoid,
+)
+from models.signing import (
+    SIGNING_KEY_ENV,
+    KeyFileError,
+    TrustPolicy,
+    default_policy,
+    key_id,
+    load_private_key,
 )
 from models.trees import Forest, compile_tables, parse_forest
 from training import fit, metrics
@@ -271,8 +290,15 @@ def train(
     seed: int | None = None,
     progress: Progress = lambda _msg: None,
     n_boot: int = 1000,
+    signing_key: Path | None = None,
 ) -> Path:
+    """Train, validate and write the artifact; sign it with ``signing_key`` (default:
+    ``CLINRISK_SIGNING_KEY_FILE``), else write it unsigned and say so."""
     seed = config.seed if seed is None else seed
+    # Read the key before minutes of training, so a wrong path fails at once.
+    env_key = os.environ.get(SIGNING_KEY_ENV)
+    key_file = signing_key or (Path(env_key) if env_key else None)
+    key = load_private_key(key_file) if key_file is not None else None
     data_path = data_path or SHARED_DATA / config.default_data
     progress(f"loading {data_path}")
     ds = LOADERS[config.loader](data_path)
@@ -466,14 +492,35 @@ def train(
     )
     (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
 
+    if key is not None:
+        sign_artifact(folder, key)
+        trust = TrustPolicy.trusting(key.public_key())
+        progress(f"signed with {_trust_note(key_id(key.public_key()))}")
+    else:
+        trust = TrustPolicy(allow_unsigned=True)
+        progress(
+            f"UNSIGNED artifact: the service refuses it unless unsigned models are allowed; set "
+            f"{SIGNING_KEY_ENV} or run `clinrisk signing sign {folder} --key FILE`"
+        )
     # The shipped artifact, read back through the verifying loader and the service's scoring
     # core, must reproduce the probabilities validated above.
-    scored = ScoringModel(load_artifact(folder)).score_matrix(X_test)
+    scored = ScoringModel(load_artifact(folder, trust)).score_matrix(X_test)
     worst = float(np.max(np.abs(scored.probability - p_test)))
     if worst > 1e-6:
         raise RuntimeError(f"artifact disagrees with the validated model by {worst:.2e}")
     progress(f"wrote {folder}")
     return folder
+
+
+def _trust_note(signer: str) -> str:
+    """The key id, and whether this environment's trusted keys (the service's default) hold it."""
+    try:
+        trusted = signer in default_policy().keys
+    except KeyFileError as exc:
+        return f"{signer} (trusted keys unreadable here: {exc})"
+    if trusted:
+        return f"{signer} (a trusted key)"
+    return f"{signer} (NOT among the trusted keys here: add its public key before serving)"
 
 
 def _public_params(params: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ from models.manifest import (
     Validation,
     ValidationSummary,
 )
+from models.signing import TrustPolicy, generate_private_key, write_key_pair
 
 
 @pytest.fixture
@@ -247,3 +250,23 @@ def sample_manifest() -> Manifest:
         ethical_considerations=["The cohort is mostly white; check calibration locally."],
         files={"model.json": "c" * 64, "card.md": "d" * 64},
     )
+
+
+@dataclass(frozen=True)
+class TrainingKey:
+    """A signing key pair for training runs: the private key in a file, as in production."""
+
+    private_file: Path
+    public_file: Path
+    key_id: str
+    trust: TrustPolicy
+    """Trusts only this key."""
+
+
+@pytest.fixture(scope="session")
+def training_key(tmp_path_factory: pytest.TempPathFactory) -> TrainingKey:
+    folder = tmp_path_factory.mktemp("signing")
+    key = generate_private_key()
+    signer = write_key_pair(key, folder / "training.pem", folder / "training.pub")
+    trust = TrustPolicy.trusting(key.public_key())
+    return TrainingKey(folder / "training.pem", folder / "training.pub", signer, trust)

@@ -1,4 +1,5 @@
-"""Training end to end on real data (Framingham, the smallest set): reproducible, verifiable."""
+"""Training end to end on real data (Framingham, the smallest set): reproducible, verifiable,
+signed with a temporary key (``training_key``, tests/training/conftest.py) that the tests trust."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import pytest
 import xgboost as xgb
 from typer.testing import CliRunner
 
+from models.errors import ArtifactError
 from models.loader import load_artifact
 from models.scoring import ScoringModel
+from models.signing import SIGNATURE_FILE, SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
 from models.trees import compile_tables, parse_forest
 from service.cli import app
+from tests.training.conftest import TrainingKey
 from training.config import available_configs, load_config
 from training.datasets import SHARED_DATA, load_diabetes130
 from training.fit import fit_xgboost
@@ -25,17 +29,53 @@ FRAMINGHAM = SHARED_DATA / "framingham" / "framingham.csv"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def two_runs(
+    tmp_path_factory: pytest.TempPathFactory, training_key: TrainingKey
+) -> tuple[Path, Path]:
+    """The first run is given its key, the second finds it in CLINRISK_SIGNING_KEY_FILE."""
     config = load_config("cvd")
-    first = train(config, out_dir=tmp_path_factory.mktemp("a"), n_boot=200)
+    first = train(
+        config,
+        out_dir=tmp_path_factory.mktemp("a"),
+        n_boot=200,
+        signing_key=training_key.private_file,
+    )
     parquet = tmp_path_factory.mktemp("data") / "framingham.parquet"
     pd.read_csv(FRAMINGHAM).to_parquet(parquet)
-    second = train(config, data_path=parquet, out_dir=tmp_path_factory.mktemp("b"), n_boot=200)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(SIGNING_KEY_ENV, str(training_key.private_file))
+        second = train(config, data_path=parquet, out_dir=tmp_path_factory.mktemp("b"), n_boot=200)
     return first, second
 
 
-def test_same_data_config_and_seed_give_identical_predictions(two_runs: tuple[Path, Path]) -> None:
-    first, second = (ScoringModel(load_artifact(folder)) for folder in two_runs)
+def test_training_signs_the_artifact_with_the_configured_key(
+    two_runs: tuple[Path, Path], training_key: TrainingKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TRUSTED_KEYS_ENV, raising=False)
+    for folder in two_runs:
+        assert (folder / SIGNATURE_FILE).is_file()
+        assert load_artifact(folder, training_key.trust).signed_by == training_key.key_id
+        # The service's default trusts the release key only: a test key's artifact is refused.
+        with pytest.raises(ArtifactError, match="not trusted"):
+            load_artifact(folder)
+
+
+def test_an_edit_to_a_trained_artifacts_manifest_is_refused(
+    two_runs: tuple[Path, Path], training_key: TrainingKey, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cvd" / "1.1.0"
+    shutil.copytree(two_runs[0], folder)
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"slope": ', '"slope": 2', 1))
+
+    with pytest.raises(ArtifactError, match="does not verify"):
+        load_artifact(folder, training_key.trust)
+
+
+def test_same_data_config_and_seed_give_identical_predictions(
+    two_runs: tuple[Path, Path], training_key: TrainingKey
+) -> None:
+    first, second = (ScoringModel(load_artifact(f, training_key.trust)) for f in two_runs)
     rows = np.random.default_rng(1).uniform(0, 1, size=(50, len(first.column_names)))
     rows = rows * 100 + 50
 
@@ -48,8 +88,10 @@ def test_same_data_config_and_seed_give_identical_predictions(two_runs: tuple[Pa
     assert first.manifest.split.test_ids_sha256 == second.manifest.split.test_ids_sha256
 
 
-def test_manifest_records_provenance_split_and_validation(two_runs: tuple[Path, Path]) -> None:
-    manifest = load_artifact(two_runs[0]).manifest
+def test_manifest_records_provenance_split_and_validation(
+    two_runs: tuple[Path, Path], training_key: TrainingKey
+) -> None:
+    manifest = load_artifact(two_runs[0], training_key.trust).manifest
 
     published = dict(
         reversed(line.split()) for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines()
@@ -105,11 +147,11 @@ def test_every_config_parses() -> None:
 
 
 def test_cli_evaluate_and_models_read_a_registry_elsewhere(
-    two_runs: tuple[Path, Path], tmp_path: Path
+    two_runs: tuple[Path, Path], tmp_path: Path, training_key: TrainingKey
 ) -> None:
     registry = tmp_path / "registry"
     shutil.copytree(two_runs[0], registry / "cvd" / "1.1.0")
-    runner = CliRunner()
+    runner = CliRunner(env={TRUSTED_KEYS_ENV: str(training_key.public_file)})
 
     listed = runner.invoke(app, ["models", "--models-dir", str(registry)])
     report = tmp_path / "report.json"

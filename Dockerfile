@@ -26,4 +26,6 @@ WORKDIR /app
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status != 200)"
-CMD ["uvicorn", "service.main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+# The audit database is migrated once before the workers start (they also check, under a lock).
+# No access log: uvicorn's would carry query strings; the service logs route templates.
+CMD ["sh", "-c", "clinrisk db upgrade && exec uvicorn service.main:app --host 0.0.0.0 --port 8000 --workers 2 --no-access-log"]

@@ -22,6 +22,7 @@ from service.auth import KeyStore, load_keys
 from service.cds_hooks import router as cds_hooks
 from service.docs import install_docs
 from service.errors import EXCEPTION_HANDLERS
+from service.limits import RequestLimitsMiddleware
 from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware
 from service.openapi_schema import install_openapi
@@ -41,14 +42,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.pseudonym_key is None:
-            raise RuntimeError(
-                "CLINRISK_PSEUDONYM_KEY is not set: the audit trail needs a secret key to "
-                "pseudonymise patient ids (`make run` generates a local one)."
-            )
+        problem = settings.serving_problem()
+        if problem is not None:
+            raise RuntimeError(problem)
+        assert settings.pseudonym_key is not None
         registry: Registry[Predictor] = Registry(Predictor, pinned=settings.default_versions)
         registry.load_dir(settings.models_dir, trust=settings.trust_policy())
-        store = SqlAuditStore(settings.database_url)
+        # The store migrates the schema first (every worker does; a lock lets one of them).
+        store = SqlAuditStore(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
         app.state.clinrisk = AppState(
             settings=settings,
             registry=registry,
@@ -90,6 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_header_bytes=settings.max_header_bytes,
+        read_timeout=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(ObservabilityMiddleware)
     install_openapi(app)
     return app

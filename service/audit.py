@@ -2,7 +2,7 @@
 
 Records hold a keyed-HMAC pseudonym of the patient id, a hash of the canonical input, the model
 identity, score, tier, caller and latency: never raw feature values or identifiers. Writes are
-synchronous and transactional; a prediction whose record was not written is not returned.
+transactional; a prediction whose record was not written is not returned.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import os
+import socket
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Callable
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
+from service.database import make_engine, sqlite_path, upgrade
 from service.errors import AuditUnavailable
 
+log = structlog.get_logger("clinrisk.audit")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+# The table as queries see it; its DDL is owned by the migrations (service/migrations).
 metadata = sa.MetaData()
 audit_records = sa.Table(
     "audit_records",
@@ -65,7 +75,8 @@ class AuditRecord(NamedTuple):
 
 
 class Pseudonymizer:
-    """Keyed HMAC-SHA256 of patient ids: stable per key, not reversible without it."""
+    """Keyed HMAC-SHA256 of what the audit trail may not hold in the clear: stable per key, not
+    reversible without it."""
 
     def __init__(self, key: bytes) -> None:
         self._key = key
@@ -75,70 +86,91 @@ class Pseudonymizer:
             return None
         return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()
 
+    def input_hash(self, values: dict[str, Any]) -> str:
+        """Of the canonical (validated, unit-converted) input, keys sorted. Keyed because inputs
+        have little entropy: a plain hash of age, sex and a few lab values could be reversed by
+        trying every plausible patient."""
+        canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+        return hmac.new(self._key, canonical, hashlib.sha256).hexdigest()
 
-def input_hash(values: dict[str, Any]) -> str:
-    """sha256 of the canonical (validated, unit-converted) input, keys sorted."""
-    return hashlib.sha256(orjson.dumps(values, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets readers run beside the writer; busy_timeout makes concurrent writers
-            # (threads and worker processes) wait instead of failing.
-            cursor = dbapi_connection.cursor()
-            # 8 KiB pages and a 16 MiB page cache (a new database only takes the page size):
-            # inserting 1,000 records into 150k took 35 ms with 4 KiB pages and 2 MiB of cache,
-            # 15-17 ms like this (the patient-pseudonym index takes random inserts).
-            cursor.execute("PRAGMA page_size=8192")
-            cursor.execute("PRAGMA cache_size=-16384")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            # Checkpoints (which fsync) run in SqlAuditStore's background thread, not inside a
-            # request's commit: on this machine they stalled the event loop for 20-40 ms.
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-            cursor.close()
-
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQL state or SQLite error name of a database error: why, never what it was about."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(cause, psycopg.Error):
+        return cause.sqlstate
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorname", None)
+    return None
 
 
 class SqlAuditStore:
-    """The audit store behind one interface for SQLite and PostgreSQL."""
+    """The audit store behind one interface for SQLite and PostgreSQL.
 
-    def __init__(self, url: str, *, checkpoint_seconds: float = 1.0) -> None:
-        self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+    Writes run on one writer thread, never on the event loop, and every wait is bounded by
+    ``timeout_seconds``: a store that is locked, full or gone answers 503 within that time while
+    the worker goes on serving health checks and everything that needs no store.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 5.0,
+        checkpoint_seconds: float = 1.0,
+        wal_limit_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.engine = make_engine(url, timeout_seconds=timeout_seconds)
+        self._url = url
+        self._timeout = timeout_seconds
+        self._schema_ready = False
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._wal: Path | None = None
+        self._wal_limit = wal_limit_bytes
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
-        if self.engine.dialect.name == "sqlite":
+        if self._sqlite:
+            path = sqlite_path(url)
+            assert path is not None
+            self._wal = path.with_name(path.name + "-wal")
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, args=(checkpoint_seconds,), daemon=True
             )
             self._checkpointer.start()
         # NOTE: inserts go straight to the DB-API cursor with a prepared statement text:
         # SQLAlchemy's per-call statement handling cost ~6x the SQLite commit itself.
-        self._sqlite = self.engine.dialect.name == "sqlite"
         names = list(AuditRecord._fields)
         placeholder = "?" if self._sqlite else "%s"
         self._insert_sql = (
             f"INSERT INTO audit_records ({', '.join(names)}) "
             f"VALUES ({', '.join(placeholder for _ in names)})"
         )
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
+        self._flushing = False
         # NOTE: SQLite has one writer at a time, and a second writer that finds the lock taken
         # sleeps in SQLite's busy handler (1, 2, 5, 10... ms). Within a process, writers queue on
         # this lock instead and start the moment the first commits.
-        self._write_lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
+        self._write_lock = threading.Lock()
+        self._writable_checked = 0.0
+        self._writable = False
+        # A store that is unwritable at start-up does not stop the service: it starts not
+        # ready, answers 503, and migrates and serves once the store is back.
+        with contextlib.suppress(AuditUnavailable):
+            self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        try:
+            upgrade(self._url, timeout_seconds=self._timeout)
+        except (SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
+            raise self._unavailable(type(exc).__name__, _sqlstate(exc)) from None
+        self._schema_ready = True
 
     def write(self, records: list[AuditRecord]) -> None:
+        """Commit ``records`` in one transaction, or raise :class:`AuditUnavailable` within the
+        timeout. Blocking: call it off the event loop."""
         if not records:
             return
         rows: list[AuditRecord] = records
@@ -146,13 +178,23 @@ class SqlAuditStore:
             # SQLAlchemy's SQLite DateTime text format; sqlite3's own datetime adapter is
             # deprecated from Python 3.12.
             rows = [r._replace(created_at=r.created_at.isoformat(" ")) for r in records]  # type: ignore[arg-type]
+        if not self._write_lock.acquire(timeout=self._timeout):
+            raise self._unavailable("TimeoutError", "another write held the store too long")
         try:
-            with self._write_lock:
-                self._insert(rows)
+            self._ensure_schema()
+            self._insert(rows)
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
-            raise AuditUnavailable(
-                "The audit record could not be written, so the prediction is not returned."
-            ) from exc
+            raise self._unavailable(type(exc).__name__, _sqlstate(exc)) from None
+        finally:
+            self._write_lock.release()
+
+    @staticmethod
+    def _unavailable(error: str, cause: str | None) -> AuditUnavailable:
+        # The class and SQL state say why; the message is not logged, it can quote values.
+        log.warning("audit_write_failed", error=error, cause=cause)
+        return AuditUnavailable(
+            "The audit record could not be written, so the prediction is not returned."
+        )
 
     def _insert(self, rows: list[AuditRecord]) -> None:
         connection = self.engine.raw_connection()
@@ -162,44 +204,111 @@ class SqlAuditStore:
             cursor.close()
             connection.commit()
         except BaseException:
-            connection.rollback()
+            # A connection that failed a write is not reused: it may be read-only (SQLite opened
+            # it while the file was unwritable) or broken; the next write opens a fresh one.
+            connection.invalidate()
             raise
         finally:
             connection.close()
 
     async def write_together(self, records: list[AuditRecord]) -> None:
-        """:meth:`write`, shared with the other requests that reach it in the same turn of the
-        event loop: one INSERT and one commit for all of them (group commit).
+        """:meth:`write`, shared with the other requests that arrive while a write is under way:
+        one INSERT and one commit for all of them (group commit), on the writer thread.
 
-        Each caller still returns only once its own records are committed, and every caller of
-        a failed group gets ``AuditUnavailable``. Measured: the per-request commit was a quarter
-        of a single prediction's server time at 8 concurrent connections.
+        Each caller returns only once its own records are committed; every caller of a failed
+        group, and a caller still waiting after the timeout, gets ``AuditUnavailable``. Measured:
+        the per-request commit was a quarter of a single prediction's server time at 8
+        concurrent connections.
         """
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._pending.append((records, done))
-        if len(self._pending) == 1:
-            loop.call_soon(self._write_pending)
-        await done
-
-    def _write_pending(self) -> None:
-        group, self._pending = self._pending, []
+        if not self._flushing:
+            self._flushing = True
+            # The requests that reach this point in the same turn of the loop join the group.
+            loop.call_soon(self._flush, loop)
         try:
-            self.write([record for records, _ in group for record in records])
-        except AuditUnavailable as exc:
-            for _, done in group:
-                done.set_exception(AuditUnavailable(exc.detail))
-        else:
-            for _, done in group:
+            await asyncio.wait_for(asyncio.shield(done), self._timeout)
+        except TimeoutError:
+            done.cancel()  # not written if its group has not started yet
+            raise self._unavailable("TimeoutError", "the write did not finish in time") from None
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = [(records, done) for records, done in self._pending if not done.cancelled()]
+        self._pending = []
+        if not group:
+            self._flushing = False
+            return
+        rows = [record for records, _ in group for record in records]
+        written = loop.run_in_executor(self._writer, self.write, rows)
+        written.add_done_callback(lambda result: self._flushed(loop, group, result))
+
+    def _flushed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        group: list[tuple[list[AuditRecord], asyncio.Future[None]]],
+        result: asyncio.Future[None],
+    ) -> None:
+        error = result.exception()
+        for _, done in group:
+            if done.done():
+                continue
+            if error is None:
                 done.set_result(None)
+            else:
+                done.set_exception(AuditUnavailable(str(getattr(error, "detail", error))))
+        # Whoever arrived during that write is the next group.
+        self._flush(loop)
 
-    def ping(self) -> bool:
+    def accepts_writes(self) -> bool:
+        """Whether a prediction could be audited now. The probe inserts an audit record and
+        deletes it (a read-only, locked or revoked audit table fails) and commits this worker's
+        heartbeat (a full disk or a lost connection fails), in one transaction. Checked at most
+        once a second: readiness probes are unauthenticated."""
+        now = time.monotonic()
+        if now - self._writable_checked < 1.0:
+            return self._writable
+        self._writable_checked = now
         try:
-            with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
-            return True
-        except SQLAlchemyError:
-            return False
+            self._ensure_schema()
+            if not self._write_lock.acquire(timeout=self._timeout):
+                raise TimeoutError
+            try:
+                self._probe()
+            finally:
+                self._write_lock.release()
+            self._writable = True
+        except (AuditUnavailable, TimeoutError, SQLAlchemyError, sqlite3.Error, psycopg.Error):
+            self._writable = False
+        return self._writable
+
+    def _probe(self) -> None:
+        created: Any = datetime.now(UTC)
+        if self._sqlite:
+            created = created.isoformat(" ")
+        probe = AuditRecord(
+            str(uuid.uuid4()), created, "probe", "-", "-", "-", None, "-", 0.0, "-", 0.0, "probe"
+        )
+        mark = "?" if self._sqlite else "%s"
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self._insert_sql, probe)
+            cursor.execute(
+                f"DELETE FROM audit_records WHERE prediction_id = {mark}", (probe.prediction_id,)
+            )
+            cursor.execute(
+                f"INSERT INTO store_heartbeat (worker, checked_at) VALUES ({mark}, {mark}) "
+                "ON CONFLICT (worker) DO UPDATE SET checked_at = excluded.checked_at",
+                (WORKER, created),
+            )
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            connection.invalidate()
+            raise
+        finally:
+            connection.close()
 
     def query(
         self,
@@ -238,12 +347,20 @@ class SqlAuditStore:
             pass  # a busy database is checkpointed on the next round
 
     def _checkpoint_loop(self, every: float) -> None:
+        assert self._wal is not None
         while not self._stop.wait(every):
             self._checkpoint("PASSIVE")
+            # NOTE: a passive checkpoint never waits, so under constant writes the log can keep
+            # growing (26 KB per prediction, 642 MB in 60 s, measured); past the limit this
+            # thread waits for the writers (bounded by the busy timeout) and truncates it.
+            with contextlib.suppress(OSError):
+                if self._wal.stat().st_size > self._wal_limit:
+                    self._checkpoint("TRUNCATE")
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._stop.set()
             self._checkpointer.join()
             self._checkpoint("TRUNCATE")
+        self._writer.shutdown(wait=True)
         self.engine.dispose()

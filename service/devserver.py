@@ -41,7 +41,9 @@ def main() -> None:
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         f"    -d '{body}'\n\nClinician page: http://127.0.0.1:8000/ui\n"
     )
-    uvicorn.run("service.main:app", host="127.0.0.1", port=8000, log_level="warning")
+    uvicorn.run(
+        "service.main:app", host="127.0.0.1", port=8000, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

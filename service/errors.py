@@ -4,6 +4,7 @@ ServiceError
 ├── ModelNotFound        404
 ├── InvalidFeatures      422  (one entry per bad field: field, value, allowed)
 ├── PayloadTooLarge      413
+├── RequestTimeout       408  (a client paused while sending its body; service.limits)
 ├── NotAuthenticated     401  (with ``WWW-Authenticate: Bearer``)
 ├── Forbidden            403
 ├── AuditUnavailable     503  (a prediction whose audit record was not written fails)
@@ -76,6 +77,11 @@ class InvalidFeatures(ServiceError):
 class PayloadTooLarge(ServiceError):
     status = 413
     title = "Payload too large"
+
+
+class RequestTimeout(ServiceError):
+    status = 408
+    title = "Request timeout"
 
 
 class NotAuthenticated(ServiceError):

@@ -6,6 +6,7 @@ A pure ASGI wrapper costs a few microseconds per request, where Starlette's
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import unexpected_error_response
 
 log = structlog.get_logger("clinrisk.access")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 REQUESTS = Counter("clinrisk_http_requests_total", "HTTP requests.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -36,7 +38,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        # A caller's request id is logged, so only an id-shaped one is kept (never free text).
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
         response_started = False

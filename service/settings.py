@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.signing import DEFAULT_TRUSTED_KEYS, TrustPolicy, load_public_keys, parse_key_paths
@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     """Larger request bodies are refused with 413."""
 
+    audit_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """Longest wait on the audit store (lock, connection, statement): then 503, never a hang."""
+
+    max_header_bytes: int = 16 * 1024
+    """Requests whose headers are larger are refused with 431."""
+
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A client that sends no part of its body for this long gets 408 (slow clients)."""
+
     log_level: str = "INFO"
     """Root log level."""
 
@@ -72,6 +81,32 @@ class Settings(BaseSettings):
         if not value.is_dir():
             raise ValueError(f"CLINRISK_MODELS_DIR points to '{value}', which does not exist")
         return value
+
+    def serving_problem(self) -> str | None:
+        """Why the service cannot serve with these settings, in one line (None: it can)."""
+        if self.pseudonym_key is None:
+            return (
+                "CLINRISK_PSEUDONYM_KEY is not set: the audit trail needs a secret key to "
+                "pseudonymise patient ids (`make run` generates a local one)."
+            )
+        return None
+
+
+def settings_for_serving() -> Settings:
+    """The environment's settings, or exit with one clear line (never a traceback): what
+    ``clinrisk serve`` and ``uvicorn service.main:app`` start with."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CLINRISK_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(f"clinrisk: invalid configuration: {problems}") from None
+    problem = settings.serving_problem()
+    if problem is not None:
+        raise SystemExit(f"clinrisk: {problem}")
+    return settings
 
 
 @lru_cache

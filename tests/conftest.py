@@ -82,7 +82,7 @@ def _postgres_available() -> str | None:
     try:
         import sqlalchemy as sa
 
-        from service.audit import make_engine
+        from service.database import make_engine
 
         engine = make_engine(POSTGRES_URL)
         with engine.connect() as connection:
@@ -106,12 +106,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip(reason)
     import sqlalchemy as sa
 
-    from service.audit import make_engine
+    from service.database import make_engine
 
     assert POSTGRES_URL is not None
     engine = make_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS audit_records"))
+    # Every table the migrations made, so each test starts from an empty database.
+    existing = sa.MetaData()
+    existing.reflect(engine)
+    existing.drop_all(engine)
     engine.dispose()
     yield POSTGRES_URL
 

@@ -18,10 +18,11 @@ def live() -> Health:
 
 @router.get("/ready", operation_id="read_readiness", responses={503: {"model": Health}})
 def ready(state: StateDep, response: Response) -> Health:
-    """Every default model loaded and verified, and the audit store reachable."""
+    """Every default model loaded and verified, and the audit store accepting writes (a
+    predict would succeed): a read-only, locked or unreachable store is not ready."""
     registry = state.registry
     models = {name: registry.default_version(name) for name in registry.names()}
-    audit_ok = state.audit.ping()
+    audit_ok = state.audit.accepts_writes()
     ok = registry.ready and audit_ok
     if not ok:
         response.status_code = 503

@@ -29,7 +29,7 @@ from service.api.deps import (
     problem_responses,
 )
 from service.api.schemas import BatchPredictResponse, PredictResponse
-from service.audit import AuditRecord, input_hash
+from service.audit import AuditRecord
 from service.errors import InvalidFeatures as InvalidRequest
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
@@ -122,7 +122,7 @@ def _record(
         model_version=model.version,
         model_sha256=model.sha256,
         patient_pseudonym=state.pseudonymize(patient_id),
-        input_sha256=input_hash(scored.values),
+        input_sha256=state.pseudonymize.input_hash(scored.values),
         probability=result["probability"],
         tier=result["tier"]["name"],
         latency_ms=result["elapsed_ms"],

@@ -365,8 +365,13 @@ class AuditRecordPublic(_Public):
     model_name: str
     model_version: str
     model_sha256: str
-    patient_pseudonym: str | None
-    input_sha256: str
+    patient_pseudonym: str | None = Field(
+        description="HMAC-SHA256 of the patient id under the service's pseudonym key."
+    )
+    input_sha256: str = Field(
+        description="HMAC-SHA256, under the same key, of the canonical validated input: the "
+        "same input gives the same value, and the input cannot be recovered by trying values."
+    )
     probability: float
     tier: str
     latency_ms: float
@@ -382,4 +387,6 @@ class AuditPage(_Public):
 class Health(_Public):
     status: Literal["ok", "unavailable"]
     models: dict[str, str] = Field(default_factory=dict)
-    audit_store: bool | None = None
+    audit_store: bool | None = Field(
+        default=None, description="Whether a prediction could be audited now (a write probe)."
+    )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.audit import make_engine
+from service.database import make_engine
 from tests.conftest import MODELS_DIR, Keys
 from tests.service.test_predict import CVD_PATIENT
 

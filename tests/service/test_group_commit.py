@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from service.audit import AuditRecord, SqlAuditStore
+from service.database import upgrade
 from service.errors import AuditUnavailable
 
 
@@ -44,6 +45,12 @@ async def _write_concurrently(store: SqlAuditStore, records: list[AuditRecord]) 
     return await asyncio.gather(
         *(store.write_together([r]) for r in records), return_exceptions=True
     )
+
+
+@pytest.fixture
+def database_url(database_url: str) -> str:
+    upgrade(database_url)
+    return database_url
 
 
 def test_concurrent_writes_share_one_commit_and_all_land(database_url: str) -> None:

@@ -1,0 +1,11 @@
+"""Alembic environment: migrations run on the connection ``service.database.upgrade`` passes in,
+which already holds the migration lock."""
+
+from __future__ import annotations
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=None)
+with context.begin_transaction():
+    context.run_migrations()

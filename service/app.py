@@ -18,7 +18,7 @@ from service.api import curves, health, predict
 from service.api import models as models_api
 from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
-from service.auth import KeyStore, load_keys
+from service.auth import KeyStore
 from service.cds_hooks import router as cds_hooks
 from service.docs import install_docs
 from service.errors import EXCEPTION_HANDLERS
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             registry=registry,
             audit=store,
-            keys=KeyStore(load_keys(settings.api_keys_file)),
+            keys=KeyStore.from_file(settings.api_keys_file),  # re-read when the file changes
             pseudonymize=Pseudonymizer(settings.pseudonym_key.get_secret_value().encode()),
         )
         # NOTE: the models, tables and framework objects live as long as the process; freezing

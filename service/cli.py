@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -78,29 +79,207 @@ def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
     console.print(table)
 
 
-keys_app = typer.Typer(help="Manage API keys (only their hashes are stored).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage API keys: create, list, revoke, rotate (only their hashes are stored).",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
+
+
+KeysFile = Annotated[
+    Path,
+    typer.Option(
+        "--keys-file", help="Keys file the service reads.", envvar="CLINRISK_API_KEYS_FILE"
+    ),
+]
+
+
+def _names(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated option values, as one list."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _check_model_names(models: list[str], models_dir: Path) -> None:
+    """A typo in --model would make a key that can score nothing: refuse names the registry
+    does not have (skipped when the registry folder is not there, e.g. a keys-only host)."""
+    from models.errors import ArtifactError
+    from models.manifest import Manifest
+    from models.registry import Registry
+
+    registry: Registry[Manifest] = Registry(lambda artifact: artifact.manifest)
+    try:
+        registry.load_dir(models_dir)
+    except ArtifactError:
+        return
+    known = registry.names()
+    unknown = sorted(set(models) - set(known))
+    if unknown:
+        raise typer.BadParameter(
+            f"no model named {', '.join(unknown)} in {models_dir} (known: {', '.join(known)})",
+            param_hint="--model",
+        )
+
+
+@contextmanager
+def _keys_file_errors(keys_file: Path) -> Iterator[None]:
+    from service.auth import KeyFileError, UnknownKey
+
+    try:
+        yield
+    except KeyFileError as exc:
+        console.print(
+            f"[red]error:[/red] {keys_file} is not a usable keys file ({exc}); nothing was "
+            "changed.",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    except UnknownKey as exc:
+        console.print(f"[red]error:[/red] {exc} in {keys_file}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: predict,batch,admin.")] = "predict",
-    keys_file: Annotated[
-        Path,
-        typer.Option(help="Keys file the service reads.", envvar="CLINRISK_API_KEYS_FILE"),
-    ] = DEFAULT_KEYS_FILE,
+    name_argument: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="Who or what the key is for.")
+    ] = None,
+    name_option: Annotated[
+        str | None, typer.Option("--name", help="The same as NAME.", show_default=False)
+    ] = None,
+    scopes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scopes", "--scope", help="predict, batch, admin: comma-separated or repeated."
+        ),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "--models",
+            help="Restrict the key to this model (repeat, or comma-separate). Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    keys_file: KeysFile = DEFAULT_KEYS_FILE,
+    models_dir: ModelsDir = REPO_MODELS,
 ) -> None:
     """Create an API key, print it once and store only its hash where the service reads keys."""
     from service.auth import create_key
 
-    try:
-        token = create_key(keys_file, name, [s.strip() for s in scopes.split(",") if s.strip()])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
+    if name_argument and name_option and name_argument != name_option:
+        raise typer.BadParameter("give the name once (NAME or --name)", param_hint="--name")
+    name = name_argument or name_option
+    if not name:
+        raise typer.BadParameter("the key needs a name (NAME or --name)", param_hint="NAME")
+    model_names = _names(models) or None
+    if model_names is not None:
+        _check_model_names(model_names, models_dir)
+    with _keys_file_errors(keys_file):
+        try:
+            token = create_key(keys_file, name, _names(scopes) or ["predict"], model_names)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--scopes") from None
     typer.echo(token)
     console.print(
         f"[dim]stored hash in {keys_file}; the key is not shown again[/dim]", highlight=False
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@keys_app.command("list")
+def keys_list(
+    keys_file: KeysFile = DEFAULT_KEYS_FILE,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+) -> None:
+    """Every key: id, name, scopes, models, created, revoked. Never a hash or a secret."""
+    import json
+
+    from service.auth import load_keys
+
+    with _keys_file_errors(keys_file):
+        keys = list(load_keys(keys_file).values())
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "key_id": key.key_id,
+            "name": key.name,
+            "scopes": sorted(key.scopes),
+            "models": None if key.models is None else sorted(key.models),
+            "created_at": None if key.created_at is None else key.created_at.isoformat(),
+            "revoked_at": None if key.revoked_at is None else key.revoked_at.isoformat(),
+            "replaced_by": key.replaced_by,
+            "active": key.is_active(now),
+        }
+        for key in keys
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    # Plain columns, not a rich table: a narrow terminal must never truncate a key id.
+    header = ("KEY ID", "NAME", "SCOPES", "MODELS", "CREATED", "REVOKED")
+    lines = [header] + [
+        (
+            key.key_id,
+            key.name,
+            ",".join(sorted(key.scopes)),
+            "all" if key.models is None else ",".join(sorted(key.models)),
+            _when(key.created_at),
+            _when(key.revoked_at)
+            + (" (grace)" if key.revoked_at is not None and key.is_active(now) else "")
+            + (f" -> {key.replaced_by}" if key.replaced_by else ""),
+        )
+        for key in keys
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key id (`clinrisk keys list`).")
+    ],
+    keys_file: KeysFile = DEFAULT_KEYS_FILE,
+) -> None:
+    """Refuse a key from now on (the service notices within about a second; no restart)."""
+    from service.auth import revoke_key
+
+    with _keys_file_errors(keys_file):
+        key = revoke_key(keys_file, key_id)
+    typer.echo(f"revoked {key.key_id} ({key.name}) at {_when(key.revoked_at)}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key id to replace (`clinrisk keys list`).")
+    ],
+    grace_minutes: Annotated[
+        float, typer.Option(min=0, help="Minutes the old key keeps working.")
+    ] = 0,
+    keys_file: KeysFile = DEFAULT_KEYS_FILE,
+) -> None:
+    """Replace a key: a new one with the same name, scopes and models (printed once); the old
+    one is refused after the grace period."""
+    from service.auth import rotate_key
+
+    with _keys_file_errors(keys_file):
+        try:
+            token, new = rotate_key(keys_file, key_id, timedelta(minutes=grace_minutes))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="KEY_ID") from None
+    typer.echo(token)
+    console.print(
+        f"[dim]new key {new.key_id} stored in {keys_file}; {key_id} is refused "
+        f"{'now' if not grace_minutes else f'after {grace_minutes:g} minutes'}[/dim]",
+        highlight=False,
     )
 
 

@@ -87,14 +87,43 @@ async def _any_key(state: StateDep, credentials: Credentials) -> ApiKey:
     return _caller(state, credentials)
 
 
-def require(scope: str) -> Any:
-    async def dependency(state: StateDep, credentials: Credentials) -> ApiKey:
+def _check_model_access(key: ApiKey, name: str) -> None:
+    if key.allows_model(name):
+        return
+    allowed = ", ".join(sorted(key.models or ()))
+    raise Forbidden(
+        f"The API key '{key.name}' may not use model '{name}' (it allows: {allowed}).",
+        errors=[
+            {
+                "field": "name",
+                "message": "this API key is restricted to other models",
+                "value": name,
+                "allowed": allowed,
+            }
+        ],
+    )
+
+
+def require(scope: str, *, model: str | None = None) -> Any:
+    """A caller whose key has ``scope`` and may use the route's model: the path's ``{name}``,
+    or ``model`` for a route that serves one fixed model (a CDS Hooks service).
+
+    NOTE: this is the one place a key's model restriction is enforced; every scoring door
+    (predict, batch, curves, CDS Hooks) takes its caller from here. It runs before the model is
+    looked up, so a restricted key learns nothing about models outside its list. Reading model
+    metadata (``AnyCaller``) is not restricted: manifests and cards are not patient data.
+    """
+
+    async def dependency(request: Request, state: StateDep, credentials: Credentials) -> ApiKey:
         key = _caller(state, credentials)
         if scope not in key.scopes:
             raise Forbidden(
                 f"The API key '{key.name}' lacks the '{scope}' scope "
                 f"(it has: {', '.join(sorted(key.scopes))})."
             )
+        name = model if model is not None else request.path_params.get("name")
+        if name is not None:
+            _check_model_access(key, name)
         return key
 
     return Depends(dependency)

@@ -29,15 +29,16 @@ These routes are left out of the OpenAPI document: CDS Hooks has its own discove
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
 from service.api.body import read_json_body
-from service.api.deps import PredictCaller, StateDep, problem_responses, resolve_model
+from service.api.deps import StateDep, problem_responses, require, resolve_model
 from service.api.predict import predict_one
+from service.auth import ApiKey
 from service.cds_hooks import fhir, hook
 from service.cds_hooks.cards import Cards
 from service.errors import InvalidFeatures, InvalidHookRequest, PrefetchMissing
@@ -58,6 +59,9 @@ FEEDBACK = Counter(
 )
 
 router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
+
+# A key restricted to models must include this service's model (403 otherwise).
+CvdCaller = Annotated[ApiKey, require("predict", model=MODEL_NAME)]
 
 
 def _json(body: Any) -> Response:
@@ -164,7 +168,7 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
     responses=problem_responses(400, 401, 403, 412, 413, 503),
     openapi_extra=_body_schema(HOOK_REQUEST_SCHEMA),
 )
-async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller) -> Response:
+async def cds_cvd_risk(request: Request, state: StateDep, caller: CvdCaller) -> Response:
     """The patient-view hook: one card with the 10-year CHD risk, or why it is not computed."""
     body = await _read(request, state.settings.max_body_bytes)
     patient_id, prefetch = hook.hook_call(body)
@@ -214,9 +218,7 @@ async def cds_cvd_risk(request: Request, state: StateDep, caller: PredictCaller)
     responses=problem_responses(400, 401, 403, 413),
     openapi_extra=_body_schema(FEEDBACK_SCHEMA),
 )
-async def cds_cvd_risk_feedback(
-    request: Request, state: StateDep, _caller: PredictCaller
-) -> Response:
+async def cds_cvd_risk_feedback(request: Request, state: StateDep, _caller: CvdCaller) -> Response:
     """Card feedback: validated and counted by outcome; comments and reasons are not kept."""
     body = await _read(request, state.settings.max_body_bytes)
     outcomes = hook.feedback_outcomes(body)

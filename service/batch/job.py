@@ -9,7 +9,16 @@ DEFAULT_CHUNK_SIZE = 50_000
 
 
 class BatchError(Exception):
-    """The job cannot run or go on (bad input file, unknown model, service refused the calls)."""
+    """The job cannot run or go on (bad input file, unknown model, service refused the calls).
+
+    The message is one line for the operator and never holds a cell or a line of the input.
+    ``resumable``: the same command may succeed later with the finished chunks (the service was
+    down, the disk was full); otherwise (bad input, unwritable output) the work folder is removed.
+    """
+
+    def __init__(self, message: str, *, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from models.predictor import Predictor, load_predictor
 from models.registry import artifact_folder
-from service.batch.files import check_paths, input_schema, rejects_path, write_ipc
+from service.batch.files import Chunk, check_paths, input_schema, rejects_path, write_ipc
 from service.batch.job import ChunkDone, ScoreOptions, ScoreSummary
 from service.batch.plan import Plan, plan, split_scored
 from service.batch.progress import NoProgress, ProgressSink
@@ -28,25 +27,28 @@ from service.batch.runner import done, run_chunks
 
 @dataclass(frozen=True)
 class ChunkTask:
-    index: int
-    first_row: int
-    table: Any
+    chunk: Chunk
     model: Predictor
     plan: Plan
     work: Path
 
+    @property
+    def index(self) -> int:
+        return self.chunk.index
+
 
 def score_chunk(task: ChunkTask) -> ChunkDone:
     """Score one chunk and write its scored and rejected rows as part files."""
-    table = task.table
+    chunk = task.chunk
+    table = chunk.table
     columns = {name: table.column(name) for name in table.column_names}
     result = task.model.score_table(
         columns, table.num_rows, explain=task.plan.explain, top_k=task.plan.top_k
     )
-    scored, rejects = split_scored(task.plan, table, task.first_row, result.table)
-    write_ipc(scored, part_path(task.work, task.index, "scored"))
-    write_ipc(rejects, part_path(task.work, task.index, "rejects"))
-    return ChunkDone(task.index, table.num_rows, scored.num_rows, rejects.num_rows)
+    scored, rejects = split_scored(task.plan, chunk, result.table)
+    write_ipc(scored, part_path(task.work, chunk.index, "scored"))
+    write_ipc(rejects, part_path(task.work, chunk.index, "rejects"))
+    return ChunkDone(chunk.index, chunk.rows, scored.num_rows, rejects.num_rows)
 
 
 class LocalRunner:
@@ -60,8 +62,8 @@ class LocalRunner:
             ThreadPoolExecutor(workers, thread_name_prefix="clinrisk") if workers > 1 else None
         )
 
-    def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]:
-        task = ChunkTask(index, first_row, table, self.model, self.plan, self.work)
+    def submit(self, chunk: Chunk) -> Future[ChunkDone]:
+        task = ChunkTask(chunk, self.model, self.plan, self.work)
         if self.pool is None:
             return done(score_chunk(task))
         return self.pool.submit(score_chunk, task)

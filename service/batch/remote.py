@@ -23,9 +23,9 @@ from models.manifest import FeatureSpec
 from models.tables import UNIT_SUFFIX, Cells, FrameValidator, cells_of, json_values, reason_text
 from models.validation import FieldError
 from service.api.schemas import BatchItemResult, ModelDetail, ProblemError
-from service.batch.files import check_paths, input_schema, rejects_path, write_ipc
+from service.batch.files import Chunk, check_paths, input_schema, rejects_path, write_ipc
 from service.batch.job import BatchError, ChunkDone, ScoreOptions, ScoreSummary
-from service.batch.plan import Plan, plan, split_scored
+from service.batch.plan import Plan, plan, split_scored, unreadable_reasons
 from service.batch.progress import NoProgress, ProgressSink
 from service.batch.resume import job_key, part_path, work_dir
 from service.batch.runner import done, run_chunks
@@ -71,20 +71,28 @@ class HttpRunner:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]:
-        scores = self._score(table)
-        scored, rejects = split_scored(self.plan, table, first_row, scores)
-        write_ipc(scored, part_path(self.work, index, "scored"))
-        write_ipc(rejects, part_path(self.work, index, "rejects"))
-        return done(ChunkDone(index, table.num_rows, scored.num_rows, rejects.num_rows))
+    def submit(self, chunk: Chunk) -> Future[ChunkDone]:
+        scores = self._score(chunk.table, unreadable_reasons(chunk))
+        scored, rejects = split_scored(self.plan, chunk, scores)
+        write_ipc(scored, part_path(self.work, chunk.index, "scored"))
+        write_ipc(rejects, part_path(self.work, chunk.index, "rejects"))
+        return done(ChunkDone(chunk.index, chunk.rows, scored.num_rows, rejects.num_rows))
 
-    def _score(self, table: Any) -> Any:
+    def _score(self, table: Any, unreadable: dict[int, str]) -> Any:
+        """Score columns of ``table``; ``unreadable`` rows (a cell was not UTF-8) are rejected
+        here, as local scoring rejects them, and never sent: the service would score (and
+        audit) a patient this file then refuses."""
         n = table.num_rows
         fields = self.plan.score_fields()
         columns: dict[str, list[Any]] = {f.name: [None] * n for f in fields}
         cells, values, non_finite = self._json_columns(table)
-        kept = self._reject_locally(table, np.flatnonzero(non_finite), columns)
-        sent = np.sort(np.concatenate([np.flatnonzero(~non_finite), kept])).tolist()
+        withheld = np.zeros(n, dtype=bool)
+        for row, reason in unreadable.items():
+            withheld[row] = True
+            self._identify(columns, row)
+            columns["reject_reason"][row] = reason
+        kept = self._reject_locally(table, np.flatnonzero(non_finite & ~withheld), columns)
+        sent = np.sort(np.concatenate([np.flatnonzero(~non_finite & ~withheld), kept])).tolist()
         for row, result in self._send(self._items(table, values, sent), sent):
             self._fill(columns, row, result, cells)
         answered = sum(
@@ -92,7 +100,9 @@ class HttpRunner:
             for p, r in zip(columns["probability"], columns["reject_reason"], strict=True)
         )
         if answered != n:
-            raise BatchError(f"the service answered {answered} of {n} patients in a chunk")
+            raise BatchError(
+                f"the service answered {answered} of {n} patients in a chunk", resumable=True
+            )
         return pa.table(columns, schema=pa.schema(fields))
 
     def _items(
@@ -130,7 +140,10 @@ class HttpRunner:
             try:
                 response = call.result()
             except Exception as exc:
-                raise BatchError(f"the service refused a batch call: {exc}") from exc
+                # NOTE: the service's problem names fields, never values of a refused request.
+                raise BatchError(
+                    f"the service refused a batch call: {exc}", resumable=True
+                ) from exc
             for result in response.results:
                 yield rows[start + result.index], result
 

@@ -58,8 +58,15 @@ class WorkState:
         self.work = work
         self.key = key
         self.done: dict[int, ChunkDone] = {}
-        work.mkdir(parents=True, exist_ok=True)
-        self._lock = (work / LOCK_FILE).open("a")
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            self._lock = (work / LOCK_FILE).open("a")
+        except OSError as exc:
+            # Checked before any row is scored: a run that cannot write its output fails now.
+            raise BatchError(
+                f"cannot write to the output folder '{work.parent}': "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -8,10 +8,16 @@ import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from service.batch.files import iter_chunks, progress_total, rejects_path, stale_temporaries
-from service.batch.job import ChunkDone, ScoreOptions, ScoreSummary
+from service.batch.files import (
+    Chunk,
+    iter_chunks,
+    progress_total,
+    rejects_path,
+    stale_temporaries,
+)
+from service.batch.job import BatchError, ChunkDone, ScoreOptions, ScoreSummary
 from service.batch.plan import Plan
 from service.batch.progress import ProgressSink
 from service.batch.resume import WorkState, assemble, work_dir
@@ -20,7 +26,7 @@ from service.batch.resume import WorkState, assemble, work_dir
 class Runner(Protocol):
     """Scores one chunk into the work folder (now, or on a thread of its own)."""
 
-    def submit(self, index: int, first_row: int, table: Any) -> Future[ChunkDone]: ...
+    def submit(self, chunk: Chunk) -> Future[ChunkDone]: ...
 
 
 def done(result: ChunkDone) -> Future[ChunkDone]:
@@ -54,6 +60,16 @@ def run_chunks(
         )
         assemble(plan_, work, n_chunks, output, rejects_path(output))
         shutil.rmtree(work, ignore_errors=True)
+    except BatchError as exc:
+        # A failure the same command cannot get past (bad input, unwritable output): the
+        # finished chunks are of no use, so no work folder is left behind. Anything else (an
+        # interruption, a crash, the service away) keeps them for the resume.
+        if not exc.resumable:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    except OSError as exc:
+        # Writing the parts or OUTPUT failed (disk full, permissions): one line, chunks kept.
+        raise BatchError(_os_failure(exc), resumable=True) from None
     finally:
         state.release()
     finished = [state.done[i] for i in range(n_chunks)]
@@ -65,6 +81,14 @@ def run_chunks(
     summary.seconds = time.perf_counter() - started
     summary.ignored_columns = plan_.ignored
     return summary
+
+
+def _os_failure(exc: OSError) -> str:
+    where = f" '{exc.filename}'" if exc.filename else ""
+    return (
+        f"could not write{where}: {exc.strerror or type(exc).__name__}; finished chunks are "
+        "kept, run the same command again to resume"
+    )
 
 
 def _score_chunks(
@@ -93,13 +117,12 @@ def _score_chunks(
             raise failures[0]  # type: ignore[misc]
 
     try:
-        chunks = iter_chunks(input_path, plan_.read_columns, options.chunk_size, progress)
-        for index, table in enumerate(chunks):
-            n_chunks = index + 1
-            if index in state.done:
+        for chunk in iter_chunks(input_path, plan_.read_columns, options.chunk_size, progress):
+            n_chunks = chunk.index + 1
+            if chunk.index in state.done:
                 resumed += 1
                 continue
-            pending.add(runner.submit(index, index * options.chunk_size + 1, table))
+            pending.add(runner.submit(chunk))
             finished = {f for f in pending if f.done()}
             pending -= finished
             collect(finished)

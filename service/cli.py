@@ -408,10 +408,21 @@ def score(
         raise typer.Exit(2)
 
 
+SCORE_TRACEBACK_ENV = "CLINRISK_TRACEBACK"
+"""Set to 1 to see the traceback of an unexpected failure of ``clinrisk score`` (it may show
+cells of the input: for a developer's own test files only)."""
+
+
+def _score_error(message: str) -> None:
+    """One line on stderr, never wrapped (a log collector sees one record per failure)."""
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+
+
 @contextmanager
 def _job_failures_reported() -> Iterator[None]:
-    """A job's expected failures as one line and exit code 1; an interruption (Ctrl-C, or a
-    scheduler's SIGTERM) keeps the finished chunks and exits 130."""
+    """A job's failures as one line on stderr and exit code 1, never a traceback: a traceback
+    (or typer's, with its local variables) can show cells of the input. An interruption
+    (Ctrl-C, or a scheduler's SIGTERM) keeps the finished chunks and exits 130."""
 
     def _terminate(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -430,9 +441,19 @@ def _job_failures_reported() -> Iterator[None]:
         from models.errors import ArtifactError  # loaded by then: the job imported models
         from models.registry import UnknownModel
 
-        if not isinstance(exc, BatchError | UnknownModel | ArtifactError):
+        if isinstance(exc, BatchError | UnknownModel | ArtifactError):
+            _score_error(" ".join(str(exc).split()))
+        elif isinstance(exc, OSError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            _score_error(f"{exc.strerror or type(exc).__name__}{where}")
+        elif os.environ.get(SCORE_TRACEBACK_ENV) == "1":
             raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        else:
+            # NOTE: the exception's text is not shown: it may quote a cell or a line of input.
+            _score_error(
+                f"the job failed unexpectedly ({type(exc).__name__}); any finished chunks "
+                f"are kept. Set {SCORE_TRACEBACK_ENV}=1 to see the traceback."
+            )
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

@@ -96,7 +96,7 @@ class Store:
 
     def prediction_ids(self) -> set[str]:
         if self.path is not None:
-            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60) as conn:
+            with sqlite3.connect(self.path, timeout=60) as conn:
                 return {r[0] for r in conn.execute("SELECT prediction_id FROM audit_records")}
         with psycopg.connect(admin_url(self.database)) as conn:
             rows = conn.execute("SELECT prediction_id FROM audit_records").fetchall()

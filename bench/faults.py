@@ -141,7 +141,7 @@ def main() -> int:
     width = max((len(r[0]) for r in results.rows), default=10) + 2
     last = ""
     for case, label, value, flag in results.rows:
-        print(f"{case if case != last else '':<{width}}{flag or ' '} {label:<46} {value}")
+        print(f"{case if case != last else '':<{width}}{flag or ' '} {label:<54} {value}")
         last = case
     for skipped in results.skipped:
         print(f"skipped: {skipped}")

@@ -67,7 +67,7 @@ class Case:
     def figure(self, label: str, value: object) -> None:
         text = f"{value:.2f}" if isinstance(value, float) else str(value)
         self.results.rows.append((self.name, label, text, ""))
-        print(f"   {label:<44} {text}", flush=True)
+        print(f"   {label:<54} {text}", flush=True)
 
     def fail(self, message: str) -> None:
         self.results.breaks.append(f"{self.name}: {message}")
@@ -664,7 +664,10 @@ def scenario_bodies(results: Results, kind: str, workers: int) -> None:
                         f"{'chunked 500 MB' if chunked else 'Content-Length 500 MB'} "
                         f"{'key' if key else 'no key'} {path.rsplit('/', 1)[-1]}"
                     )
-                    case.figure(label, f"{status} after {sent / MiB:.1f} MiB, {seconds:.2f} s")
+                    case.figure(
+                        label,
+                        f"{status}, answered after {sent / MiB:.1f} MiB sent, {seconds:.2f} s",
+                    )
                     if status.startswith("5"):
                         case.fail(f"{label}: {status}")
         after = service.rss_mb()
@@ -720,13 +723,19 @@ def scenario_fuzz(results: Results, kind: str, workers: int, examples: int) -> N
         )
         out = run.stdout
         case.figure("seconds", time.monotonic() - started)
-        for label, pattern in (
-            ("operations", r"API Operations:\s+(.+)"),
-            ("test cases", r"Test cases:\s+(.+)"),
-            ("failures", r"(\d+ (?:unique )?failures?[^\n]*)"),
-        ):
-            match = re.search(pattern, out)
-            case.figure(label, match.group(1).strip() if match else "(not in output)")
+        selected = re.search(r"Selected: (\S+)", out)
+        tested = re.search(r"Tested: (\d+)", out)
+        cases = re.search(r"Test cases:\s*\n\s+(.+)", out)
+        failures = re.search(r"Failures:\s*\n((?:\s+.+\n)+)", out)
+        case.figure(
+            "operations selected / tested",
+            f"{selected.group(1) if selected else '?'} / {tested.group(1) if tested else '?'}",
+        )
+        case.figure("test cases", cases.group(1).strip() if cases else "(not in output)")
+        case.figure(
+            "failures",
+            "; ".join(x.strip() for x in failures.group(1).splitlines()) if failures else "none",
+        )
         case.figure("summary", (out.strip().splitlines() or ["(no output)"])[-1])
         case.figure(
             "worker RSS before -> after",

@@ -39,7 +39,7 @@ bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python bench/api_load.py && $(BIN)/python bench/batch.py
 	$(BIN)/python bench/startup.py && $(BIN)/python bench/image_deps.py
-	$(BIN)/python bench/faults.py  # fault battery (issue 15): root for the tmpfs, PostgreSQL if reachable
+	$(BIN)/python bench/faults.py
 
 openapi: install
 	$(BIN)/python -m service.openapi > openapi.yaml

@@ -28,6 +28,7 @@ from bench.faults_env import (
     Service,
     Store,
     TcpProxy,
+    admin_url,
     fill_disk,
     mount_tmpfs,
     pg_admin,
@@ -389,7 +390,7 @@ def scenario_lock(results: Results, kind: str, workers: int) -> None:
         service = stack.enter_context(running_service(folder, store, workers))
         traffic = Traffic()
         asyncio.run(_warm_up(service, traffic))
-        target = str(store.path) if store.path is not None else _admin(store)
+        target = str(store.path) if store.path is not None else admin_url(store.database)
         holder: list[subprocess.Popen[str]] = []
 
         async def apply() -> None:
@@ -437,19 +438,6 @@ def _end(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
-
-
-def _admin(store: Store) -> str:
-    from bench.faults_env import admin_url
-
-    return admin_url(store.database)
-
-
-def _sleep(seconds: float) -> Callable[[], Awaitable[None]]:
-    async def wait() -> None:
-        await asyncio.sleep(seconds)
-
-    return wait
 
 
 def scenario_revoke(results: Results, workers: int, fault_seconds: float) -> None:
@@ -742,6 +730,6 @@ def scenario_fuzz(results: Results, kind: str, workers: int, examples: int) -> N
             f"{before:.0f} -> {rss_mb(service.worker_pids()[0]):.0f} MiB",
         )
         if run.returncode != 0:
-            failures = out[out.find("=== FAILURES") :] if "=== FAILURES" in out else out[-3000:]
-            print(failures[:6000], run.stderr[-2000:], sep="\n", flush=True)
+            details = out[out.find("=== FAILURES") :] if "=== FAILURES" in out else out[-3000:]
+            print(details[:6000], run.stderr[-2000:], sep="\n", flush=True)
             case.fail(f"schemathesis exited {run.returncode}")

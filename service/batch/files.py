@@ -111,6 +111,8 @@ def input_schema(path: Path) -> Any:
                 convert_options=pacsv.ConvertOptions(check_utf8=False),
             )
             names = reader.schema.names
+    except UnicodeDecodeError:  # Arrow hands the header's names to Python as str
+        raise BatchError(f"the header line of '{path.name}' is not UTF-8 text") from None
     except (pa.ArrowException, OSError) as exc:
         raise _unreadable(path, exc) from None
     return pa.schema([pa.field(n, pa.string()) for n in names])

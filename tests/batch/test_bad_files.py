@@ -82,9 +82,10 @@ def score_args(source: Path, output: Path, *extra: str) -> list[str]:
 def assert_one_line_failure(run: Run, *needles: str) -> str:
     assert run.exit_code == 1, (run.stdout, run.stderr)
     assert "Traceback" not in run.stderr + run.stdout
-    lines = run.stderr.strip().splitlines()
+    # the progress bar's last state may precede it (stderr is not a terminal here)
+    lines = [x for x in run.stderr.strip().splitlines() if not x.startswith("scoring ")]
     assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("error: ") and run.stderr.strip().endswith(lines[0])
     for needle in needles:
         assert needle in lines[0]
     assert MARKER not in run.stderr + run.stdout
@@ -157,6 +158,25 @@ def test_a_file_without_a_header_line_is_one_line_that_does_not_echo_its_first_r
     assert not work_dir(output).exists()
 
 
+def test_missing_required_columns_and_a_header_that_is_not_utf8_are_one_line_each(
+    tmp_path: Path, framingham_lines: list[bytes]
+) -> None:
+    # no systolic or diastolic pressure: the message names what is missing, on one line
+    header = framingham_lines[0].split(b",")
+    keep = [i for i, name in enumerate(header) if not name.endswith(b"_bp_mm_hg")]
+    lines = [b",".join(line.split(b",")[i] for i in keep) for line in framingham_lines]
+    lines[5] = lines[5].replace(b"pt-0004", MARKER.encode())
+    source = write_lines(tmp_path / "no-bp.csv", lines)
+    output = tmp_path / "out.csv"
+    run = clinrisk(*score_args(source, output))
+    assert_one_line_failure(run, "lacks required feature column(s) systolic_bp_mm_hg")
+    header_bytes = framingham_lines[0].replace(b"sex_male", b"sex_m\xe4le")
+    source = write_lines(tmp_path / "latin1-header.csv", [header_bytes, *framingham_lines[1:]])
+    run = clinrisk(*score_args(source, output))
+    assert_one_line_failure(run, "the header line of 'latin1-header.csv' is not UTF-8 text")
+    assert not work_dir(output).exists()
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_a_column_named_twice_is_one_line_and_exit_1(
     fmt: str, tmp_path: Path, framingham_lines: list[bytes]
@@ -181,15 +201,17 @@ def test_a_column_named_twice_is_one_line_and_exit_1(
 def test_an_unreadable_input_is_one_line_and_leaves_no_work_folder(
     tmp_path: Path, framingham_lines: list[bytes]
 ) -> None:
-    # a gzip file cut off after many chunks were scored: the same command cannot get past it
+    # a gzip file cut off after many chunks were scored (the reader takes 1 MB blocks; this is
+    # ~4.5 MB of text, cut at ~2.7 MB): the same command cannot get past it
     whole = gzip.compress(
-        b"\n".join(framingham_lines * 1) + b"\n" + b"\n".join(framingham_lines[1:] * 30)
+        b"\n".join(framingham_lines) + b"\n" + b"\n".join(framingham_lines[1:] * 300)
     )
     source = tmp_path / "cut.csv.gz"
-    source.write_bytes(whole[: int(len(whole) * 0.9)])
+    source.write_bytes(whole[: int(len(whole) * 0.6)])
     output = tmp_path / "out.csv"
-    run = clinrisk(*score_args(source, output, "--chunk-size", "500", "--workers", "1"))
+    run = clinrisk(*score_args(source, output, "--chunk-size", "5000", "--workers", "1"))
     assert_one_line_failure(run, "cannot read the input 'cut.csv.gz'")
+    assert " 0 rows" not in run.stderr  # chunks were scored before the reader failed
     assert not output.exists() and not rejects_path(output).exists()
     assert not work_dir(output).exists()
     parquet = tmp_path / "cut.parquet"

@@ -459,3 +459,39 @@ def test_the_http_runner_rejects_the_same_bad_rows_and_never_sends_them(
     )
     assert run.exit_code == 2 and MARKER not in run.stderr + run.stdout
     assert rejects_of(tmp_path / "cli.csv") == rejects_of(tmp_path / "local.csv")
+
+
+def test_a_resumed_run_over_bad_lines_writes_what_a_fresh_run_writes(
+    tmp_path: Path, framingham_lines: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.batch import ScoreOptions, local, score_file
+
+    lines = list(framingham_lines)
+    lines[70] = b",".join(lines[70].split(b",")[:3])
+    lines[150] = lines[150].replace(b"pt-0149", b"\xff")
+    source = write_lines(tmp_path / "bad.csv", lines)
+    kwargs: dict[str, Any] = {"model_name": "cvd", "models_dir": REPO_ROOT / "models"}
+    options = ScoreOptions(chunk_size=64, workers=1)
+    real = local.score_chunk
+
+    def interrupted_at_chunk_2(task: Any) -> Any:
+        if task.index == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    output = tmp_path / "out.csv"
+    monkeypatch.setattr(local, "score_chunk", interrupted_at_chunk_2)
+    with pytest.raises(KeyboardInterrupt):
+        score_file(source, output, options=options, **kwargs)
+    assert work_dir(output).is_dir()  # an interruption keeps the finished chunks
+    monkeypatch.setattr(local, "score_chunk", real)
+    resumed = score_file(source, output, options=options, **kwargs)
+    assert resumed.chunks_resumed == 2
+    fresh = tmp_path / "fresh.csv"
+    score_file(
+        source, fresh, options=ScoreOptions(chunk_size=64, workers=1, resume=False), **kwargs
+    )
+    assert output.read_bytes() == fresh.read_bytes()
+    assert rejects_path(output).read_bytes() == rejects_path(fresh).read_bytes()
+    assert [r["row_number"] for r in rejects_of(output)] == [70, 150]
+    assert_every_other_row_scored(output, {70, 150})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -17,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,63 @@ class Pseudonymizer:
         return hmac.new(self._key, canonical, hashlib.sha256).hexdigest()
 
 
+class WriterLock:
+    """One writer at a time: across the threads of this process, and for SQLite across the
+    processes (workers) that share the database file, through ``flock`` on a sibling file.
+
+    SQLite allows one writer, and a writer that finds its lock taken sleeps in SQLite's busy
+    handler (1, 2, 5, 10... ms) and may lose every retry to a busy neighbour. Writers queued
+    here start the moment the previous one commits, and the checkpointer can hold them all back.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._path = path
+        self._fd: int | None = None
+
+    def _descriptor(self) -> int | None:
+        if self._fd is None and self._path is not None:
+            with contextlib.suppress(OSError):  # an unwritable folder: threads only, for now
+                self._fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)
+        return self._fd
+
+    def try_hold_forever(self) -> bool:
+        """Take the lock for the rest of this process's life if it is free (the kernel
+        releases it when the process ends, however it ends)."""
+        fd = self._descriptor()
+        if fd is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def held(self, timeout: float) -> Iterator[None]:
+        """Hold the lock, or raise ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        if not self._threads.acquire(timeout=timeout):
+            raise TimeoutError
+        try:
+            fd = self._descriptor()
+            while fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError from None
+                    time.sleep(0.0005)
+            try:
+                yield
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     """The SQL state or SQLite error name of a database error: why, never what it was about."""
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
@@ -126,6 +184,7 @@ class SqlAuditStore:
         self._schema_ready = False
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._wal: Path | None = None
+        self._checkpointing = False
         self._wal_limit = wal_limit_bytes
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -133,10 +192,6 @@ class SqlAuditStore:
             path = sqlite_path(url)
             assert path is not None
             self._wal = path.with_name(path.name + "-wal")
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, args=(checkpoint_seconds,), daemon=True
-            )
-            self._checkpointer.start()
         # NOTE: inserts go straight to the DB-API cursor with a prepared statement text:
         # SQLAlchemy's per-call statement handling cost ~6x the SQLite commit itself.
         names = list(AuditRecord._fields)
@@ -148,16 +203,19 @@ class SqlAuditStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
         self._flushing = False
-        # NOTE: SQLite has one writer at a time, and a second writer that finds the lock taken
-        # sleeps in SQLite's busy handler (1, 2, 5, 10... ms). Within a process, writers queue on
-        # this lock instead and start the moment the first commits.
-        self._write_lock = threading.Lock()
+        path = sqlite_path(url)
+        self._write_lock = WriterLock(path.with_name(path.name + ".writer.lock") if path else None)
         self._writable_checked = 0.0
         self._writable = False
         # A store that is unwritable at start-up does not stop the service: it starts not
         # ready, answers 503, and migrates and serves once the store is back.
         with contextlib.suppress(AuditUnavailable):
             self._ensure_schema()
+        if self._wal is not None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_seconds,), daemon=True
+            )
+            self._checkpointer.start()
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -178,15 +236,14 @@ class SqlAuditStore:
             # SQLAlchemy's SQLite DateTime text format; sqlite3's own datetime adapter is
             # deprecated from Python 3.12.
             rows = [r._replace(created_at=r.created_at.isoformat(" ")) for r in records]  # type: ignore[arg-type]
-        if not self._write_lock.acquire(timeout=self._timeout):
-            raise self._unavailable("TimeoutError", "another write held the store too long")
         try:
-            self._ensure_schema()
-            self._insert(rows)
+            with self._write_lock.held(self._timeout):
+                self._ensure_schema()
+                self._insert(rows)
+        except TimeoutError:
+            raise self._unavailable("TimeoutError", "another writer held it too long") from None
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
             raise self._unavailable(type(exc).__name__, _sqlstate(exc)) from None
-        finally:
-            self._write_lock.release()
 
     @staticmethod
     def _unavailable(error: str, cause: str | None) -> AuditUnavailable:
@@ -200,6 +257,13 @@ class SqlAuditStore:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            if self._wal_too_large():
+                # NOTE: a passive checkpoint never waits, so under constant writes it never
+                # catches up and the log never restarts: it grew by 26 KB per prediction, 642 MB
+                # in 60 s (measured). This writer holds every process's writers back (the
+                # writer lock), so the truncating checkpoint finds no writer in its way; a
+                # checkpointer thread waiting for that lock was starved by busy writers.
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             cursor.executemany(self._insert_sql, rows)
             cursor.close()
             connection.commit()
@@ -271,12 +335,8 @@ class SqlAuditStore:
         self._writable_checked = now
         try:
             self._ensure_schema()
-            if not self._write_lock.acquire(timeout=self._timeout):
-                raise TimeoutError
-            try:
+            with self._write_lock.held(self._timeout):
                 self._probe()
-            finally:
-                self._write_lock.release()
             self._writable = True
         except (AuditUnavailable, TimeoutError, SQLAlchemyError, sqlite3.Error, psycopg.Error):
             self._writable = False
@@ -346,21 +406,32 @@ class SqlAuditStore:
         except SQLAlchemyError:
             pass  # a busy database is checkpointed on the next round
 
+    def _wal_too_large(self) -> bool:
+        try:
+            return self._wal is not None and self._wal.stat().st_size > self._wal_limit
+        except OSError:
+            return False
+
     def _checkpoint_loop(self, every: float) -> None:
         assert self._wal is not None
+        # One checkpointer for all the processes on this database: a second one running at the
+        # same moment makes the other's checkpoint fail at once (SQLITE_BUSY).
+        elected = WriterLock(
+            self._wal.with_name(self._wal.name.replace("-wal", ".checkpoint.lock"))
+        )
         while not self._stop.wait(every):
-            self._checkpoint("PASSIVE")
-            # NOTE: a passive checkpoint never waits, so under constant writes the log can keep
-            # growing (26 KB per prediction, 642 MB in 60 s, measured); past the limit this
-            # thread waits for the writers (bounded by the busy timeout) and truncates it.
-            with contextlib.suppress(OSError):
-                if self._wal.stat().st_size > self._wal_limit:
-                    self._checkpoint("TRUNCATE")
+            if not self._checkpointing:
+                self._checkpointing = elected.try_hold_forever()
+            # Past the limit the next writer truncates the log; a passive checkpoint running at
+            # that moment would make it fail (one checkpoint at a time).
+            if self._checkpointing and not self._wal_too_large():
+                self._checkpoint("PASSIVE")
 
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._stop.set()
             self._checkpointer.join()
-            self._checkpoint("TRUNCATE")
+            if self._checkpointing:
+                self._checkpoint("TRUNCATE")
         self._writer.shutdown(wait=True)
         self.engine.dispose()

@@ -84,6 +84,8 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The audit database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 
 KeysFile = Annotated[
@@ -294,9 +296,34 @@ def serve(
     """Start the HTTP service (configuration from CLINRISK_* environment variables)."""
     import uvicorn
 
+    from service.database import upgrade
+    from service.settings import settings_for_serving
+
+    settings = settings_for_serving()
+    # Migrated once here, before any worker starts (each worker's start-up finds it at head).
+    upgrade(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
     # One OpenMP thread per worker: concurrent requests would otherwise fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    uvicorn.run("service.main:app", host=host, port=port, workers=workers, log_level="warning")
+    # No access log: it would carry query strings; the service logs the route template instead.
+    uvicorn.run(
+        "service.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the audit database (CLINRISK_DATABASE_URL) to the newest schema."""
+    from service.database import upgrade
+    from service.settings import get_settings
+
+    settings = get_settings()
+    revision = upgrade(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
+    console.print(f"audit database at revision {revision}")
 
 
 @app.command()

@@ -76,6 +76,18 @@ class FeatureSpec(_Strict):
     loinc: str | None = None
     source: str = Field(description="Where the dataset holds it and how it was mapped.")
     monotone: Literal[-1, 0, 1] = 0
+    direction: Literal[-1, 0, 1] = Field(
+        default=0,
+        description=(
+            "Clinical direction of the effect on risk: 1 = higher value raises risk,"
+            " -1 = lowers it,"
+            " 0 = none declared (presented as an association). Training fails when the fitted"
+            " effect contradicts it."
+        ),
+    )
+    direction_rationale: str = Field(
+        default="", description="One line: why this direction (clinical source)."
+    )
     required: bool = True
     modifiable: bool = False
     missing_handling: str | None = Field(
@@ -157,10 +169,45 @@ class Split(_Strict):
     id_column: str
 
 
+class ApplicabilityRule(_Strict):
+    """One condition of the intended population; a patient failing it is not scored.
+
+    ``feature_range``: ``minimum <= features[feature] <= maximum`` (either bound optional).
+    ``context_false``: ``context[context]`` must not be true (unknown = not stated, allowed).
+    ``context_required``: ``context[context]`` must be true (unknown fails).
+    """
+
+    id: str
+    description: str = Field(description="In clinical words, e.g. 'Adults aged 30 to 70'.")
+    source: str = Field(description="Clinical source, or why the rule exists.")
+    kind: Literal["feature_range", "context_false", "context_required"]
+    feature: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    context: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicabilityRule:
+        if self.kind == "feature_range":
+            if self.feature is None or (self.minimum is None and self.maximum is None):
+                raise ValueError(f"rule {self.id!r}: feature_range needs a feature and a bound")
+        elif self.context is None or not FEATURE_NAME.match(self.context):
+            raise ValueError(f"rule {self.id!r}: {self.kind} needs a snake_case context name")
+        return self
+
+
 class CalibrationBin(_Strict):
     mean_predicted: float
     observed_rate: float
     n: int
+    lower: float | None = Field(default=None, description="Lower edge of the predicted-risk bin.")
+    upper: float | None = Field(default=None, description="Upper edge of the predicted-risk bin.")
+    observed_ci_low: float | None = Field(
+        default=None, description="95% Wilson interval of the observed rate (low)."
+    )
+    observed_ci_high: float | None = Field(
+        default=None, description="95% Wilson interval of the observed rate (high)."
+    )
 
 
 class ThresholdMetrics(_Strict):
@@ -183,6 +230,18 @@ class SubgroupMetrics(_Strict):
     calibration_intercept: float | None
     mean_predicted: float
     observed_rate: float
+    feature: str | None = Field(
+        default=None, description="The feature that places a patient in this subgroup."
+    )
+    minimum: float | None = Field(default=None, description="Inclusive lower bound on feature.")
+    maximum: float | None = Field(default=None, description="Exclusive upper bound on feature.")
+    categories: list[str] = Field(
+        default_factory=list, description="Feature values (as strings) that place a patient here."
+    )
+    reliable: bool = True
+    concern: str | None = Field(
+        default=None, description="Why estimates are unreliable here (few patients, poor fit)."
+    )
 
 
 class ValidationSummary(_Strict):
@@ -261,6 +320,9 @@ class Manifest(_Strict):
     dataset: DatasetRef
     target: Target
     features: list[FeatureSpec]
+    applicability: list[ApplicabilityRule] = Field(
+        default_factory=list, description="Who the model is for; failing any rule = not scored."
+    )
     columns: list[ModelColumn]
     hyperparameters: dict[str, Any]
     calibration: Calibration
@@ -289,6 +351,9 @@ class Manifest(_Strict):
         unknown = {c.feature for c in self.columns} - set(names)
         if unknown:
             raise ValueError(f"columns refer to unknown features: {sorted(unknown)}")
+        for rule in self.applicability:
+            if rule.feature is not None and rule.feature not in names:
+                raise ValueError(f"applicability rule {rule.id!r} refers to unknown feature")
         if self.model_file not in self.files:
             raise ValueError(f"model_file {self.model_file!r} is not listed in files")
         bounds = [t.lower for t in self.tiers]

@@ -88,6 +88,20 @@ class FeatureSpec(_Strict):
     direction_rationale: str = Field(
         default="", description="One line: why this direction (clinical source)."
     )
+    value_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Clinical words for each value of a binary or ordinal feature, keyed by the value"
+            " ('0': 'Female', '1': 'Male'; '4': 'Fair')."
+        ),
+    )
+    implies: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description=(
+            "Related inputs a value fixes, keyed by the value: {'0': {'cigarettes_per_day': 0}}"
+            " (a non-smoker smokes no cigarettes); what-if keeps them consistent."
+        ),
+    )
     required: bool = True
     modifiable: bool = False
     missing_handling: str | None = Field(

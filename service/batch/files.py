@@ -82,8 +82,6 @@ def _unreadable(path: Path, exc: BaseException) -> BatchError:
     text = str(exc)
     if "Empty CSV file" in text:
         return BatchError(f"the input file '{path.name}' is empty: it has no header line")
-    if "UTF8" in text or "UTF-8" in text:
-        return BatchError(f"the header line of '{path.name}' is not UTF-8 text")
     if isinstance(exc, IsADirectoryError):
         return BatchError(f"the input '{path}' is a folder, not a file")
     if isinstance(exc, OSError) and exc.strerror:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.manifest import FeatureSpec
+from models.manifest import ApplicabilityRule, FeatureSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -73,6 +73,8 @@ class ModelConfig(BaseModel):
     tiers: TierConfig
     candidates: Candidates
     features: list[FeatureSpec]
+    # Who the model is for (issue 14): carried unchanged into the manifest and card.
+    applicability: list[ApplicabilityRule] = Field(default_factory=list)
 
 
 def load_config(name: str, config_dir: Path = CONFIG_DIR) -> ModelConfig:

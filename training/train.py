@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ from models.loader import (
 from models.manifest import (
     Baseline,
     Calibration,
+    CalibrationBin,
     Candidate,
     DatasetRef,
     Distribution,
@@ -278,7 +280,110 @@ def explainer_for(fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> Ex
 
 
 def _summary(y: np.ndarray, p: np.ndarray, seed: int) -> ValidationSummary:
-    return ValidationSummary.model_validate(metrics.summarize(y, p, seed=seed))
+    summary = ValidationSummary.model_validate(metrics.summarize(y, p, seed=seed))
+    return summary.model_copy(update={"calibration_bins": uncertainty_bins(y, p)})
+
+
+def wilson_interval(events: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at 0 or n events, unlike Wald)."""
+    if n == 0:
+        return 0.0, 1.0
+    rate = events / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def uncertainty_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[CalibrationBin]:
+    """The test part's equal-count calibration bins with edges and the observed rate's 95% CI.
+
+    Edges tile [0, 1]: a bin runs from its lowest test prediction to the next bin's (the first
+    from 0, the last to 1), so every future probability falls in exactly one bin and the result
+    can say how often a similar prediction came true on untouched data.
+    """
+    plain = metrics.calibration_bins(y, p, n_bins=n_bins)
+    order = np.argsort(p, kind="stable")
+    groups = [g for g in np.array_split(order, n_bins) if g.size]
+    lowers = [0.0, *(float(p[g].min()) for g in groups[1:])]
+    uppers = [*lowers[1:], 1.0]
+    out = []
+    for b, lo, hi in zip(plain, lowers, uppers, strict=True):
+        events = round(b["observed_rate"] * b["n"])
+        ci_low, ci_high = wilson_interval(events, b["n"])
+        out.append(
+            CalibrationBin(
+                **b, lower=lo, upper=hi, observed_ci_low=ci_low, observed_ci_high=ci_high
+            )
+        )
+    return out
+
+
+# Subgroup factors a patient's inputs place them in (the factor's feature and level codes).
+_FACTOR_FEATURES = {"sex": "sex_male", "age_band": "age_years", "diabetes": "diabetes"}
+_LEVEL_CODES = {"male": ["1"], "female": ["0"], "diabetic": ["1"], "not diabetic": ["0"]}
+MIN_RELIABLE_N = 100
+RELIABLE_SLOPE = (0.7, 1.3)
+
+
+def membership(factor: str, level: str, feature_names: set[str]) -> dict[str, Any]:
+    """How a patient's inputs place them in ``factor = level`` (nothing if they cannot)."""
+    feature = _FACTOR_FEATURES.get(factor)
+    if feature is None or feature not in feature_names:
+        return {}
+    if factor == "age_band":
+        if level.endswith("+"):
+            return {"feature": feature, "minimum": float(level[:-1])}
+        lo, hi = level.split("-")
+        return {"feature": feature, "minimum": float(lo), "maximum": float(hi) + 1}
+    codes = _LEVEL_CODES.get(level)
+    return {"feature": feature, "categories": codes} if codes else {}
+
+
+def reliability(
+    y: np.ndarray, p: np.ndarray, row: metrics.SubgroupMetrics, *, seed: int, n_boot: int
+) -> dict[str, Any]:
+    """Whether a subgroup's figures can be trusted, and if not, why (in words)."""
+    reasons = []
+    if row["n"] < MIN_RELIABLE_N:
+        reasons.append(f"only {row['n']} test patients")
+    if row["auroc"] is None:
+        reasons.append("too few events to measure discrimination")
+    else:
+        lo, hi = metrics.bootstrap_auroc_ci(y, p, n_boot=n_boot, seed=seed)
+        if lo <= 0.5:
+            reasons.append(
+                f"discrimination not shown (AUROC {row['auroc']:.2f}, 95% CI {lo:.2f}-{hi:.2f})"
+            )
+    slope = row["calibration_slope"]
+    if slope is not None and not RELIABLE_SLOPE[0] <= slope <= RELIABLE_SLOPE[1]:
+        reasons.append(f"poor calibration (slope {slope:.2f}; 1 is ideal)")
+    return {"reliable": not reasons, "concern": "; ".join(reasons) or None}
+
+
+def subgroup_rows(
+    y: np.ndarray,
+    p: np.ndarray,
+    factors: pd.DataFrame,
+    feature_names: set[str],
+    *,
+    seed: int,
+    n_boot: int,
+) -> list[SubgroupMetrics]:
+    """Per subgroup of the test part: metrics, who belongs to it and whether it is reliable."""
+    out = []
+    for col in factors.columns:
+        levels = factors[col].to_numpy(str)
+        for row in metrics.subgroup_metrics(y, p, levels):
+            mask = levels == row["level"]
+            out.append(
+                SubgroupMetrics(
+                    factor=col,
+                    **row,
+                    **membership(col, row["level"], feature_names),
+                    **reliability(y[mask], p[mask], row, seed=seed, n_boot=n_boot),
+                )
+            )
+    return out
 
 
 def train(
@@ -286,7 +391,7 @@ def train(
     *,
     data_path: Path | None = None,
     out_dir: Path,
-    version: str = "1.1.0",
+    version: str = "1.2.0",
     seed: int | None = None,
     progress: Progress = lambda _msg: None,
     n_boot: int = 1000,
@@ -365,12 +470,14 @@ def train(
         ThresholdMetrics(tier=t.name, **metrics.threshold_metrics(y_test, p_test, t.lower))
         for t in tiers[1:]
     ]
-    factors = ds.factors[test_mask]
-    subgroups = [
-        SubgroupMetrics(factor=col, **row)
-        for col in factors.columns
-        for row in metrics.subgroup_metrics(y_test, p_test, factors[col].to_numpy(str))
-    ]
+    subgroups = subgroup_rows(
+        y_test,
+        p_test,
+        ds.factors[test_mask],
+        {s.name for s in specs},
+        seed=seed,
+        n_boot=n_boot,
+    )
     baselines = compare_baselines(
         y_test,
         p_test,
@@ -444,6 +551,7 @@ def train(
             positive_rate_test=float(y_test.mean()),
         ),
         features=features_out,
+        applicability=config.applicability,
         columns=columns,
         hyperparameters=_public_params(chosen.params),
         calibration=Calibration(

@@ -227,7 +227,9 @@ class Service:
         log.close()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited at start:\n{self.log_tail()}")
+                print(self.log_tail(), flush=True)
+                last = (self.log_tail(1) or "no output").strip()
+                raise RuntimeError(f"the service exited at start: {last}")
             try:
                 if httpx.get(self.url + "/health/live", timeout=2).status_code == 200:
                     if len(self.worker_pids()) >= self.workers:
@@ -235,7 +237,8 @@ class Service:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"the service did not start in {timeout:.0f} s:\n{self.log_tail()}")
+        print(self.log_tail(), flush=True)
+        raise RuntimeError(f"the service did not start in {timeout:.0f} s")
 
     def log_tail(self, lines: int = 15) -> str:
         path = self.folder / "service.log"

@@ -135,5 +135,8 @@ def _score_chunks(
     finally:
         for future in pending:
             future.cancel()
+        # Chunks already running finish before the caller looks at the work folder (it may
+        # remove it: a part written after that would leave it behind).
+        wait(pending)
         progress.stop()
     return n_chunks, resumed

@@ -108,8 +108,8 @@ def fill_form(page: Page, features: dict[str, Any]) -> None:
         if "binary" in kind:
             option = "na" if value is None else str(int(value))
             page.click(f'label[for="f-{name}-{option}"]')
-        elif "categorical" in kind:
-            page.select_option(f"#f-{name}", "" if value is None else value)
+        elif "categorical" in kind or "choice" in kind:  # labelled choices: a select
+            page.select_option(f"#f-{name}", "" if value is None else str(value))
         elif isinstance(value, dict):
             page.select_option(f"#u-{name}", value["unit"])
             page.fill(f"#f-{name}", str(value["value"]))

@@ -20,6 +20,78 @@
     5: ["#d8eedb", "#eaf3c4", "#fbf0b8", "#fbd9a8", "#f6c9c2"],
   };
 
+  // Inputs grouped as a chart groups them. A feature's own `group` (if the manifest declares one)
+  // wins; otherwise this small map by feature name; anything unknown lands in "Other inputs".
+  const GROUP_ORDER = [
+    "Demographics",
+    "Vital signs and measurements",
+    "Laboratory results",
+    "Medical history",
+    "Medications",
+    "Lifestyle and behaviours",
+    "Self-reported health",
+    "This admission",
+    "Earlier health-care use",
+    "Other inputs",
+  ];
+  const FEATURE_GROUPS = {
+    age_years: "Demographics",
+    sex_male: "Demographics",
+    bmi_kg_m2: "Vital signs and measurements",
+    systolic_bp_mm_hg: "Vital signs and measurements",
+    diastolic_bp_mm_hg: "Vital signs and measurements",
+    heart_rate_bpm: "Vital signs and measurements",
+    total_cholesterol_mg_dl: "Laboratory results",
+    glucose_mg_dl: "Laboratory results",
+    hba1c_result: "Laboratory results",
+    max_glucose_serum: "Laboratory results",
+    hypertension: "Medical history",
+    high_blood_pressure: "Medical history",
+    high_cholesterol: "Medical history",
+    cholesterol_checked_5y: "Medical history",
+    diabetes: "Medical history",
+    stroke_history: "Medical history",
+    coronary_disease_or_mi: "Medical history",
+    difficulty_walking: "Medical history",
+    bp_medication: "Medications",
+    insulin: "Medications",
+    diabetes_medication: "Medications",
+    medication_change: "Medications",
+    current_smoker: "Lifestyle and behaviours",
+    cigarettes_per_day: "Lifestyle and behaviours",
+    smoked_100_cigarettes: "Lifestyle and behaviours",
+    physically_active: "Lifestyle and behaviours",
+    fruit_daily: "Lifestyle and behaviours",
+    vegetables_daily: "Lifestyle and behaviours",
+    heavy_alcohol_use: "Lifestyle and behaviours",
+    general_health: "Self-reported health",
+    poor_mental_health_days: "Self-reported health",
+    poor_physical_health_days: "Self-reported health",
+    time_in_hospital_days: "This admission",
+    lab_procedures: "This admission",
+    procedures: "This admission",
+    medications: "This admission",
+    diagnoses_count: "This admission",
+    admission_type: "This admission",
+    admission_source: "This admission",
+    primary_diagnosis: "This admission",
+    discharge_disposition: "This admission",
+    outpatient_visits_prior_year: "Earlier health-care use",
+    emergency_visits_prior_year: "Earlier health-care use",
+    inpatient_admissions_prior_year: "Earlier health-care use",
+    prior_encounters: "Earlier health-care use",
+    prior_readmissions_30d: "Earlier health-care use",
+  };
+  // Labelled choices for coded binary/ordinal inputs whose manifest carries no `value_labels` yet:
+  // the code sent is unchanged, only what the clinician reads and picks is a word.
+  const CHOICE_LABELS = {
+    sex_male: { title: "Sex", options: [["0", "Female"], ["1", "Male"]] },
+    general_health: {
+      title: "Self-rated health",
+      options: [["1", "Excellent"], ["2", "Very good"], ["3", "Good"], ["4", "Fair"], ["5", "Poor"]],
+    },
+  };
+
   const state = {
     key: null,
     models: [],
@@ -27,6 +99,7 @@
     model: null, // the selected model's detail
     features: null, // the last features sent (in memory only)
     result: null, // the last prediction
+    sent: null, // exactly what the shown result was calculated from (form snapshot, in memory only)
     requestSerial: 0,
     redraw: [], // chart renderers to call again when the layout width changes
   };
@@ -113,8 +186,30 @@
     return tier.label.replace(/\s*\(.*\)\s*$/, "");
   }
 
+  // The labelled choices of a coded input: its manifest categories, else the page's own map.
+  function choicesOf(spec) {
+    if (spec.type === "categorical") return { title: spec.label, options: spec.categories.map((c) => [c.code, c.label]) };
+    const fallback = CHOICE_LABELS[spec.name];
+    const labels = Object.entries(spec.value_labels || {});
+    if (labels.length) {
+      labels.sort((a, b) => Number(a[0]) - Number(b[0]));
+      if (spec.type === "binary") labels.reverse(); // "Yes" before "No", as elsewhere on the page
+      return { title: fallback ? fallback.title : spec.label, options: labels };
+    }
+    return fallback || null;
+  }
+
+  function choiceText(spec, value) {
+    const choices = choicesOf(spec);
+    if (!choices) return null;
+    const hit = choices.options.find(([code]) => String(code) === String(value));
+    return hit ? hit[1] : null;
+  }
+
   function describeValue(spec, value) {
-    if (value === null || value === undefined) return "missing";
+    if (value === null || value === undefined) return "not known";
+    const labelled = spec.type === "categorical" ? null : choiceText(spec, value);
+    if (labelled) return labelled;
     if (spec.type === "binary") return Number(value) === 1 ? "yes" : "no";
     if (spec.type === "categorical") {
       const category = spec.categories.find((c) => c.code === value);
@@ -124,6 +219,8 @@
   }
 
   function factorLabel(spec, value) {
+    const choices = choicesOf(spec);
+    if (choices && spec.type !== "categorical") return `${choices.title}: ${describeValue(spec, value)}`;
     if (spec.type === "binary" || spec.type === "categorical" || value === null) {
       return `${spec.label}: ${describeValue(spec, value)}`;
     }
@@ -364,8 +461,12 @@
     state.model = null;
     state.features = null;
     state.result = null;
+    state.sent = null;
     state.requestSerial += 1;
+    $("patient-id").value = "";
+    $("patient-name").value = "";
     clear($("form-fields"));
+    clear($("form-context"));
     resetResult();
     clear($("model-body"));
     $("views").hidden = true;
@@ -403,6 +504,7 @@
     if (changed) {
       state.features = null;
       state.result = null;
+      state.sent = null;
       state.requestSerial += 1;
       buildForm(detail);
       resetResult();
@@ -436,19 +538,87 @@
     $("form-intro").textContent =
       `${detail.title} — ${detail.name} ${detail.version}. Fields marked “optional” may be left ` +
       "empty; the result says how the model handles them.";
-    const groups = [
-      ["Measurements", detail.features.filter((f) => f.type === "numeric" || f.type === "ordinal")],
-      ["Yes / no", detail.features.filter((f) => f.type === "binary")],
-      ["Categories", detail.features.filter((f) => f.type === "categorical")],
-    ];
+    const byGroup = new Map();
+    for (const spec of detail.features) {
+      const group = spec.group || FEATURE_GROUPS[spec.name] || "Other inputs";
+      if (!byGroup.has(group)) byGroup.set(group, []);
+      byGroup.get(group).push(spec);
+    }
+    const rank = (g) => (GROUP_ORDER.includes(g) ? GROUP_ORDER.indexOf(g) : GROUP_ORDER.length - 1.5);
+    const groups = [...byGroup.entries()].sort((a, b) => rank(a[0]) - rank(b[0]));
+    buildContext(detail);
     for (const [legend, specs] of groups) {
-      if (!specs.length) continue;
-      const fieldset = el("fieldset", { class: "group" }, el("legend", { text: legend }));
+      const fieldset = el("fieldset", { class: "group", "data-group": legend }, el("legend", { text: legend }));
       const grid = el("div", { class: "field-grid" });
       for (const spec of specs) grid.appendChild(buildField(spec));
       fieldset.appendChild(grid);
       container.appendChild(fieldset);
     }
+  }
+
+  // Facts that decide whether the model applies (not model inputs): one checkbox per context
+  // named by the model's applicability rules.
+  function contextRules(detail) {
+    const seen = new Set();
+    return (detail.applicability || []).filter((rule) => {
+      if (!rule.context || !["context_false", "context_required"].includes(rule.kind) || seen.has(rule.context)) return false;
+      seen.add(rule.context);
+      return true;
+    });
+  }
+
+  function humanise(name) {
+    const text = name.replace(/_/g, " ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  // Each context fact is Yes / No / Not stated (the default): only what the clinician states is
+  // sent, so "not stated" never turns into a claimed "no" in the request or the audit trail.
+  function buildContext(detail) {
+    const holder = clear($("form-context"));
+    const rules = contextRules(detail);
+    if (!rules.length) return;
+    const grid = el("div", { class: "field-grid" });
+    for (const rule of rules) {
+      const id = `c-${rule.context}`;
+      const hintId = `ch-${rule.context}`;
+      const meaning = rule.kind === "context_false" ? "If yes, the model does not apply." : "The model applies only if yes.";
+      const options = [["true", "Yes"], ["false", "No"], ["", "Not stated"]];
+      grid.appendChild(
+        el("fieldset", { class: "field binary context", "data-context": rule.context, "data-kind": rule.kind, "aria-describedby": hintId }, [
+          el("legend", { text: humanise(rule.context) }),
+          el(
+            "div",
+            { class: "segmented" },
+            options.flatMap(([value, text]) => {
+              const optionId = `${id}-${value === "" ? "na" : value}`;
+              return [el("input", { type: "radio", id: optionId, name: id, value, checked: value === "" }), el("label", { for: optionId, text })];
+            }),
+          ),
+          el("p", { class: "hint", id: hintId, text: `${rule.description}. ${meaning} Source: ${rule.source}` }),
+        ]),
+      );
+    }
+    holder.appendChild(
+      el("fieldset", { class: "group", "data-group": "Clinical context" }, [
+        el("legend", { text: "Clinical context (decides whether the model applies)" }),
+        grid,
+      ]),
+    );
+  }
+
+  function readContext() {
+    if (!state.model) return {};
+    const context = {};
+    for (const rule of contextRules(state.model)) {
+      const checked = document.querySelector(`input[name="c-${rule.context}"]:checked`);
+      if (checked && checked.value !== "") context[rule.context] = checked.value === "true";
+    }
+    return context;
+  }
+
+  function patientContext() {
+    return { id: $("patient-id").value.trim(), name: $("patient-name").value.trim() };
   }
 
   function optionalTag(spec) {
@@ -471,14 +641,15 @@
     const id = fieldId(spec.name);
     const hintId = `h-${spec.name}`;
     const errorId = `e-${spec.name}`;
+    const choices = choicesOf(spec);
     const hint = el("p", { class: "hint", id: hintId }, [
       spec.description,
-      spec.type === "numeric" || spec.type === "ordinal" ? ` ${rangeHint(spec)}` : "",
-      spec.required ? "" : ` If missing: ${spec.missing_handling || "handled by the model as missing"}.`,
+      (spec.type === "numeric" || spec.type === "ordinal") && !choices ? ` ${rangeHint(spec)}` : "",
+      spec.required ? "" : ` If not known: ${spec.missing_handling || "handled by the model as missing"}.`,
     ]);
     const error = el("p", { class: "field-error", id: errorId, hidden: true });
     if (spec.type === "binary") {
-      const options = [["1", "Yes"], ["0", "No"]];
+      const options = choices ? choices.options.map(([code, text]) => [String(code), text]) : [["1", "Yes"], ["0", "No"]];
       if (!spec.required) options.push(["", "Not known"]);
       const segmented = el(
         "div",
@@ -501,14 +672,15 @@
       return el(
         "fieldset",
         { class: "field binary", "data-feature": spec.name, "aria-describedby": `${hintId} ${errorId}` },
-        [el("legend", null, [spec.label, optionalTag(spec)]), segmented, hint, error],
+        [el("legend", null, [choices ? choices.title : spec.label, optionalTag(spec)]), segmented, hint, error],
       );
     }
     let control;
-    if (spec.type === "categorical") {
+    if (choices) {
+      // Categorical, or an ordinal with labelled levels: a list of words, never a number code.
       control = el("select", { id, required: spec.required, "aria-describedby": `${hintId} ${errorId}` }, [
         el("option", { value: "", text: spec.required ? "Select…" : "Not known" }),
-        ...spec.categories.map((c) => el("option", { value: c.code, text: c.label })),
+        ...choices.options.map(([code, text]) => el("option", { value: String(code), text })),
       ]);
     } else {
       control = el("input", {
@@ -539,8 +711,9 @@
     const labelText = prettyUnit(spec.unit) && !(spec.alternative_units || []).length
       ? [spec.label, el("span", { class: "visually-hidden", text: ` (${prettyUnit(spec.unit)})` })]
       : [spec.label];
-    return el("div", { class: `field ${spec.type}`, "data-feature": spec.name }, [
-      el("label", { for: id }, [...labelText, optionalTag(spec)]),
+    if (!spec.required && !choices) control.setAttribute("placeholder", "Not known");
+    return el("div", { class: `field ${spec.type}${choices ? " choice" : ""}`, "data-feature": spec.name }, [
+      el("label", { for: id }, [...(choices && spec.type !== "categorical" ? [choices.title] : labelText), optionalTag(spec)]),
       row,
       hint,
       error,
@@ -564,6 +737,7 @@
     const control = $(id);
     if (control.value === "") return null;
     if (spec.type === "categorical") return control.value;
+    if (control.tagName === "SELECT") return Number(control.value); // a labelled ordinal level
     const value = Number(control.value);
     const unitSelect = $(`u-${spec.name}`);
     if (unitSelect && unitSelect.value !== spec.unit) return { value, unit: unitSelect.value };
@@ -597,6 +771,65 @@
         }
         $(id).value = String(spec.type === "ordinal" ? Math.round(dist.quantiles.p50) : num(dist.quantiles.p50));
       }
+    }
+    formChanged(); // programmatic changes fire no input events
+  }
+
+  /* ---------------------------------------------------------------- the result follows the form */
+
+  // What the form says now, as it would be sent (compared with what the shown result came from).
+  function formSnapshot() {
+    return JSON.stringify({ features: readForm(), context: readContext(), patient: patientContext() });
+  }
+
+  function firstInvalidControl() {
+    for (const control of $("patient-form").querySelectorAll("input, select")) {
+      if (!control.hidden && !control.checkValidity()) return control;
+    }
+    return null;
+  }
+
+  function controlLabel(control) {
+    const field = control.closest("[data-feature]");
+    const spec = field && state.model ? specOf(state.model, field.dataset.feature) : null;
+    if (spec) return (choicesOf(spec) && spec.type !== "categorical" ? choicesOf(spec).title : spec.label);
+    return control.labels && control.labels.length ? control.labels[0].textContent.trim() : control.id;
+  }
+
+  // Any change to the form: an invalid value or another patient clears the result; any other
+  // change marks it out of date until the form says again exactly what the result came from.
+  function formChanged(event) {
+    if (!state.sent) return;
+    const target = event && event.target;
+    if (target && (target.id === "patient-id" || target.id === "patient-name")) {
+      clearResult("Result cleared: the patient details changed.");
+      return;
+    }
+    const invalid = firstInvalidControl();
+    if (invalid) {
+      const why = invalid.validationMessage ? ` (${invalid.validationMessage})` : "";
+      clearResult(`Result cleared: ${controlLabel(invalid)} is not a valid value${why}.`);
+      return;
+    }
+    setStale(formSnapshot() !== state.sent);
+  }
+
+  function setStale(stale) {
+    $("result-stale").hidden = !stale;
+    $("result").classList.toggle("is-stale", stale);
+    $("result").dataset.stale = stale ? "true" : "false";
+    if (stale) $("result-status").textContent = "The result is out of date: the inputs have changed.";
+  }
+
+  function clearResult(message) {
+    state.requestSerial += 1; // a late answer to an earlier request is dropped
+    state.features = null;
+    state.result = null;
+    state.sent = null;
+    resetResult();
+    if (message) {
+      $("result-status").textContent = message;
+      $("result-body").prepend(el("p", { class: "alert warning", id: "result-cleared", text: message }));
     }
   }
 
@@ -641,8 +874,18 @@
     if (!state.model) return;
     clearFieldErrors();
     const form = $("patient-form");
-    if (!form.reportValidity()) return;
+    if (!form.reportValidity()) {
+      if (state.sent) clearResult("Result cleared: a value on the form is not valid.");
+      return;
+    }
     const features = readForm();
+    const context = readContext();
+    const patient = patientContext();
+    const snapshot = formSnapshot();
+    const body = { features };
+    if (Object.keys(context).length) body.context = context;
+    // The identifier goes in the body only (the audit trail keeps a keyed pseudonym); the name never leaves the page.
+    if (patient.id) body.patient_id = patient.id;
     const serial = ++state.requestSerial;
     const model = state.model;
     const button = $("submit-button");
@@ -650,16 +893,28 @@
     button.textContent = "Calculating…";
     $("result").setAttribute("aria-busy", "true");
     try {
-      const result = await api("POST", `/v1/models/${encodeURIComponent(model.name)}/predict`, { features });
+      const result = await api("POST", `/v1/models/${encodeURIComponent(model.name)}/predict`, body);
       if (serial !== state.requestSerial) return;
       state.features = features;
       state.result = result;
-      renderResult(model, result, features);
-      loadCurves(model, features, result, serial);
+      state.sent = snapshot;
+      renderResult(model, result, features, patient, new Date());
+      if (formSnapshot() !== snapshot) setStale(true); // edited while the request was in flight
+      if (result.probability !== null && result.status !== "not_applicable") loadCurves(model, features, result, serial);
+      bringResultIntoView();
     } catch (error) {
       if (serial !== state.requestSerial) return;
-      if (error instanceof ApiError && error.status === 422) showFieldErrors(error);
-      else showResultError(error);
+      state.sent = null;
+      state.result = null;
+      state.features = null;
+      if (error instanceof ApiError && error.status === 422) {
+        resetResult();
+        $("result-status").textContent = "No result: the service did not accept a value; see the form.";
+        showFieldErrors(error);
+      } else {
+        showResultError(error);
+        bringResultIntoView();
+      }
     } finally {
       button.disabled = false;
       button.textContent = "Calculate risk";
@@ -669,8 +924,19 @@
 
   /* ---------------------------------------------------------------- result */
 
+  // After Calculate the answer is where the eyes and the focus are (the form is long; the result
+  // would otherwise sit far above the viewport). The live status line is what screen readers hear.
+  function bringResultIntoView() {
+    const heading = $("result-heading");
+    heading.scrollIntoView({ block: "start" });
+    heading.focus({ preventScroll: true });
+  }
+
   function resetResult() {
     state.redraw = [];
+    $("result-stale").hidden = true;
+    $("result").classList.remove("is-stale");
+    $("result").dataset.stale = "false";
     $("result-status").textContent = "";
     clear($("result-body")).appendChild(
       el("p", { class: "placeholder" }, [
@@ -683,6 +949,7 @@
 
   function showResultError(error) {
     state.redraw = [];
+    setStale(false);
     $("result-status").textContent = explainError(error);
     clear($("result-body")).appendChild(el("div", { class: "alert error", role: "alert", text: explainError(error) }));
   }
@@ -695,13 +962,110 @@
     return Math.max(0, model.tiers.findIndex((t) => t.name === tierName));
   }
 
-  function renderResult(model, result, features) {
+  const DATE_FORMAT = { day: "numeric", month: "short", year: "numeric" };
+  const TIME_FORMAT = { ...DATE_FORMAT, hour: "2-digit", minute: "2-digit" };
+
+  // Who and when: on screen and on paper, from memory only.
+  function renderContextLine(patient, when) {
+    const who = [patient.name, patient.id ? `ID ${patient.id}` : ""].filter(Boolean).join(" · ");
+    return el("p", { class: "result-context", id: "result-context" }, [
+      el("strong", { text: "Patient: " }),
+      who || "not named on this page",
+      ` · calculated ${when.toLocaleString("en-GB", TIME_FORMAT)}`,
+    ]);
+  }
+
+  // The inputs the result came from (for print and for checking): labelled values, not codes.
+  function renderInputsUsed(model, features) {
+    const items = model.features.map((spec) => {
+      const raw = features[spec.name];
+      const shown = raw && typeof raw === "object" ? `${num(raw.value)} ${prettyUnit(raw.unit)}` : describeValue(spec, raw);
+      const choices = choicesOf(spec);
+      const label = choices && spec.type !== "categorical" ? choices.title : spec.label;
+      return el("li", { "data-feature": spec.name }, [el("span", { class: "input-name", text: `${label}: ` }), shown]);
+    });
+    const context = readContext();
+    for (const rule of contextRules(model)) {
+      const stated = rule.context in context ? (context[rule.context] ? "yes" : "no") : "not stated";
+      items.push(el("li", { "data-context": rule.context }, [el("span", { class: "input-name", text: `${humanise(rule.context)}: ` }), stated]));
+    }
+    return el("section", { class: "inputs-used", id: "inputs-used", "aria-labelledby": "inputs-used-heading" }, [
+      el("h3", { id: "inputs-used-heading", text: "Inputs used" }),
+      el("ul", { class: "inputs-list" }, items),
+    ]);
+  }
+
+  function renderModelRef(model, result) {
+    const ref = result.model || { name: model.name, version: model.version, sha256: model.sha256 };
+    return el("div", { class: "model-ref-block" }, [
+      el("p", { class: "model-ref" }, [
+        "Model ",
+        el("strong", { text: `${ref.name} ${ref.version}` }),
+        ` (sha256 ${ref.sha256.slice(0, 16)}…) · `,
+        el("a", { href: `#model/${model.name}`, id: "card-link", text: "Model card and validation" }),
+      ]),
+      el("p", { class: "clinical-use", id: "clinical-use" }, [
+        el("strong", { text: "Clinical use: " }),
+        `decision support only, within the intended population. Intended use: ${model.intended_use}`,
+      ]),
+    ]);
+  }
+
+  function renderWarnings(warnings) {
+    if (!warnings || !warnings.length) return null;
+    return el("div", { class: "alert warning", id: "result-warnings" }, [
+      el("h3", { text: "Read before using this result" }),
+      el("ul", null, warnings.map((w) => el("li", { "data-code": w.code, text: w.message }))),
+    ]);
+  }
+
+  // Outside the intended population: the rules it failed, with their sources, and nothing that
+  // looks like a score (no probability, tier, chart or what-if).
+  function renderNotApplicable(model, result, features, patient, when) {
+    const failed = (result.applicability && result.applicability.failed) || [];
+    const body = clear($("result-body"));
+    append(body, [
+      renderContextLine(patient, when),
+      el("div", { class: "not-applicable", id: "not-applicable", role: "alert" }, [
+        el("h3", { text: "Not applicable for this patient" }),
+        el("p", { text: `${model.title} was not developed or validated for this patient, so no risk is shown. Use clinical judgement or a tool validated for this patient.` }),
+        el(
+          "ul",
+          { class: "failed-rules" },
+          failed.map((rule) =>
+            el("li", { "data-rule": rule.id }, [
+              el("strong", { text: rule.description }),
+              rule.detail ? ` — ${rule.detail}` : "",
+              el("span", { class: "rule-source", text: ` Source: ${rule.source}` }),
+            ]),
+          ),
+        ),
+      ]),
+      renderWarnings(result.warnings),
+      renderInputsUsed(model, features),
+      renderModelRef(model, result),
+    ]);
+    $("result-status").textContent = `Not applicable for this patient: ${failed.map((r) => r.description).join("; ") || "outside the intended population"}. No risk is shown.`;
+  }
+
+  function renderResult(model, result, features, patient, when) {
     state.redraw = [];
+    setStale(false);
+    if (result.status === "not_applicable" || result.probability === null || result.probability === undefined) {
+      renderNotApplicable(model, result, features, patient, when);
+      return;
+    }
     const body = clear($("result-body"));
     const quality = result.data_quality;
-    const warnings = quality.missing.length + quality.out_of_training_range.length;
+    const warnings = quality.missing.length + quality.out_of_training_range.length + (result.warnings || []).length;
     const tierColour = `tier-${tierIndex(model, result.tier.name)}-of-${model.tiers.length}`;
+    const research = result.applicability && result.applicability.research_use && !result.applicability.applicable;
 
+    body.appendChild(renderContextLine(patient, when));
+    if (research) {
+      body.appendChild(el("p", { class: "alert error", id: "research-use", text: "Research use only: this patient is outside the model's intended population. Not for clinical decisions." }));
+    }
+    const uncertainty = result.uncertainty;
     body.appendChild(
       el("div", { class: "summary" }, [
         el("div", { class: "probability-block" }, [
@@ -717,8 +1081,12 @@
           el("span", { class: `tier-badge ${tierColour}`, id: "tier", text: result.tier.label }),
           el("p", { class: "tier-action", text: result.tier.action }),
         ]),
+        uncertainty
+          ? el("p", { class: "uncertainty", id: "uncertainty" }, [el("strong", { text: "How sure: " }), uncertainty.statement])
+          : null,
       ]),
     );
+    append(body, renderWarnings(result.warnings));
     body.appendChild(renderQuality(model, quality));
 
     const scale = el("figure", { class: "chart tier-scale" });
@@ -732,6 +1100,7 @@
     addChart(() => drawTierScale(scaleHolder, model.tiers, [{ p: result.probability, label: `This patient ${pct(result.probability)}`, kind: "now" }]));
 
     body.appendChild(renderWaterfallSection(model, result, features));
+    body.appendChild(renderInputsUsed(model, features));
     body.appendChild(
       el("section", { class: "curves", id: "curves", "aria-labelledby": "curves-heading" }, [
         el("h3", { id: "curves-heading", text: "How the top factors change the risk" }),
@@ -739,19 +1108,12 @@
       ]),
     );
     body.appendChild(renderWhatIf(model, result));
-    body.appendChild(
-      el("p", { class: "model-ref" }, [
-        "Model ",
-        el("strong", { text: `${result.model.name} ${result.model.version}` }),
-        ` (sha256 ${result.model.sha256.slice(0, 12)}…) · `,
-        el("a", { href: `#model/${model.name}`, id: "card-link", text: "Model card and validation" }),
-      ]),
-    );
+    body.appendChild(renderModelRef(model, result));
     redrawCharts();
     $("result-status").textContent =
       `Risk ${pct(result.probability)}, ${shortTierLabel(result.tier)} tier. ` +
-      (warnings ? `${warnings} data-quality warning${warnings > 1 ? "s" : ""}.` : "No data-quality warnings.");
-    if (window.matchMedia("(max-width: 1099px)").matches) $("result-heading").focus();
+      (uncertainty ? `${uncertainty.statement} ` : "") +
+      (warnings ? `${warnings} warning${warnings > 1 ? "s" : ""}.` : "No data-quality warnings.");
   }
 
   function renderQuality(model, quality) {
@@ -1249,12 +1611,13 @@
     clear(slot);
     slot.appendChild(el("label", { for: "whatif-input", text: "New value" }));
     let control;
+    const choices = choicesOf(spec);
     if (spec.type === "binary") {
       const flipped = current === null ? "" : String(1 - Number(current));
-      control = el("select", { id: "whatif-input" }, [
-        el("option", { value: "1", text: "Yes", selected: flipped === "1" }),
-        el("option", { value: "0", text: "No", selected: flipped === "0" }),
-      ]);
+      const options = choices ? choices.options : [["1", "Yes"], ["0", "No"]];
+      control = el("select", { id: "whatif-input" }, options.map(([code, text]) => el("option", { value: String(code), text, selected: flipped === String(code) })));
+    } else if (choices && spec.type !== "categorical") {
+      control = el("select", { id: "whatif-input" }, choices.options.map(([code, text]) => el("option", { value: String(code), text, selected: String(code) === String(current) })));
     } else if (spec.type === "categorical") {
       control = el("select", { id: "whatif-input" }, spec.categories.map((c) => el("option", { value: c.code, text: c.label, selected: c.code === current })));
     } else {
@@ -1297,7 +1660,7 @@
     }
     let value;
     if (spec.type === "categorical") value = control.value;
-    else if (spec.type === "binary") value = Number(control.value);
+    else if (spec.type === "binary" || control.tagName === "SELECT") value = Number(control.value);
     else {
       value = Number(control.value);
       const unit = $("whatif-unit");
@@ -1561,8 +1924,11 @@
     $("key-forget").addEventListener("click", forgetKey);
     $("model-select").addEventListener("change", (event) => selectModel(event.target.value, parseHash().view));
     $("patient-form").addEventListener("submit", submitPatient);
+    $("patient-form").addEventListener("input", formChanged);
+    $("patient-form").addEventListener("change", formChanged);
     $("patient-form").addEventListener("reset", () => {
       clearFieldErrors();
+      if (state.sent) clearResult("Result cleared with the form.");
       setTimeout(() => {
         for (const spec of state.model ? state.model.features : []) {
           const unit = $(`u-${spec.name}`);
@@ -1586,6 +1952,9 @@
       clearTimeout(pending);
       pending = setTimeout(redrawCharts, 120);
     });
+    const today = new Date();
+    $("today").dateTime = today.toISOString().slice(0, 10);
+    $("today").textContent = today.toLocaleDateString("en-GB", DATE_FORMAT);
     const saved = sessionStorage.getItem(KEY_STORAGE);
     if (saved) connect(saved);
     else $("api-key").focus();

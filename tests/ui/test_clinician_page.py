@@ -259,8 +259,26 @@ def test_what_if_shows_the_new_risk_beside_the_old_one(
         "p => document.querySelector('#whatif-after').dataset.probability !== p",
         arg=str(after["probability"]),
     )
-    quit_smoking = live_server.predict("cvd", {**features, "current_smoker": 0})
+    # Quitting also sets what the manifest says a non-smoker has (cigarettes per day 0).
+    smoker = next(f for f in live_server.model("cvd")["features"] if f["name"] == "current_smoker")
+    implied = smoker.get("implies", {}).get("0", {})
+    quit_smoking = live_server.predict("cvd", {**features, **implied, "current_smoker": 0})
     assert shown_probability(page, "#whatif-after")[1] == quit_smoking["probability"]
+    for feature in implied:
+        assert feature in page.get_attribute("#whatif-also", "data-features") or ""
+
+
+def test_what_if_is_offered_only_for_modifiable_inputs(page: Page, live_server: LiveServer) -> None:
+    score(page, live_server, "diabetes", PATIENTS["diabetes"])
+    offered = page.eval_on_selector_all("#whatif-feature option", "os => os.map(o => o.value)")
+    model = live_server.model("diabetes")
+    assert offered == [f["name"] for f in model["features"] if f["modifiable"]]
+
+    choose_model(page, "readmission")  # none of its inputs is modifiable
+    fill_form(page, PATIENTS["readmission"])
+    submit(page)
+    assert page.query_selector("#whatif-feature") is None
+    assert "modifiable" in page.inner_text("#whatif-none")
 
 
 def test_what_if_in_another_unit_is_converted(page: Page, live_server: LiveServer) -> None:

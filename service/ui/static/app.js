@@ -1577,16 +1577,15 @@
   /* ------------------------------------------------ what if */
 
   function renderWhatIf(model, result) {
+    // Only what a patient and clinician can change: "what if she were 10 years younger" is not a choice.
     const modifiable = model.features.filter((f) => f.modifiable);
-    const others = model.features.filter((f) => !f.modifiable);
-    const select = el("select", { id: "whatif-feature" }, [
-      modifiable.length
-        ? el("optgroup", { label: "Modifiable" }, modifiable.map((f) => el("option", { value: f.name, text: f.label })))
-        : null,
-      others.length
-        ? el("optgroup", { label: modifiable.length ? "Other inputs (explore only)" : "Inputs (none is modifiable; explore only)" }, others.map((f) => el("option", { value: f.name, text: f.label })))
-        : null,
-    ]);
+    if (!modifiable.length) {
+      return el("section", { class: "whatif", "aria-labelledby": "whatif-heading" }, [
+        el("h3", { id: "whatif-heading", text: "What if…" }),
+        el("p", { class: "section-note", id: "whatif-none", text: "None of this model's inputs is a modifiable risk factor, so no what-if comparison is offered." }),
+      ]);
+    }
+    const select = el("select", { id: "whatif-feature" }, modifiable.map((f) => el("option", { value: f.name, text: (choicesOf(f) && f.type !== "categorical" ? choicesOf(f).title : f.label) })));
     const slot = el("div", { class: "whatif-value", id: "whatif-value" });
     const output = el("div", { class: "whatif-result", id: "whatif-result", "aria-live": "polite" });
     const button = el("button", { type: "button", class: "button primary", id: "whatif-run", text: "Compare" });
@@ -1666,14 +1665,16 @@
       const unit = $("whatif-unit");
       if (unit && unit.value !== spec.unit) value = { value, unit: unit.value };
     }
-    const features = { ...state.features, [name]: value };
+    // Related inputs the new value fixes (a non-smoker smokes no cigarettes a day), per the manifest.
+    const implied = (spec.implies && spec.implies[String(typeof value === "object" ? value.value : value)]) || {};
+    const features = { ...state.features, ...implied, [name]: value };
     const serial = state.requestSerial;
     const before = state.result;
     button.disabled = true;
     try {
       const after = await api("POST", `/v1/models/${encodeURIComponent(model.name)}/predict`, { features });
       if (serial !== state.requestSerial) return;
-      renderWhatIfResult(model, spec, before, after, features[name], output);
+      renderWhatIfResult(model, spec, before, after, features[name], output, implied);
     } catch (error) {
       if (serial !== state.requestSerial) return;
       clear(output).appendChild(el("p", { class: "alert error", role: "alert", text: explainError(error) }));
@@ -1687,7 +1688,11 @@
     return describeValue(spec, raw === undefined ? canonical : raw);
   }
 
-  function renderWhatIfResult(model, spec, before, after, newRaw, output) {
+  function renderWhatIfResult(model, spec, before, after, newRaw, output, implied) {
+    const also = Object.entries(implied || {}).map(([feature, v]) => {
+      const other = specOf(model, feature);
+      return other ? `${other.label} ${describeValue(other, v)}` : `${feature} ${v}`;
+    });
     const oldContribution = before.explanation.contributions.find((c) => c.feature === spec.name);
     const oldText = enteredText(spec, state.features[spec.name], oldContribution ? oldContribution.value : null);
     const newText = enteredText(spec, newRaw, null);
@@ -1709,6 +1714,7 @@
         column("What if", "whatif-after", after, newText, "then"),
       ]),
       el("p", { class: "compare-diff", id: "whatif-diff", text: `Change: ${diffText}${after.tier.name !== before.tier.name ? `; tier changes from ${shortTierLabel(before.tier)} to ${shortTierLabel(after.tier)}` : ""}.` }),
+      also.length ? el("p", { class: "section-note", id: "whatif-also", "data-features": Object.keys(implied).join(" "), text: `Also changed to stay consistent: ${also.join("; ")}.` }) : null,
       flags.length ? el("p", { class: "alert warning", text: `${spec.label} ${newText} is outside the training range; treat this comparison with caution.` }) : null,
       scaleHolder,
       el("p", { class: "section-note", text: "An association in the model, not a promise: changing a risk factor may not change risk by this much." }),

@@ -341,6 +341,11 @@ class Manifest(_Strict):
     hyperparameters: dict[str, Any]
     calibration: Calibration
     tiers: list[Tier]
+    tiers_borrowed_from: str | None = Field(
+        default=None,
+        description="When the tier thresholds come from a guideline for a different outcome: "
+        "which, in words (each result then carries a 'tier_thresholds_borrowed' warning).",
+    )
     split: Split
     validation: Validation
     explanation: ExplanationInfo

@@ -21,6 +21,13 @@ from typing import Any, Literal, NamedTuple, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from models.applicability import (
+    ApplicabilityDict,
+    Population,
+    Status,
+    UncertaintyDict,
+    WarningDict,
+)
 from models.curves import RiskCurve, risk_curves
 from models.loader import Artifact, load_artifact
 from models.manifest import FeatureSpec, FeatureType
@@ -102,11 +109,18 @@ class DataQualityDict(TypedDict):
 
 
 class Prediction(TypedDict):
+    """One answer. ``status`` "not_applicable" (outside the intended population, no research
+    use): ``probability``, ``tier`` and ``explanation`` are None, ``applicability`` says why."""
+
     prediction_id: str
     model: ModelRef
-    probability: float
-    tier: TierDict
-    explanation: ExplanationDict
+    status: Status
+    probability: float | None
+    tier: TierDict | None
+    explanation: ExplanationDict | None
+    applicability: ApplicabilityDict
+    uncertainty: UncertaintyDict | None
+    warnings: list[WarningDict]
     data_quality: DataQualityDict
     elapsed_ms: float
 
@@ -175,7 +189,8 @@ class Predictor:
         self.version = self.core.version
         self.sha256 = self.core.sha256
         self.validator = RowValidator(artifact.manifest)
-        self.frames = FrameScorer(self.core)
+        self.population = Population(artifact.manifest)
+        self.frames = FrameScorer(self.core, self.population)
         self.specs = list(artifact.manifest.features)
         self.ref: ModelRef = {"name": self.name, "version": self.version, "sha256": self.sha256}
         self.tiers: list[TierDict] = [
@@ -205,13 +220,27 @@ class Predictor:
     # -- one patient -------------------------------------------------------------------------
 
     def predict(
-        self, features: Mapping[str, Any], *, top_k: int | None = None, prefix: str = "features"
+        self,
+        features: Mapping[str, Any],
+        *,
+        top_k: int | None = None,
+        prefix: str = "features",
+        context: Mapping[str, bool] | None = None,
+        research_use: bool = False,
     ) -> Scored:
-        """Validate, score and explain one JSON payload (raises ``InvalidFeatures``)."""
+        """Validate, check the intended population, score and explain one JSON payload (raises
+        ``InvalidFeatures``). Outside the population the answer is "not_applicable" and carries
+        no score, unless ``research_use`` (the caller checked the caller may ask for it)."""
         started = time.perf_counter()
         row = self.validator.validate(features, prefix=prefix)
-        probability, contributions, tier = self.core.score_one(row.columns)
         values = row.values
+        quality = _quality(row.quality)
+        applicability, warnings = self.population.check(values, context, research_use=research_use)
+        if not (applicability["applicable"] or research_use):
+            return Scored(
+                self._not_applicable(applicability, warnings, quality, started), row.values
+            )
+        probability, contributions, tier = self.core.score_one(row.columns)
         result = self._result(
             [values[name] for name in self._names],
             probability,
@@ -219,18 +248,26 @@ class Predictor:
             np.argsort(-np.abs(contributions), kind="stable").tolist(),
             _signs(contributions).tolist(),
             tier,
-            _quality(row.quality),
+            quality,
             top_k,
             started,
+            applicability,
+            warnings,
         )
         return Scored(result, row.values)
 
     # -- a JSON batch ------------------------------------------------------------------------
 
     def predict_many(
-        self, payloads: Sequence[Mapping[str, Any]], *, top_k: Sequence[int | None]
+        self,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        top_k: Sequence[int | None],
+        contexts: Sequence[Mapping[str, bool] | None] | None = None,
+        research_use: Sequence[bool] | None = None,
     ) -> list[Scored | list[FieldError]]:
-        """Many JSON payloads through the column executor: one result or its errors each.
+        """Many JSON payloads through the column executor: one result or its errors each; a
+        payload outside the intended population gets the "not_applicable" answer.
 
         Errors name fields relative to the payload (``features.<name>``).
         """
@@ -255,8 +292,15 @@ class Predictor:
         for position, (row, cells) in enumerate(
             zip(accepted.tolist(), zip(*columns, strict=True), strict=True)
         ):
-            out[row] = Scored(
-                self._result(
+            values = dict(zip(names, cells, strict=True))
+            research = bool(research_use[row]) if research_use is not None else False
+            applicability, warnings = self.population.check(
+                values, contexts[row] if contexts is not None else None, research_use=research
+            )
+            if not (applicability["applicable"] or research):
+                result = self._not_applicable(applicability, warnings, qualities[position], started)
+            else:
+                result = self._result(
                     cells,
                     probabilities[position],
                     amounts[position],
@@ -266,9 +310,10 @@ class Predictor:
                     qualities[position],
                     top_k[row],
                     started,
-                ),
-                dict(zip(names, cells, strict=True)),
-            )
+                    applicability,
+                    warnings,
+                )
+            out[row] = Scored(result, values)
         return out
 
     # -- a table (files, Spark) --------------------------------------------------------------
@@ -285,7 +330,7 @@ class Predictor:
 
     def input_columns(self) -> list[str]:
         """Every table column the model reads: its features, then their unit columns."""
-        return self.frames.validator.input_columns()
+        return [*self.frames.validator.input_columns(), *sorted(self.population.contexts)]
 
     # -- what-if -----------------------------------------------------------------------------
 
@@ -303,6 +348,22 @@ class Predictor:
             raise InvalidFeatures(exc.errors + name_errors) from None
         if name_errors:
             raise InvalidFeatures(name_errors)
+        # Curves draw risks: never for a patient the model does not apply to (the rules on
+        # features; curves take no context).
+        applicability, _ = self.population.check(row.values, None, research_use=False)
+        if not applicability["applicable"]:
+            raise InvalidFeatures(
+                [
+                    FieldError(
+                        "features",
+                        f"outside the intended population: {f['description']} ({f['detail']})",
+                        None,
+                        f["description"],
+                        "not_applicable",
+                    )
+                    for f in applicability["failed"]
+                ]
+            )
         probability, _, _ = self.core.score_one(row.columns)
         return {
             "model": self.ref,
@@ -394,10 +455,17 @@ class Predictor:
         quality: DataQualityDict,
         top_k: int | None,
         started: float,
+        applicability: ApplicabilityDict,
+        warnings: list[WarningDict],
     ) -> Prediction:
+        named = dict(zip(self._names, values, strict=True))
+        qualifying = self.population.warnings(
+            named, [o["feature"] for o in quality["out_of_training_range"]]
+        )
         return {
             "prediction_id": prediction_id(),
             "model": self.ref,
+            "status": "scored",
             "probability": probability,
             "tier": self.tiers[tier_index],
             "explanation": {
@@ -406,6 +474,31 @@ class Predictor:
                 "base_probability": self.base_probability,
                 "contributions": self.explain(values, amounts, order, signs, top_k),
             },
+            "applicability": applicability,
+            "uncertainty": self.population.uncertainty(probability),
+            "warnings": warnings + qualifying if warnings else qualifying,
+            "data_quality": quality,
+            "elapsed_ms": (time.perf_counter() - started) * 1000.0,
+        }
+
+    def _not_applicable(
+        self,
+        applicability: ApplicabilityDict,
+        warnings: list[WarningDict],
+        quality: DataQualityDict,
+        started: float,
+    ) -> Prediction:
+        """The typed answer for a patient outside the intended population: no score at all."""
+        return {
+            "prediction_id": prediction_id(),
+            "model": self.ref,
+            "status": "not_applicable",
+            "probability": None,
+            "tier": None,
+            "explanation": None,
+            "applicability": applicability,
+            "uncertainty": None,
+            "warnings": warnings,
             "data_quality": quality,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.applicability import Population
 from models.columns import columns_for, encode
 from models.manifest import FeatureSpec, FeatureType, ModelColumn
 from models.scoring import ScoringModel
@@ -677,6 +678,11 @@ def score_fields(n_features: int, *, explain: bool, top_k: int) -> list[Any]:
         pa.field("out_of_training_range", pa.string()),
         pa.field("unit_conversions", pa.string()),
         pa.field("trustworthy", pa.bool_()),
+        # Issue 14: "scored" or "not_applicable" (then no score: reasons in not_applicable).
+        pa.field("status", pa.string()),
+        pa.field("not_applicable", pa.string()),
+        pa.field("uncertainty", pa.string()),
+        pa.field("warnings", pa.string()),
     ]
     if explain:
         for k in range(1, effective_top_k(n_features, top_k) + 1):
@@ -746,9 +752,10 @@ class ScoredFrame:
 class FrameScorer:
     """Validate a table column-wise and score it with the one scoring core."""
 
-    def __init__(self, core: ScoringModel) -> None:
+    def __init__(self, core: ScoringModel, population: Population | None = None) -> None:
         self.core = core
         self.manifest = core.manifest
+        self.population = population or Population(core.manifest)
         self.validator = FrameValidator(core.manifest.features, core.manifest.columns)
         self.tier_names = np.array([t.name for t in core.tiers], dtype=object)
         self.feature_names = np.array(core.feature_names, dtype=object)
@@ -760,9 +767,7 @@ class FrameScorer:
         self, table: Mapping[str, ColumnLike], n_rows: int, *, explain: bool, top_k: int
     ) -> ScoredFrame:
         frame = self.validator.validate(table, n_rows)
-        accepted = frame.accepted
-        rejected = ~accepted
-        index = np.flatnonzero(accepted)
+        index = np.flatnonzero(frame.accepted)
         probability = np.full(n_rows, np.nan)
         tier = np.zeros(n_rows, dtype=np.int32)
         contributions = np.zeros((n_rows, len(self.feature_names)))
@@ -771,10 +776,22 @@ class FrameScorer:
             probability[index] = scores.probability
             tier[index] = scores.tier_index
             contributions[index] = scores.contributions
+        # The context columns the rules name (optional): a bad cell rejects its row.
+        contexts, context_errors = self.population.context_columns(table, n_rows)
+        accepted = frame.accepted.copy()
+        errors = dict(frame.errors)
+        for row, error in context_errors.items():
+            errors[row] = [*errors.get(row, []), error]
+            accepted[row] = False
+        rejected = ~accepted
+        reasons_na = self.population.check_table(frame.values, contexts, accepted)
+        not_applicable = reasons_na != None  # noqa: E711 (elementwise on an object array)
+        # Not applicable: no score, tier or explanation (the row keeps its status and reasons).
+        withheld = rejected | not_applicable
         names = self.validator.names
         columns: dict[str, Any] = {
-            "probability": pa.array(probability, pa.float64(), mask=rejected),
-            "tier": _labels(tier, self.tier_names, rejected),
+            "probability": pa.array(probability, pa.float64(), mask=withheld),
+            "tier": _labels(tier, self.tier_names, withheld),
             "model_name": _constant(self.core.name, n_rows),
             "model_version": _constant(self.core.version, n_rows),
             "model_sha256": _constant(self.core.sha256, n_rows),
@@ -786,22 +803,30 @@ class FrameScorer:
                 pa.bool_(),
                 mask=rejected,
             ),
+            "status": _labels(
+                not_applicable.astype(np.int32), ["scored", "not_applicable"], rejected
+            ),
+            "not_applicable": pa.array(reasons_na, pa.string()),
+            "uncertainty": self.population.uncertainty_column(probability, withheld),
+            "warnings": self.population.warnings_column(
+                frame.values, contexts, withheld, np.asarray(frame.out_of_range.any(axis=1))
+            ),
         }
         if explain:
             k = effective_top_k(len(self.feature_names), top_k)
             order, top = top_contributions(contributions, k)
             for i in range(k):
-                columns[f"top{i + 1}_feature"] = _labels(order[:, i], self.feature_names, rejected)
+                columns[f"top{i + 1}_feature"] = _labels(order[:, i], self.feature_names, withheld)
                 columns[f"top{i + 1}_contribution"] = pa.array(
-                    top[:, i], pa.float64(), mask=rejected
+                    top[:, i], pa.float64(), mask=withheld
                 )
             rest = contributions.sum(axis=1) - top.sum(axis=1)
             if k >= contributions.shape[1]:
                 rest = np.zeros(n_rows)
-            columns["other_contribution"] = pa.array(rest, pa.float64(), mask=rejected)
+            columns["other_contribution"] = pa.array(rest, pa.float64(), mask=withheld)
         reasons = np.full(n_rows, None, dtype=object)
-        for row, errors in frame.errors.items():
-            reasons[row] = reason_text(errors)
+        for row, row_errors in errors.items():
+            reasons[row] = reason_text(row_errors)
         columns["reject_reason"] = pa.array(reasons, pa.string())
         schema = pa.schema(self.fields(explain=explain, top_k=top_k))
         return ScoredFrame(accepted, pa.table(columns, schema=schema))

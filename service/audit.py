@@ -51,10 +51,12 @@ audit_records = sa.Table(
     sa.Column("model_sha256", sa.String(64), nullable=False),
     sa.Column("patient_pseudonym", sa.String(64), nullable=True, index=True),
     sa.Column("input_sha256", sa.String(64), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("tier", sa.String(32), nullable=False),
+    # Null for a "not_applicable" answer (issue 14): it is audited, but carries no score.
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("tier", sa.String(32), nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="scored"),
 )
 
 
@@ -69,10 +71,12 @@ class AuditRecord(NamedTuple):
     model_sha256: str
     patient_pseudonym: str | None
     input_sha256: str
-    probability: float
-    tier: str
+    probability: float | None
+    tier: str | None
     latency_ms: float
     channel: str
+    status: str = "scored"
+    """"scored" or "not_applicable" (outside the model's intended population: no score)."""
 
 
 class Pseudonymizer:

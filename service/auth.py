@@ -35,7 +35,8 @@ from typing import Any
 
 import structlog
 
-SCOPES = ("predict", "batch", "admin")
+# research: may score a patient outside a model's intended population (issue 14; audited).
+SCOPES = ("predict", "batch", "admin", "research")
 RELOAD_INTERVAL_SECONDS = 1.0
 """How stale the service's keys may be: a revoked key is refused within about this long."""
 

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from models.manifest import (
+    ApplicabilityRule,
     Baseline,
+    CalibrationBin,
     Candidate,
     FeatureSpec,
     FeatureType,
@@ -352,6 +354,37 @@ def _tier_range(tier: Tier) -> str:
     return f"{_pct(tier.lower)} to < {_pct(tier.upper)}"
 
 
+def _rule_condition(rule: ApplicabilityRule) -> str:
+    if rule.kind == "feature_range":
+        bounds = []
+        if rule.minimum is not None:
+            bounds.append(f"{rule.feature} >= {_num(rule.minimum)}")
+        if rule.maximum is not None:
+            bounds.append(f"{rule.feature} <= {_num(rule.maximum)}")
+        return " and ".join(bounds)
+    if rule.kind == "context_false":
+        return f"context `{rule.context}` not true (not stated: assumed, with a warning)"
+    return f"context `{rule.context}` must be true"
+
+
+def _who_for(manifest: Manifest) -> list[str]:
+    """Issue 14: the intended population as rules; a patient failing one gets no score."""
+    lines = ["## Who this model is for", ""]
+    if not manifest.applicability:
+        return [*lines, "No applicability rules were declared."]
+    lines += [
+        "Every front door (API, batch files, CDS Hooks, page) checks these rules. A patient "
+        'failing any of them gets a "not applicable" answer naming the rule and no probability '
+        "(an audited research opt-in may still score).",
+        "",
+        *_table(
+            ("Rule", "Checked as", "Source"),
+            ((r.description, _rule_condition(r), r.source) for r in manifest.applicability),
+        ),
+    ]
+    return lines
+
+
 def _tiers_table(manifest: Manifest) -> list[str]:
     by_name: dict[str, ThresholdMetrics] = {t.tier: t for t in manifest.validation.tiers}
     rows = []
@@ -386,6 +419,11 @@ def _tiers_table(manifest: Manifest) -> list[str]:
             ),
             rows,
         ),
+        *(
+            ["", f"**Borrowed thresholds:** {manifest.tiers_borrowed_from}"]
+            if manifest.tiers_borrowed_from
+            else []
+        ),
     ]
 
 
@@ -398,6 +436,7 @@ def _subgroup_row(sub: SubgroupMetrics) -> tuple[object, ...]:
         _auc(sub.auroc) if sub.auroc is not None else NA_SUBGROUP,
         f"{sub.calibration_slope:.2f}" if sub.calibration_slope is not None else DASH,
         f"{_pct(sub.mean_predicted)} / {_pct(sub.observed_rate)}",
+        "yes" if sub.reliable else f"no: {sub.concern}",
     )
 
 
@@ -424,6 +463,18 @@ def _baseline_row(base: Baseline) -> tuple[object, ...]:
         f"{base.brier:.3f}" if base.brier is not None else DASH,
         diff,
     )
+
+
+def _bin_range(b: CalibrationBin) -> str:
+    if b.lower is None or b.upper is None:
+        return DASH
+    return f"{_pct(b.lower)} to {_pct(b.upper)}"
+
+
+def _observed(b: CalibrationBin) -> str:
+    if b.observed_ci_low is None or b.observed_ci_high is None:
+        return _pct(b.observed_rate)
+    return f"{_pct(b.observed_rate)} ({_pct(b.observed_ci_low)} to {_pct(b.observed_ci_high)})"
 
 
 def _quantitative(manifest: Manifest) -> list[str]:
@@ -457,14 +508,21 @@ def _quantitative(manifest: Manifest) -> list[str]:
     if test.calibration_bins:
         lines.append(
             "Test patients in equal-sized groups ordered by predicted risk: mean predicted risk "
-            "against the observed event rate."
+            "against the observed event rate with its 95% Wilson interval. Each scored result "
+            "quotes the row its probability falls in."
         )
         lines.append("")
         lines.extend(
             _table(
-                ("Group", "Patients", "Predicted", "Observed"),
+                ("Group", "Predicted risk range", "Patients", "Predicted", "Observed (95% CI)"),
                 (
-                    (i, f"{b.n:,}", _pct(b.mean_predicted), _pct(b.observed_rate))
+                    (
+                        i,
+                        _bin_range(b),
+                        f"{b.n:,}",
+                        _pct(b.mean_predicted),
+                        _observed(b),
+                    )
                     for i, b in enumerate(test.calibration_bins, start=1)
                 ),
             )
@@ -483,6 +541,7 @@ def _quantitative(manifest: Manifest) -> list[str]:
                     "AUROC",
                     "Calibration slope",
                     "Predicted / observed",
+                    "Reliable",
                 ),
                 (_subgroup_row(s) for s in val.subgroups),
             )
@@ -530,6 +589,7 @@ def render_card(manifest: Manifest) -> str:
         [f"# {manifest.title} — {manifest.name} {manifest.version}", "", manifest.summary],
         _model_details(manifest),
         _intended_use(manifest),
+        _who_for(manifest),
         _inputs(manifest),
         _factors(manifest),
         _metrics(),

@@ -28,6 +28,8 @@ class TierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Literal["fixed", "sensitivity"]
     levels: list[TierLevel]
+    # Issue 14: thresholds taken from a guideline for another outcome; every result says so.
+    borrowed_from: str | None = None
 
 
 class XGBoostCandidates(BaseModel):

@@ -560,6 +560,7 @@ def train(
             fitted_on="out-of-fold margins of the 5-fold CV on the training part",
         ),
         tiers=tiers,
+        tiers_borrowed_from=config.tiers.borrowed_from,
         split=Split(
             method="stratified group split: one of 5 folds (groups: see grouped_by)",
             seed=seed,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
+from models.applicability import parse_context
 from models.predictor import Predictor, Scored
 from models.validation import FieldError, InvalidFeatures
 from service.api.body import read_json_body
@@ -30,6 +31,7 @@ from service.api.deps import (
 )
 from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord
+from service.auth import ApiKey
 from service.errors import InvalidFeatures as InvalidRequest
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
@@ -45,8 +47,14 @@ VALIDATION_FAILURES = Counter(
     "Rejected patient payloads by model and field.",
     ["model", "field"],
 )
-ITEM_FIELDS = ("patient_id", "features", "top_k")
+ITEM_FIELDS = ("patient_id", "features", "top_k", "context", "research_use")
 BATCH_FIELDS = ("items", "top_k")
+RESEARCH_SCOPES = frozenset({"admin", "research"})
+NOT_APPLICABLE = Counter(
+    "clinrisk_not_applicable_total",
+    "Answers withheld because the patient is outside the model's intended population.",
+    ["model", "version"],
+)
 
 
 def _json(body: Any) -> Response:
@@ -101,7 +109,46 @@ def _envelope(body: Any, allowed: tuple[str, ...], prefix: str = "") -> list[Fie
         errors.append(
             FieldError(prefix + "features", "required object is missing", None, "an object", "type")
         )
+    research = body.get("research_use")
+    if research is not None and not isinstance(research, bool):
+        errors.append(
+            FieldError(prefix + "research_use", "must be true or false", research, "a boolean")
+        )
     return errors
+
+
+class Envelope:
+    """An item's context and research opt-in, checked against the model and the caller."""
+
+    def __init__(self, model: Predictor, body: dict[str, Any], caller: ApiKey, prefix: str = ""):
+        self.context, problems = parse_context(
+            body.get("context"), model.population.contexts, prefix
+        )
+        self.errors = [FieldError(f, m, v, a, "context") for f, m, v, a in problems]
+        self.research_use = body.get("research_use") is True
+        if self.research_use and not caller.scopes & RESEARCH_SCOPES:
+            self.errors.append(
+                FieldError(
+                    prefix + "research_use",
+                    "research use needs an API key with the 'research' or 'admin' scope",
+                    True,
+                    "false for this key",
+                    "forbidden",
+                )
+            )
+
+
+def channel_of(channel: str, result: dict[str, Any]) -> str:
+    """The audit channel; a research-use score outside the population says so."""
+    applicability = result["applicability"]
+    return channel + "+research" if not applicability["applicable"] else channel
+
+
+def observe(model: Predictor, result: dict[str, Any]) -> None:
+    if result["probability"] is None:
+        NOT_APPLICABLE.labels(model.name, model.version).inc()
+    else:
+        SCORES.labels(model.name, model.version).observe(result["probability"])
 
 
 def _record(
@@ -114,6 +161,7 @@ def _record(
     created_at: datetime,
 ) -> AuditRecord:
     result = scored.result
+    tier = result["tier"]
     return AuditRecord(
         prediction_id=result["prediction_id"],
         created_at=created_at,
@@ -124,27 +172,36 @@ def _record(
         patient_pseudonym=state.pseudonymize(patient_id),
         input_sha256=state.pseudonymize.input_hash(scored.values),
         probability=result["probability"],
-        tier=result["tier"]["name"],
+        tier=tier["name"] if tier is not None else None,
         latency_ms=result["elapsed_ms"],
-        channel=channel,
+        channel=channel_of(channel, dict(result)),
+        status=result["status"],
     )
 
 
 async def predict_one(
-    state: StateDep, model: Predictor, body: Any, caller: str, channel: str = "single"
+    state: StateDep, model: Predictor, body: Any, caller: ApiKey, channel: str = "single"
 ) -> Scored:
     """Check the envelope, predict, audit: what every single-patient door does. The result is
-    returned only once its audit record is committed."""
+    returned only once its audit record is committed (a "not_applicable" answer too)."""
     errors = _envelope(body, ITEM_FIELDS)
     if errors:
         raise _invalid(model, errors, "request")
+    envelope = Envelope(model, body, caller)
+    if envelope.errors:
+        raise _invalid(model, envelope.errors, "request")
     try:
-        scored = model.predict(body["features"], top_k=_positive_int(body.get("top_k")))
+        scored = model.predict(
+            body["features"],
+            top_k=_positive_int(body.get("top_k")),
+            context=envelope.context,
+            research_use=envelope.research_use,
+        )
     except InvalidFeatures as exc:
         raise _invalid(model, exc.errors, "features object") from None
-    SCORES.labels(model.name, model.version).observe(scored.result["probability"])
+    observe(model, dict(scored.result))
     record = _record(
-        state, model, scored, body.get("patient_id"), caller, channel, datetime.now(UTC)
+        state, model, scored, body.get("patient_id"), caller.key_id, channel, datetime.now(UTC)
     )
     await state.audit.write_together([record])
     return scored
@@ -157,7 +214,7 @@ async def predict(
     # NOTE: scoring one patient takes well under a millisecond, less than a hop to the
     # threadpool would cost, so it runs on the event loop.
     body = await read_json_body(request, state.settings.max_body_bytes)
-    return _json((await predict_one(state, model, body, caller.key_id)).result)
+    return _json((await predict_one(state, model, body, caller)).result)
 
 
 async def predict_batch(
@@ -167,11 +224,11 @@ async def predict_batch(
     started = time.perf_counter()
     body = await read_json_body(request, state.settings.max_body_bytes)
     # A batch takes milliseconds: score it off the event loop.
-    return await run_in_threadpool(_score_batch, state, model, body, caller.key_id, started)
+    return await run_in_threadpool(_score_batch, state, model, body, caller, started)
 
 
 def _score_batch(
-    state: StateDep, model: Predictor, body: Any, caller: str, started: float
+    state: StateDep, model: Predictor, body: Any, caller: ApiKey, started: float
 ) -> Response:
     errors = _envelope(body, BATCH_FIELDS)
     items = body.get("items") if isinstance(body, dict) else None
@@ -192,26 +249,33 @@ def _score_batch(
         {"index": i, "result": None, "error": None} for i in range(len(items))
     ]
     good: list[int] = []
+    envelopes: list[Envelope] = []
     for index, item in enumerate(items):
-        item_errors = _envelope(item, ITEM_FIELDS, prefix=f"items[{index}].")
+        prefix = f"items[{index}]."
+        item_errors = _envelope(item, ITEM_FIELDS, prefix=prefix)
+        if not item_errors:
+            envelope = Envelope(model, item, caller, prefix)
+            item_errors = envelope.errors
         if item_errors:
             results[index]["error"] = _invalid(model, item_errors, "request").problem()
         else:
             good.append(index)
+            envelopes.append(envelope)
     outcomes = model.predict_many(
         [items[i]["features"] for i in good],
         top_k=[
             _positive_int(items[i]["top_k"]) if "top_k" in items[i] else default_top_k for i in good
         ],
+        contexts=[e.context for e in envelopes],
+        research_use=[e.research_use for e in envelopes],
     )
     records: list[AuditRecord] = []
-    histogram = SCORES.labels(model.name, model.version)
     now = datetime.now(UTC)
     for index, outcome in zip(good, outcomes, strict=True):
         if isinstance(outcome, Scored):
-            histogram.observe(outcome.result["probability"])
+            observe(model, dict(outcome.result))
             patient_id = items[index].get("patient_id")
-            records.append(_record(state, model, outcome, patient_id, caller, "batch", now))
+            records.append(_record(state, model, outcome, patient_id, caller.key_id, "batch", now))
             results[index]["result"] = outcome.result
         else:
             prefix = f"items[{index}]."

@@ -88,6 +88,12 @@ class FeatureSpec(_FromManifest):
     loinc: str | None = None
     source: str = Field(description="Where the dataset holds it and how it was mapped.")
     monotone: Literal[-1, 0, 1] = 0
+    direction: Literal[-1, 0, 1] = Field(
+        default=0,
+        description="Clinical direction: 1 = a higher value raises risk, -1 = lowers it, "
+        "0 = none declared (shown as an association).",
+    )
+    direction_rationale: str = Field(default="", description="Why this direction, one line.")
     required: bool = True
     modifiable: bool = False
     missing_handling: str | None = Field(
@@ -115,10 +121,35 @@ class Calibration(_FromManifest):
     fitted_on: str
 
 
+class ApplicabilityRule(_FromManifest):
+    """One condition of the intended population; a patient failing it is not scored."""
+
+    id: str
+    description: str = Field(description="In clinical words, e.g. 'Adults aged 30 to 70'.")
+    source: str = Field(description="Clinical source, or why the rule exists.")
+    kind: Literal["feature_range", "context_false", "context_required"] = Field(
+        description="feature_range: minimum <= features[feature] <= maximum; context_false: "
+        "context[context] must not be true (not stated = assumed to hold, with a warning); "
+        "context_required: context[context] must be true."
+    )
+    feature: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    context: str | None = None
+
+
 class CalibrationBin(_FromManifest):
     mean_predicted: float
     observed_rate: float
     n: int
+    lower: float | None = Field(default=None, description="Lower edge of the predicted-risk bin.")
+    upper: float | None = Field(default=None, description="Upper edge of the predicted-risk bin.")
+    observed_ci_low: float | None = Field(
+        default=None, description="95% Wilson interval of the observed rate (low)."
+    )
+    observed_ci_high: float | None = Field(
+        default=None, description="95% Wilson interval of the observed rate (high)."
+    )
 
 
 class ThresholdMetrics(_FromManifest):
@@ -141,6 +172,14 @@ class SubgroupMetrics(_FromManifest):
     calibration_intercept: float | None
     mean_predicted: float
     observed_rate: float
+    feature: str | None = Field(
+        default=None, description="The feature that places a patient in this subgroup."
+    )
+    minimum: float | None = Field(default=None, description="Inclusive lower bound on feature.")
+    maximum: float | None = Field(default=None, description="Exclusive upper bound on feature.")
+    categories: list[str] = Field(default_factory=list)
+    reliable: bool = True
+    concern: str | None = Field(default=None, description="Why the figures are unreliable.")
 
 
 class ValidationSummary(_FromManifest):
@@ -203,6 +242,16 @@ class PredictRequest(_Public):
         default=None,
         ge=1,
         description="Return only the k largest contributions plus one 'other_features' entry.",
+    )
+    context: dict[str, bool | None] | None = Field(
+        default=None,
+        description="Facts that decide whether the model applies (not model inputs), named by "
+        'the model\'s applicability rules, e.g. {"established_ascvd": false}.',
+    )
+    research_use: bool | None = Field(
+        default=None,
+        description="Score a patient outside the intended population anyway (keys with the "
+        "'research' or 'admin' scope only; audited as research).",
     )
 
 
@@ -273,12 +322,51 @@ class DataQualityPublic(_Public):
     trustworthy: bool = Field(description="False when any input was missing or out of range.")
 
 
+class FailedRule(_Public):
+    id: str
+    description: str
+    source: str
+    detail: str = Field(description="The value that failed, in clinical words.")
+
+
+class ApplicabilityPublic(_Public):
+    applicable: bool
+    research_use: bool
+    failed: list[FailedRule]
+
+
+class UncertaintyPublic(_Public):
+    """How often a similar prediction came true on the untouched test part."""
+
+    statement: str
+    observed_rate: float
+    ci_low: float
+    ci_high: float
+    n: int
+    bin: list[float] = Field(description="[lower, upper) of the predicted-risk bin.")
+
+
+class WarningPublic(_Public):
+    code: str = Field(
+        description="e.g. subgroup_unreliable, tier_thresholds_borrowed, "
+        "value_outside_training_range, applicability_not_stated, research_use"
+    )
+    message: str
+
+
 class PredictResponse(_Public):
+    """One answer. With status "not_applicable" the patient is outside the model's intended
+    population: probability, tier and explanation are null and applicability says why."""
+
     prediction_id: str
     model: ModelRef
-    probability: float
-    tier: TierPublic
-    explanation: Explanation
+    status: Literal["scored", "not_applicable"]
+    probability: float | None
+    tier: TierPublic | None
+    explanation: Explanation | None
+    applicability: ApplicabilityPublic
+    uncertainty: UncertaintyPublic | None
+    warnings: list[WarningPublic]
     data_quality: DataQualityPublic
     elapsed_ms: float
 
@@ -349,8 +437,12 @@ class ModelDetail(_Public):
     created_at: datetime
     intended_use: str
     out_of_scope: list[str]
+    applicability: list[ApplicabilityRule] = Field(
+        default_factory=list, description="Who the model is for; failing a rule = no score."
+    )
     features: list[FeatureSpec]
     tiers: list[Tier]
+    tiers_borrowed_from: str | None = None
     calibration: Calibration
     validation: ValidationPublic
     caveats: list[str]
@@ -372,10 +464,14 @@ class AuditRecordPublic(_Public):
         description="HMAC-SHA256, under the same key, of the canonical validated input: the "
         "same input gives the same value, and the input cannot be recovered by trying values."
     )
-    probability: float
-    tier: str
+    probability: float | None = Field(description="Null for a not-applicable answer.")
+    tier: str | None
     latency_ms: float
-    channel: str
+    channel: str = Field(
+        description="e.g. single, batch, cds-hooks; '+research' when scored "
+        "outside the intended population by research opt-in."
+    )
+    status: Literal["scored", "not_applicable"] = "scored"
 
 
 class AuditPage(_Public):

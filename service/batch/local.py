@@ -88,7 +88,13 @@ def score_file(
     check_paths(input_path, output)
     model = load_predictor(artifact_folder(models_dir, model_name, version))
     what = f"model '{model.name}' {model.version}"
-    plan_ = plan(model.manifest.features, input_schema(input_path), options, what)
+    plan_ = plan(
+        model.manifest.features,
+        input_schema(input_path),
+        options,
+        what,
+        sorted(model.population.contexts),
+    )
     model_ref = {"name": model.name, "version": model.version, "sha256": model.sha256}
     summary = ScoreSummary(output=output, rejects=rejects_path(output), model=model_ref)
     runner = LocalRunner(model, plan_, work_dir(output), workers=options.workers)

@@ -65,8 +65,16 @@ def check_header(
         raise BatchError(f"the input's header names a column more than once: {listed}")
 
 
-def plan(features: Sequence[FeatureSpec], schema: Any, options: ScoreOptions, what: str) -> Plan:
-    """The job's columns for an input ``schema``; ``what`` names the model in error messages."""
+def plan(
+    features: Sequence[FeatureSpec],
+    schema: Any,
+    options: ScoreOptions,
+    what: str,
+    contexts: Sequence[str] = (),
+) -> Plan:
+    """The job's columns for an input ``schema``; ``what`` names the model in error messages.
+    ``contexts``: the applicability facts (yes/no columns) the model's rules name, read if
+    present (issue 14)."""
     names = list(schema.names)
     check_header(names, features, options.id_column or DEFAULT_ID_COLUMN)
     id_column = options.id_column
@@ -85,6 +93,7 @@ def plan(features: Sequence[FeatureSpec], schema: Any, options: ScoreOptions, wh
         for f in features
         if f.type in (FeatureType.NUMERIC, FeatureType.ORDINAL)
     }
+    wanted |= set(contexts)
     read = [n for n in names if n in wanted]
     if id_column is not None and id_column not in read:
         read.append(id_column)

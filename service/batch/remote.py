@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from models.applicability import NOT_YES_NO, yes_no
 from models.manifest import FeatureSpec
 from models.tables import UNIT_SUFFIX, Cells, FrameValidator, cells_of, json_values, reason_text
 from models.validation import FieldError
@@ -96,8 +97,10 @@ class HttpRunner:
         for row, result in self._send(self._items(table, values, sent), sent):
             self._fill(columns, row, result, cells)
         answered = sum(
-            p is not None or r is not None
-            for p, r in zip(columns["probability"], columns["reject_reason"], strict=True)
+            p is not None or r is not None or s is not None
+            for p, r, s in zip(
+                columns["probability"], columns["reject_reason"], columns["status"], strict=True
+            )
         )
         if answered != n:
             raise BatchError(
@@ -111,6 +114,12 @@ class HttpRunner:
         """The batch items (features, patient id) of ``rows``."""
         column = self.plan.id_column
         ids = table.column(column).to_pylist() if column else [None] * table.num_rows
+        # The context columns the model's applicability rules name (optional, yes/no cells).
+        declared = {r.context for r in self.detail.applicability if r.context is not None}
+        contexts = {
+            name: table.column(name).to_pylist()
+            for name in sorted(declared & set(table.column_names))
+        }
         items: list[dict[str, Any]] = []
         for i in rows:
             item: dict[str, Any] = {
@@ -118,6 +127,14 @@ class HttpRunner:
             }
             if ids[i] is not None and len(str(ids[i])) <= MAX_PATIENT_ID:
                 item["patient_id"] = str(ids[i])
+            context = {}
+            for name, cells in contexts.items():
+                parsed = yes_no(cells[i])
+                # A cell that is not yes/no is sent as given: the service refuses it by name.
+                if parsed is not None:
+                    context[name] = cells[i] if parsed is NOT_YES_NO else parsed
+            if context:
+                item["context"] = context
             items.append(item)
         return items
 
@@ -198,14 +215,23 @@ class HttpRunner:
         columns["model_version"][row] = result.model.version
         columns["model_sha256"][row] = result.model.sha256
         columns["probability"][row] = result.probability
-        columns["tier"][row] = result.tier.name
+        columns["tier"][row] = result.tier.name if result.tier is not None else None
+        columns["status"][row] = result.status
+        columns["not_applicable"][row] = (
+            "; ".join(f"{f.description}: {f.detail}" for f in result.applicability.failed)
+            if result.status == "not_applicable"
+            else None
+        )
+        scored = result.status == "scored"
+        columns["uncertainty"][row] = result.uncertainty.statement if result.uncertainty else None
+        columns["warnings"][row] = ";".join(w.code for w in result.warnings) if scored else None
         columns["missing_features"][row] = ";".join(m.feature for m in quality.missing)
         columns["out_of_training_range"][row] = ";".join(
             o.feature for o in quality.out_of_training_range
         )
         columns["unit_conversions"][row] = ";".join(u.feature for u in quality.unit_conversions)
         columns["trustworthy"][row] = quality.trustworthy
-        if self.plan.explain:
+        if self.plan.explain and result.explanation is not None:
             contributions = result.explanation.contributions
             top = [c for c in contributions if c.feature != "other_features"]
             for k, contribution in enumerate(top[: self.plan.top_k], start=1):
@@ -259,7 +285,8 @@ def score_file_http(
     except Exception as exc:
         raise BatchError(f"could not read model '{model_name}' from the service: {exc}") from exc
     what = f"model '{detail.name}' {detail.version} at {service_url or 'the service'}"
-    plan_ = plan(manifest_features(detail), input_schema(input_path), options, what)
+    contexts = sorted({r.context for r in detail.applicability if r.context is not None})
+    plan_ = plan(manifest_features(detail), input_schema(input_path), options, what, contexts)
     model_ref = {"name": detail.name, "version": detail.version, "sha256": detail.sha256}
     summary = ScoreSummary(output=output, rejects=rejects_path(output), model=model_ref)
     runner = HttpRunner(

@@ -127,6 +127,15 @@ class Cards:
                 f"{conversion['unit']} to {self._value(feature, conversion['converted_value'])}."
             )
         issues += self._notes()
+        uncertainty = result.get("uncertainty")
+        if uncertainty:
+            detail += ["", f"**How sure:** {uncertainty['statement']}"]
+        # The borrowed-tier caution is the card's closing sentence already.
+        warnings = [
+            w for w in result.get("warnings", []) if w["code"] != "tier_thresholds_borrowed"
+        ]
+        if warnings:
+            detail += ["", "**Cautions**", *(f"- {w['message']}" for w in warnings)]
         if issues:
             detail += ["", "**Data quality**", *issues]
         detail += ["", "**Chart data used**", "", *self._inputs_table(values)]
@@ -144,9 +153,36 @@ class Cards:
             "model": result["model"],
             "trustworthy": quality["trustworthy"],
             "computed": True,
+            "status": "scored",
+            "warnings": [w["code"] for w in result.get("warnings", [])],
         }
         indicator = INDICATORS.get(tier["name"], "info")
         return self._card(result["prediction_id"], summary, indicator, detail, extension)
+
+    def not_applicable(self, result: dict[str, Any]) -> dict[str, Any]:
+        """An info card: the model does not apply to this patient, why, and no score at all."""
+        failed = result["applicability"]["failed"]
+        summary = "10-year CHD risk not applicable: " + "; ".join(f["detail"] for f in failed)
+        if len(summary) > 140:
+            summary = f"10-year CHD risk not applicable: {len(failed)} criteria not met"
+        detail = [
+            "This model is not intended for this patient, so no risk is given.",
+            "",
+            "**Criteria not met**",
+            *(f"- {f['description']}: {f['detail']}. Why: {f['source']}" for f in failed),
+        ]
+        notes = self._notes()
+        if notes:
+            detail += ["", "**Notes**", *notes]
+        detail += ["", self._model_line(result["prediction_id"])]
+        extension = {
+            "prediction_id": result["prediction_id"],
+            "computed": False,
+            "status": "not_applicable",
+            "not_applicable": [f["id"] for f in failed],
+            "model": result["model"],
+        }
+        return self._card(result["prediction_id"], summary, "info", detail, extension)
 
     def not_computed(
         self,

@@ -482,6 +482,40 @@ def condition_matches(condition: Mapping[str, Any], rule: ConditionRule) -> str 
     return None
 
 
+# Established atherosclerotic cardiovascular disease (issue 14): a model for primary prevention
+# does not apply. History counts (a past myocardial infarction is established ASCVD).
+ESTABLISHED_ASCVD = ConditionRule(
+    "established ASCVD",
+    frozenset(
+        {
+            "53741008",  # coronary arteriosclerosis
+            "414545008",  # ischemic heart disease
+            "413838009",  # chronic ischemic heart disease
+            "22298006",  # myocardial infarction
+            "399211009",  # history of myocardial infarction
+            "401303003",  # acute ST segment elevation myocardial infarction
+            "401314000",  # acute non-ST segment elevation myocardial infarction
+            "194828000",  # angina
+            "230690007",  # cerebrovascular accident
+            "422504002",  # ischemic stroke
+            "399957001",  # peripheral arterial occlusive disease
+            "840580004",  # peripheral arterial disease
+        }
+    ),
+    # I20-I25 ischaemic heart disease, I63 cerebral infarction, I70 atherosclerosis, I73.9
+    # peripheral vascular disease, Z95.1 / Z95.5 coronary bypass graft / stent.
+    ("I20", "I21", "I22", "I23", "I24", "I25", "I63", "I70", "I739", "Z951", "Z955"),
+    include_resolved=True,
+)
+
+
+def established_ascvd(conditions: Sequence[Mapping[str, Any]]) -> str | None:
+    """The matching code when the chart records established ASCVD, else None (not stated:
+    absence from a problem list is not a statement that there is none)."""
+    flag, text, _ = _condition_flag(conditions, ESTABLISHED_ASCVD)
+    return text if flag else None
+
+
 def _condition_flag(
     conditions: Sequence[Mapping[str, Any]], rule: ConditionRule
 ) -> tuple[int, str, date | None]:

@@ -194,17 +194,29 @@ async def cds_cvd_risk(request: Request, state: StateDep, caller: CvdCaller) -> 
     if extraction.missing_required:
         HOOK_RESULTS.labels(SERVICE_ID, "not_computed").inc()
         return _json({"cards": [cards.not_computed(missing=extraction.missing_required)]})
+    # Applicability facts the chart states (issue 14); what it does not state stays unstated,
+    # and the result then warns that it was assumed (e.g. no established ASCVD).
+    context: dict[str, bool] = {}
+    if extraction.deceased and "deceased" in model.population.contexts:
+        context["deceased"] = True
+    ascvd = fhir.established_ascvd(conditions)
+    if ascvd is not None and "established_ascvd" in model.population.contexts:
+        context["established_ascvd"] = True
+        extraction.warnings.append(f"Established ASCVD recorded in the chart ({ascvd}).")
     try:
         scored = await predict_one(
             state,
             model,
-            {"patient_id": patient_id, "features": extraction.features},
-            caller.key_id,
+            {"patient_id": patient_id, "features": extraction.features, "context": context},
+            caller,
             channel=CHANNEL,
         )
     except InvalidFeatures as exc:
         HOOK_RESULTS.labels(SERVICE_ID, "not_computed").inc()
         return _json({"cards": [cards.not_computed(invalid=exc.errors)]})
+    if scored.result["status"] == "not_applicable":
+        HOOK_RESULTS.labels(SERVICE_ID, "not_applicable").inc()
+        return _json({"cards": [cards.not_applicable(dict(scored.result))]})
     HOOK_RESULTS.labels(SERVICE_ID, "scored").inc()
     return _json({"cards": [cards.risk(dict(scored.result))]})
 

@@ -64,7 +64,7 @@ def test_two_workers_on_a_fresh_database_start_and_stay_up(tmp_path: Path, keys:
         assert "Traceback" not in stderr and "already exists" not in stderr, stderr
         with sqlite3.connect(folder / "audit.db") as database:
             (revision,) = database.execute("SELECT version_num FROM alembic_version").fetchone()
-        assert revision == "0002"
+        assert revision == "0003"
 
 
 def test_db_upgrade_creates_the_schema_once(tmp_path: Path, keys: Keys) -> None:
@@ -72,7 +72,7 @@ def test_db_upgrade_creates_the_schema_once(tmp_path: Path, keys: Keys) -> None:
     first = subprocess.run([CLINRISK, "db", "upgrade"], env=env, capture_output=True, text=True)
     again = subprocess.run([CLINRISK, "db", "upgrade"], env=env, capture_output=True, text=True)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
-    assert "revision 0002" in first.stdout and "revision 0002" in again.stdout
+    assert "revision 0003" in first.stdout and "revision 0003" in again.stdout
 
 
 def test_serving_without_a_pseudonym_key_says_so_in_one_line(tmp_path: Path, keys: Keys) -> None:

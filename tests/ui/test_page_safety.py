@@ -438,3 +438,26 @@ def test_context_facts_are_asked_and_decide_applicability(
     panel = page.wait_for_selector("#not-applicable")
     assert panel is not None and excluding["description"] in panel.inner_text()
     assert page.query_selector("#probability") is None
+
+
+# ------------------------------------------------------------------ directions
+
+
+@pytest.mark.parametrize("name", ["cvd", "diabetes"])
+def test_inputs_without_a_clinical_direction_are_shown_as_associations(
+    page: Page, live_server: LiveServer, name: str
+) -> None:
+    score(page, live_server, name, PATIENTS[name])
+
+    specs = {f["name"]: f for f in live_server.model(name)["features"]}
+    contributions = live_server.predict(name, PATIENTS[name])["explanation"]["contributions"]
+    bars = page.query_selector_all("svg.waterfall-svg rect.wf-bar")
+    assert len(bars) == len(contributions)
+    associations = 0
+    for bar, contribution in zip(bars, contributions, strict=True):
+        spec = specs.get(contribution["feature"], {})
+        expected = spec.get("direction") == 0 and contribution["direction"] != "no effect"
+        associations += expected
+        assert ("association" in (bar.get_attribute("class") or "")) == expected, spec.get("name")
+    note = page.inner_text(".waterfall .section-note")
+    assert ("associations in the training data" in note) == bool(associations)

@@ -1220,13 +1220,22 @@
 
   /* ------------------------------------------------ waterfall: base risk -> this patient */
 
+  // A feature with no declared clinical direction is shown as an association of the training
+  // data, never as something that "raised" or "lowered" the risk.
+  function isAssociation(spec) {
+    return Boolean(spec) && spec.direction === 0;
+  }
+
   function renderWaterfallSection(model, result, features) {
     const explanation = result.explanation;
     const holder = el("div", { class: "chart-holder" });
     const rows = explanation.contributions.map((c) => {
       const spec = specOf(model, c.feature);
-      return [contributionLabel(spec, c, features[c.feature]), c.direction, c.contribution.toFixed(3), `×${Math.exp(c.contribution).toFixed(2)}`];
+      let effect = c.direction;
+      if (isAssociation(spec) && c.direction !== "no effect") effect = `associated with ${c.contribution > 0 ? "higher" : "lower"} predicted risk`;
+      return [contributionLabel(spec, c, features[c.feature]), effect, c.contribution.toFixed(3), `×${Math.exp(c.contribution).toFixed(2)}`];
     });
+    const associations = explanation.contributions.some((c) => isAssociation(specOf(model, c.feature)));
     const table = el("details", { class: "table-details" }, [
       el("summary", { text: "Contributions as a table" }),
       el("div", { class: "table-wrap" }, [
@@ -1244,6 +1253,7 @@
         "raises the risk ",
         el("span", { class: "swatch lower", "aria-hidden": "true" }),
         "lowers it. The change is in percentage points (pp) along this path.",
+        associations ? " Pale bars marked “assoc.” are associations in the training data for inputs with no established clinical direction: they describe the model, not a cause." : "",
       ]),
       holder,
       table,
@@ -1272,7 +1282,7 @@
     const contributions = explanation.contributions;
     const width = Math.max(320, holder.clientWidth || 640);
     const labelWidth = Math.min(300, Math.max(140, width * 0.4));
-    const valueWidth = 66;
+    const valueWidth = contributions.some((c) => isAssociation(specOf(model, c.feature))) ? 100 : 66;
     const x0 = labelWidth + 10;
     const x1 = width - valueWidth - 6;
     const top = 26;
@@ -1328,12 +1338,14 @@
       const i = k + 1;
       const text = contributionLabel(specOf(model, step.c.feature), step.c, features[step.c.feature]);
       const kind = step.c.direction === "raised" ? "raise" : step.c.direction === "lowered" ? "lower" : "none";
+      const association = kind !== "none" && isAssociation(specOf(model, step.c.feature));
       const xa = x(Math.min(step.start, step.end));
       const xb = x(Math.max(step.start, step.end));
       const change = (sigmoid(step.end) - sigmoid(step.start)) * 100;
       let changeText = `${change >= 0 ? "+" : "−"}${Math.abs(change).toFixed(1)} pp`;
       if (kind === "none") changeText = "0";
       else if (Math.abs(change) < 0.05) changeText = "< 0.1 pp";
+      if (association) changeText = `assoc. ${changeText}`;
       parts.push(
         svg("g", { class: "wf-row", "data-feature": step.c.feature }, [
           svg("title", { text: `${step.c.text} (log-odds ${step.c.contribution >= 0 ? "+" : ""}${step.c.contribution.toFixed(3)}, odds ×${Math.exp(step.c.contribution).toFixed(2)})` }),
@@ -1344,7 +1356,7 @@
             width: Math.max(2, xb - xa),
             height: rowHeight - 10,
             rx: 2,
-            class: `wf-bar ${kind}`,
+            class: `wf-bar ${kind}${association ? " association" : ""}`,
             "data-feature": step.c.feature,
           }),
           svg("text", { x: width - 4, y: rowY(i) + rowHeight / 2 + 4, "text-anchor": "end", class: `row-value ${kind}`, text: changeText }),

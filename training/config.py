@@ -6,9 +6,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.manifest import ApplicabilityRule, FeatureSpec
+from models.manifest import ApplicabilityRule, FeatureSpec, FeatureType
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -75,6 +75,45 @@ class ModelConfig(BaseModel):
     tiers: TierConfig
     candidates: Candidates
     features: list[FeatureSpec]
+
+    @model_validator(mode="after")
+    def _directions(self) -> ModelConfig:
+        """Every feature states its clinical direction and why; the direction IS the training
+        constraint (``monotone``), for both model kinds, so the two never disagree."""
+        names = {f.name for f in self.features}
+        features = []
+        for f in self.features:
+            where = f"feature {f.name!r}"
+            if not f.direction_rationale.strip():
+                raise ValueError(f"{where}: direction_rationale is required (one clinical line)")
+            if f.direction and f.type is FeatureType.CATEGORICAL:
+                raise ValueError(f"{where}: a categorical feature has no direction (use 0)")
+            if f.monotone not in (0, f.direction):
+                raise ValueError(
+                    f"{where}: monotone {f.monotone} contradicts direction {f.direction}; "
+                    "declare the direction only (it sets the training constraint)"
+                )
+            if f.value_labels and f.type not in (FeatureType.BINARY, FeatureType.ORDINAL):
+                raise ValueError(f"{where}: value_labels are for binary and ordinal features")
+            if (
+                f.type is FeatureType.BINARY
+                and f.value_labels
+                and set(f.value_labels) != {"0", "1"}
+            ):
+                raise ValueError(f"{where}: binary value_labels need exactly '0' and '1'")
+            for value, fixed in f.implies.items():
+                unknown = set(fixed) - names
+                if unknown:
+                    raise ValueError(f"{where}: implies unknown features {sorted(unknown)}")
+                if f.type is not FeatureType.CATEGORICAL:
+                    try:
+                        float(value)
+                    except ValueError:
+                        raise ValueError(f"{where}: implies key {value!r} is not a value") from None
+            features.append(f.model_copy(update={"monotone": f.direction}))
+        self.features = features
+        return self
+
     # Who the model is for (issue 14): carried unchanged into the manifest and card.
     applicability: list[ApplicabilityRule] = Field(default_factory=list)
 

@@ -6,16 +6,19 @@ explicitly to every splitter and estimator.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
+from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from models.manifest import FeatureSpec, ModelColumn
 from training.config import LogisticCandidates, XGBoostCandidates
 
 Float = npt.NDArray[np.float64]
@@ -147,17 +150,71 @@ class LinearFit:
         return out
 
 
-def fit_logistic(X: Float, y: np.ndarray, C: float, *, seed: int) -> LinearFit:
-    """L2 logistic regression on standardised, mean-imputed columns, returned in raw units."""
+def sign_bounds(
+    monotone: Sequence[int] | None, n_columns: int
+) -> list[tuple[float | None, float | None]]:
+    """L-BFGS-B bounds per column: >= 0 for a declared +1 direction, <= 0 for -1, free for 0."""
+    signs = list(monotone) if monotone is not None else [0] * n_columns
+    if len(signs) != n_columns:
+        raise ValueError(f"{len(signs)} monotone signs for {n_columns} columns")
+    return [(0.0, None) if m > 0 else (None, 0.0) if m < 0 else (None, None) for m in signs]
+
+
+def fit_logistic(
+    X: Float, y: np.ndarray, C: float, *, seed: int, monotone: Sequence[int] | None = None
+) -> LinearFit:
+    """L2 logistic regression on standardised, mean-imputed columns, returned in raw units.
+
+    The objective is scikit-learn's (``0.5 * |w|^2 + C * sum(log-loss)``, intercept not
+    penalised), minimised by L-BFGS-B so that a column with a declared clinical direction gets
+    a sign-bounded coefficient (standardising divides by a positive scale, so the sign carries
+    over to raw units). With no binding bound this is the unconstrained fit. ``seed`` is kept
+    for the fitting interface; the fit is deterministic.
+    """
+    del seed
     means = np.nanmean(X, axis=0)
     filled = np.where(np.isnan(X), means, X)
     scale = filled.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
-    model.fit((filled - means) / scale, y)
-    coefficients = model.coef_[0] / scale
-    intercept = float(model.intercept_[0] - coefficients @ means)
+    Z = (filled - means) / scale
+    target = y.astype(np.float64)
+    n, k = Z.shape
+    # Divided by C * n: the same minimiser, with gradients of order one for the line search.
+    ridge = 1.0 / (C * n)
+
+    def objective(params: Float) -> tuple[float, Float]:
+        w, b = params[:k], params[k]
+        z = Z @ w + b
+        # log(1 + e^z) - y*z, stably; its derivative is sigmoid(z) - y.
+        loss = float(np.mean(np.logaddexp(0.0, z) - target * z)) + 0.5 * ridge * float(w @ w)
+        residual = _expit(z) - target
+        grad = np.empty(k + 1)
+        grad[:k] = Z.T @ residual / n + ridge * w
+        grad[k] = residual.mean()
+        return loss, grad
+
+    bounds = [*sign_bounds(monotone, k), (None, None)]
+    prior = float(np.clip(target.mean(), 1e-6, 1 - 1e-6))
+    start = np.zeros(k + 1)
+    start[k] = np.log(prior / (1 - prior))
+    solution = minimize(
+        objective,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9},
+    )
+    if not solution.success and "ABNORMAL" not in str(solution.message):
+        raise RuntimeError(f"logistic fit did not converge: {solution.message}")
+    coefficients = np.asarray(solution.x[:k]) / scale
+    intercept = float(solution.x[k] - coefficients @ means)
     return LinearFit(coefficients=coefficients, intercept=intercept, means=means)
+
+
+def _expit(z: Float) -> Float:
+    out: Float = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
 
 
 def cv_logistic(
@@ -167,19 +224,111 @@ def cv_logistic(
     candidates: LogisticCandidates,
     *,
     seed: int,
+    monotone: Sequence[int] | None = None,
 ) -> list[FittedCandidate]:
     results = []
     for C in candidates.C:
         oof = np.zeros(len(y))
         aurocs = []
         for train_idx, val_idx in folds:
-            fit = fit_logistic(X[train_idx], y[train_idx], C, seed=seed)
+            fit = fit_logistic(X[train_idx], y[train_idx], C, seed=seed, monotone=monotone)
             oof[val_idx] = fit.margin(X[val_idx])
             aurocs.append(float(roc_auc_score(y[val_idx], oof[val_idx])))
         results.append(
             FittedCandidate(kind="logistic", params={"C": C}, cv_aurocs=aurocs, oof_margin=oof)
         )
     return results
+
+
+class DirectionError(ValueError):
+    """A fitted effect contradicts a feature's declared clinical direction."""
+
+
+# Margin changes smaller than this are numerical noise, not an effect.
+SIGN_TOLERANCE = 1e-9
+# Rows and grid points for the cheap check of a forest's shape per constrained column.
+SHAPE_ROWS = 200
+SHAPE_POINTS = 12
+
+
+def fitted_signs(
+    fitted: xgb.Booster | LinearFit, X: Float, columns: list[ModelColumn]
+) -> dict[str, int]:
+    """The fitted effect's sign for each feature with a single model column (not one-hot).
+
+    Linear: the coefficient's sign. Forest: the sign of the mean margin change from the
+    training 1st to 99th percentile, over a sample of training rows (other inputs fixed);
+    features whose shape is not monotone get the sign of that net change.
+    """
+    signs: dict[str, int] = {}
+    for j, column in enumerate(columns):
+        if column.category is not None:
+            continue
+        if isinstance(fitted, LinearFit):
+            value = float(fitted.coefficients[j])
+        else:
+            grid, margins = _shape(fitted, X, columns, j)
+            value = float(np.mean(margins[:, -1] - margins[:, 0])) if len(grid) > 1 else 0.0
+        signs[column.feature] = int(np.sign(value)) if abs(value) > SIGN_TOLERANCE else 0
+    return signs
+
+
+def check_directions(
+    fitted: xgb.Booster | LinearFit,
+    X: Float,
+    columns: list[ModelColumn],
+    specs: Sequence[FeatureSpec],
+) -> dict[str, int]:
+    """Fail when a fitted effect contradicts a declared direction; return the fitted signs.
+
+    A linear coefficient must not have the opposite sign. A forest must be monotone in the
+    declared direction for every sampled row (XGBoost's constraint guarantees it; this checks
+    that it was applied to the right columns).
+    """
+    declared = {s.name: s.direction for s in specs}
+    signs = fitted_signs(fitted, X, columns)
+    problems = []
+    for j, column in enumerate(columns):
+        direction = declared.get(column.feature, 0)
+        if column.category is not None or direction == 0:
+            continue
+        if isinstance(fitted, LinearFit):
+            wrong = float(fitted.coefficients[j]) * direction < -SIGN_TOLERANCE
+        else:
+            _, margins = _shape(fitted, X, columns, j)
+            wrong = bool((np.diff(margins, axis=1) * direction < -1e-6).any())
+        if wrong:
+            problems.append(
+                f"{column.feature}: declared direction {direction:+d}, fitted sign "
+                f"{signs[column.feature]:+d}"
+                + (
+                    ""
+                    if isinstance(fitted, LinearFit)
+                    else " (the forest's shape is not monotone in the declared direction)"
+                )
+            )
+    if problems:
+        raise DirectionError(
+            "fitted effects contradict the declared clinical directions: " + "; ".join(problems)
+        )
+    return signs
+
+
+def _shape(
+    booster: xgb.Booster, X: Float, columns: list[ModelColumn], j: int
+) -> tuple[Float, Float]:
+    """(grid, margins rows x grid) of column ``j`` varied over its training p01..p99."""
+    present = X[:, j][~np.isnan(X[:, j])]
+    if not len(present):
+        return np.zeros(0), np.zeros((0, 0))
+    grid = np.unique(np.quantile(present, np.linspace(0.01, 0.99, SHAPE_POINTS)))
+    rng = np.random.default_rng(0)
+    rows = X[rng.choice(len(X), size=min(SHAPE_ROWS, len(X)), replace=False)]
+    block = np.repeat(rows, len(grid), axis=0)
+    block[:, j] = np.tile(grid, len(rows))
+    names = [c.name for c in columns]
+    margins = booster.predict(xgb.DMatrix(block, feature_names=names), output_margin=True)
+    return grid, np.asarray(margins, dtype=np.float64).reshape(len(rows), len(grid))
 
 
 def best_xgboost(candidates: list[FittedCandidate], tolerance: float) -> FittedCandidate:

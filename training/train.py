@@ -230,7 +230,7 @@ def features_with_distributions(
 ) -> list[FeatureSpec]:
     """Feature specs plus their training distribution and how the model treats a gap."""
     gap = (
-        "imputed at the training mean; contributes nothing"
+        "not known: counted as the training patients' average, which moves the risk neither way"
         if kind == "logistic"
         else "follows the forest's learned missing-value branch"
     )
@@ -432,7 +432,9 @@ def train(
         column_names=column_names,
     )
     progress(f"cross-validating logistic regression C in {config.candidates.logistic.C}")
-    lr_candidates = fit.cv_logistic(X_train, y_train, folds, config.candidates.logistic, seed=seed)
+    lr_candidates = fit.cv_logistic(
+        X_train, y_train, folds, config.candidates.logistic, seed=seed, monotone=monotone
+    )
     best_xgb = fit.best_xgboost(xgb_candidates, config.candidates.xgboost.depth_tolerance)
     best_lr = max(lr_candidates, key=lambda c: c.cv_mean)
     chosen, other = (
@@ -452,9 +454,22 @@ def train(
                 xgb.DMatrix(X_test, feature_names=column_names), output_margin=True
             ).astype(np.float64)
         else:
-            linear = fit.fit_logistic(X_train, y_train, float(cand.params["C"]), seed=seed)
+            linear = fit.fit_logistic(
+                X_train, y_train, float(cand.params["C"]), seed=seed, monotone=monotone
+            )
             fitted["logistic"] = linear
             margins_test["logistic"] = linear.margin(X_test)
+    # Both families honour the declared clinical directions, or training stops here.
+    fitted_signs = fit.check_directions(fitted[chosen.kind], X_train, columns, specs)
+    fit.check_directions(fitted[other.kind], X_train, columns, specs)
+    progress(
+        "fitted signs (declared/fitted): "
+        + ", ".join(
+            f"{s.name} {s.direction:+d}/{fitted_signs[s.name]:+d}"
+            for s in specs
+            if s.name in fitted_signs
+        )
+    )
 
     def calibrated(kind: str, margin: np.ndarray) -> np.ndarray:
         slope, intercept = calibrations[kind]

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from models.loader import load_artifact
+from models.registry import artifact_folder
 from service.auth import create_key
 from service.openapi_schema import example_features
 
@@ -181,7 +182,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
 
-    features = example_features(load_artifact(ROOT / "models" / "diabetes" / "1.1.0").manifest)
+    folder = artifact_folder(ROOT / "models", "diabetes")
+    features = example_features(load_artifact(folder).manifest)
     single = json.dumps({"patient_id": "bench-1", "features": features})
     tmp = Path(tempfile.mkdtemp())
     token = create_key(tmp / "keys.json", "bench", ["predict", "batch"])
@@ -195,7 +197,8 @@ def main() -> None:
         "CLINRISK_MAX_BODY_BYTES": str(64 * 1024 * 1024),
     }
     print(
-        f"workers={args.workers}, duration={args.duration}s per case, model diabetes 1.1.0, "
+        f"workers={args.workers}, duration={args.duration}s per case, "
+        f"model diabetes {folder.name}, "
         f"full explanations, audit to SQLite"
     )
     results: dict[str, dict[str, float]] = {}

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.loader import load_artifact  # noqa: E402
 from models.manifest import FeatureType, Manifest  # noqa: E402
+from models.registry import artifact_folder  # noqa: E402
 
 MODEL = "diabetes"
 QUANTILES = [("p01", 0.01), ("p05", 0.05), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75)]
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--no-spark", action="store_true")
     args = parser.parse_args()
 
-    artifact = load_artifact(ROOT / "models" / MODEL / "1.1.0")
+    artifact = load_artifact(artifact_folder(ROOT / "models", MODEL))
     manifest = artifact.manifest
     with tempfile.TemporaryDirectory(prefix="clinrisk-bench-") as tmp:
         folder = Path(tmp)

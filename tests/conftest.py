@@ -16,12 +16,15 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from models.registry import artifact_folder
 from service.app import create_app
 from service.auth import create_key
 from service.settings import REPO_ROOT, Settings
 
 MODELS_DIR = REPO_ROOT / "models"
 MODEL_NAMES = ("diabetes", "readmission", "cvd")
+# The shipped (highest) version of the committed models: tests never name a version literally.
+SHIPPED_VERSION = artifact_folder(MODELS_DIR, "cvd").name
 # The PostgreSQL server every CI machine has; elsewhere the PostgreSQL variants skip, naming why.
 POSTGRES_URL = os.environ.get(
     "CLINRISK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

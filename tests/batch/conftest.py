@@ -26,7 +26,7 @@ from models.manifest import FeatureSpec, FeatureType, Manifest
 from service.app import create_app
 from service.auth import create_key
 from service.settings import REPO_ROOT, Settings
-from tests.conftest import running_server
+from tests.conftest import SHIPPED_VERSION, running_server
 
 MODELS_DIR = REPO_ROOT / "models"
 MODEL_NAMES = ("diabetes", "readmission", "cvd")
@@ -37,7 +37,7 @@ JUNK_TEXT = ["abc", "n/a", "?", "1,5", " ", "high", "--3", "yes", "12 mg"]
 
 
 def manifest_of(name: str) -> Manifest:
-    return load_artifact(MODELS_DIR / name / "1.1.0").manifest
+    return load_artifact(MODELS_DIR / name / SHIPPED_VERSION).manifest
 
 
 def _plausible(spec: FeatureSpec, rng: random.Random) -> float:

@@ -25,6 +25,7 @@ from service.client import (
     PermissionDeniedError,
     ServiceUnavailableError,
 )
+from tests.conftest import SHIPPED_VERSION
 
 PATIENT = {
     "sex_male": 1,
@@ -66,9 +67,9 @@ def test_predict_returns_the_services_typed_response(client: ClinriskClient) -> 
 def test_list_and_read_models_are_typed(client: ClinriskClient) -> None:
     summaries = client.list_models()
     assert {s.name for s in summaries} == {"cvd", "diabetes", "readmission"}
-    detail = client.get_model("diabetes", "1.1.0")
+    detail = client.get_model("diabetes", SHIPPED_VERSION)
     assert isinstance(detail, ModelDetail)
-    assert detail.version == "1.1.0"
+    assert detail.version == SHIPPED_VERSION
     assert detail.features[0].name
 
 

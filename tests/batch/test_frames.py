@@ -25,6 +25,7 @@ from models.tables import (
     top_contributions,
 )
 from models.validation import InvalidFeatures, RowValidator
+from tests.conftest import SHIPPED_VERSION
 
 N_ROWS = 3000
 MODELS = ("diabetes", "readmission", "cvd")
@@ -172,7 +173,7 @@ def test_missing_required_column_rejects_every_row(batch_kit: SimpleNamespace) -
 
 @pytest.mark.parametrize("name", MODELS)
 def test_frame_scores_equal_single_row_scores(name: str, batch_kit: SimpleNamespace) -> None:
-    artifact = load_artifact(batch_kit.models_dir / name / "1.1.0")
+    artifact = load_artifact(batch_kit.models_dir / name / SHIPPED_VERSION)
     loaded = Predictor(artifact)
     scorer = FrameScorer(ScoringModel(artifact))
     manifest = artifact.manifest

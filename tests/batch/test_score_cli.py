@@ -17,6 +17,7 @@ from models.validation import InvalidFeatures
 from service.batch import BatchError, ScoreOptions, local, rejects_path, score_file, work_dir
 from service.batch.resume import WorkState
 from service.cli import app
+from tests.conftest import SHIPPED_VERSION
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def clean_cvd_csv(tmp_path: Path, batch_kit: SimpleNamespace) -> Path:
 def _loaded(batch_kit: SimpleNamespace, name: str) -> Predictor:
     from models.loader import load_artifact
 
-    return Predictor(load_artifact(batch_kit.models_dir / name / "1.1.0"))
+    return Predictor(load_artifact(batch_kit.models_dir / name / SHIPPED_VERSION))
 
 
 def _accepted(batch_kit: SimpleNamespace, name: str, row: dict[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from models.predictor import Predictor
 from models.validation import InvalidFeatures
 from service.batch import ScoreOptions, rejects_path, score_file, score_file_http
 from service.client import ClinriskClient
+from tests.conftest import SHIPPED_VERSION
 
 OPTIONS = ScoreOptions(explain=True, top_k=3, chunk_size=150, workers=1)
 
@@ -119,7 +120,7 @@ def test_score_spark_dataframe_adds_score_columns_and_keeps_the_rest(
     result = sorted(scored.collect(), key=lambda r: int(r["patient_id"][1:]))
     from models.loader import load_artifact
 
-    loaded = Predictor(load_artifact(batch_kit.models_dir / "diabetes" / "1.1.0"))
+    loaded = Predictor(load_artifact(batch_kit.models_dir / "diabetes" / SHIPPED_VERSION))
     for row, out in zip(rows, result, strict=True):
         try:
             single = loaded.predict(row).result

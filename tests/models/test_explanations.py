@@ -9,7 +9,7 @@ import pytest
 from models.columns import encode
 from models.loader import load_artifact
 from models.scoring import ScoringModel
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION
 from training.config import load_config
 from training.datasets import LOADERS, SHARED_DATA
 from training.train import feature_values
@@ -18,7 +18,7 @@ from training.train import feature_values
 def real_rows(name: str, n: int = 3000) -> np.ndarray:
     """Rows of the model's own dataset (with their missing values), as model columns."""
     config = load_config(name)
-    manifest = load_artifact(MODELS_DIR / name / "1.1.0").manifest
+    manifest = load_artifact(MODELS_DIR / name / SHIPPED_VERSION).manifest
     ds = LOADERS[config.loader](SHARED_DATA / config.default_data)
     matrix = encode(manifest.columns, feature_values(ds, list(manifest.features)))
     rng = np.random.default_rng(0)
@@ -28,7 +28,7 @@ def real_rows(name: str, n: int = 3000) -> np.ndarray:
 @pytest.fixture(scope="module", params=["diabetes", "readmission", "cvd"])
 def model_and_rows(request: pytest.FixtureRequest) -> tuple[ScoringModel, np.ndarray]:
     name = request.param
-    return ScoringModel(load_artifact(MODELS_DIR / name / "1.1.0")), real_rows(name)
+    return ScoringModel(load_artifact(MODELS_DIR / name / SHIPPED_VERSION)), real_rows(name)
 
 
 def test_contributions_sum_to_the_calibrated_log_odds(
@@ -56,7 +56,7 @@ def test_single_row_path_equals_the_batch_path(
 
 
 def test_linear_contributions_are_coefficient_times_centred_value() -> None:
-    artifact = load_artifact(MODELS_DIR / "cvd" / "1.1.0")
+    artifact = load_artifact(MODELS_DIR / "cvd" / SHIPPED_VERSION)
     if artifact.linear is None:
         pytest.skip("cvd shipped as a tree model in this build")
     model = ScoringModel(artifact)

@@ -20,25 +20,25 @@ import xgboost as xgb
 from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file
 from models.registry import Registry, UnknownModel
-from tests.conftest import MODEL_NAMES, MODELS_DIR
+from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION
 from tests.models.conftest import Signer
 
 
 @pytest.fixture(params=MODEL_NAMES)
 def artifact_copy(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """A private copy of one committed artifact, safe to tamper with."""
-    folder = tmp_path / request.param / "1.1.0"
-    shutil.copytree(MODELS_DIR / request.param / "1.1.0", folder)
+    folder = tmp_path / request.param / SHIPPED_VERSION
+    shutil.copytree(MODELS_DIR / request.param / SHIPPED_VERSION, folder)
     return folder
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_committed_artifact_loads_and_matches_its_manifest(name: str) -> None:
-    artifact = load_artifact(MODELS_DIR / name / "1.1.0")
+    artifact = load_artifact(MODELS_DIR / name / SHIPPED_VERSION)
 
     assert artifact.manifest.name == name
-    assert artifact.manifest.version == "1.1.0"
-    assert artifact.sha256 == sha256_file(MODELS_DIR / name / "1.1.0" / "manifest.json")
+    assert artifact.manifest.version == SHIPPED_VERSION
+    assert artifact.sha256 == sha256_file(MODELS_DIR / name / SHIPPED_VERSION / "manifest.json")
     assert (artifact.forest is None) != (artifact.linear is None)
     assert (artifact.forest is None) == (artifact.manifest.kind == "logistic")
     assert artifact.card_markdown.startswith("# ")
@@ -129,13 +129,13 @@ def rewrite_model(folder: Path, edit: Callable[[dict[str, Any]], None], signer: 
 
 @pytest.fixture
 def tree_artifact(tmp_path: Path) -> Path:
-    folder = tmp_path / "diabetes" / "1.1.0"
-    shutil.copytree(MODELS_DIR / "diabetes" / "1.1.0", folder)
+    folder = tmp_path / "diabetes" / SHIPPED_VERSION
+    shutil.copytree(MODELS_DIR / "diabetes" / SHIPPED_VERSION, folder)
     return folder
 
 
 def test_tree_model_is_read_from_the_json_model_format_without_xgboost() -> None:
-    artifact = load_artifact(MODELS_DIR / "diabetes" / "1.1.0")
+    artifact = load_artifact(MODELS_DIR / "diabetes" / SHIPPED_VERSION)
 
     assert artifact.manifest.model_file == "model.json"
     assert artifact.forest is not None
@@ -262,7 +262,7 @@ def test_a_binary_booster_file_from_before_1_1_0_is_refused_with_the_fix(
 def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path, signer: Signer) -> None:
     for version in ("1.1.0", "1.2.0"):
         folder = tmp_path / "cvd" / version
-        shutil.copytree(MODELS_DIR / "cvd" / "1.1.0", folder)
+        shutil.copytree(MODELS_DIR / "cvd" / SHIPPED_VERSION, folder)
         if version != "1.1.0":
             path = folder / "manifest.json"
             manifest = json.loads(path.read_text())

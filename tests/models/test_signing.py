@@ -42,7 +42,7 @@ from models.signing import (
 from service.app import create_app
 from service.cli import app as cli
 from service.settings import REPO_ROOT, Settings
-from tests.conftest import MODEL_NAMES, MODELS_DIR, Keys, running_server
+from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys, running_server
 from tests.models.conftest import Signer
 
 SLOPE = '"slope": 1.0786655058087786'
@@ -64,7 +64,7 @@ def _environment_trusts_the_release_key(monkeypatch: pytest.MonkeyPatch) -> None
 def copy_registry(tmp_path: Path, names: tuple[str, ...] = MODEL_NAMES) -> Path:
     registry = tmp_path / "models"
     for name in names:
-        shutil.copytree(MODELS_DIR / name / "1.1.0", registry / name / "1.1.0")
+        shutil.copytree(MODELS_DIR / name / SHIPPED_VERSION, registry / name / SHIPPED_VERSION)
     return registry
 
 
@@ -75,7 +75,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def tamper_slope(registry: Path) -> Path:
-    manifest = registry / "diabetes" / "1.1.0" / "manifest.json"
+    manifest = registry / "diabetes" / SHIPPED_VERSION / "manifest.json"
     before = manifest.read_bytes()
     edit(manifest, SLOPE, SLOPE_EDITED)
     after = manifest.read_bytes()
@@ -85,7 +85,7 @@ def tamper_slope(registry: Path) -> Path:
 
 
 def tamper_tiers(registry: Path) -> Path:
-    manifest = registry / "diabetes" / "1.1.0" / "manifest.json"
+    manifest = registry / "diabetes" / SHIPPED_VERSION / "manifest.json"
     edit(manifest, TIER, TIER_EDITED)
     edit(manifest, HIGH, HIGH_EDITED)
     return manifest.parent
@@ -108,7 +108,7 @@ def service_settings(tmp_path: Path, keys: Keys, models_dir: Path, **extra: obje
 def test_committed_artifacts_are_signed_by_the_committed_release_key(name: str) -> None:
     release = {key_id(load_public_key(p)) for p in DEFAULT_TRUSTED_KEYS.glob("*.pub")}
 
-    artifact = load_artifact(MODELS_DIR / name / "1.1.0")
+    artifact = load_artifact(MODELS_DIR / name / SHIPPED_VERSION)
 
     assert artifact.signed_by in release
     assert default_policy().allow_unsigned is False
@@ -254,7 +254,7 @@ def test_the_service_serves_an_artifact_re_signed_by_a_key_it_is_configured_to_t
 
 
 def test_a_signature_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
-    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / "1.1.0"
+    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / SHIPPED_VERSION
     stranger = generate_private_key()
     sign_artifact(folder, stranger)
 
@@ -271,7 +271,7 @@ def test_a_signature_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
 def test_an_unsigned_artifact_is_refused_unless_explicitly_allowed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / "1.1.0"
+    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / SHIPPED_VERSION
     (folder / SIGNATURE_FILE).unlink()
 
     with pytest.raises(ArtifactError, match=r"missing: the artifact is unsigned") as caught:
@@ -289,7 +289,7 @@ def test_the_service_loads_unsigned_artifacts_only_when_configured_to(
 ) -> None:
     registry_dir = copy_registry(tmp_path)
     for name in MODEL_NAMES:
-        (registry_dir / name / "1.1.0" / SIGNATURE_FILE).unlink()
+        (registry_dir / name / SHIPPED_VERSION / SIGNATURE_FILE).unlink()
 
     with (
         pytest.raises(ArtifactError, match="unsigned"),
@@ -304,7 +304,7 @@ def test_the_service_loads_unsigned_artifacts_only_when_configured_to(
 def test_re_signing_with_a_trusted_key_keeps_the_artifact_identity(
     tmp_path: Path, signer: Signer
 ) -> None:
-    folder = copy_registry(tmp_path, ("readmission",)) / "readmission" / "1.1.0"
+    folder = copy_registry(tmp_path, ("readmission",)) / "readmission" / SHIPPED_VERSION
     before = sha256_file(folder / "manifest.json")
 
     sign_artifact(folder, signer.key)
@@ -317,7 +317,7 @@ def test_re_signing_with_a_trusted_key_keeps_the_artifact_identity(
 
 
 def test_a_tampered_artifact_is_never_signed(tmp_path: Path, signer: Signer) -> None:
-    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / "1.1.0"
+    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / SHIPPED_VERSION
     card = folder / "card.md"
     card.write_text(card.read_text() + "edited\n")
     signature = (folder / SIGNATURE_FILE).read_bytes()
@@ -338,7 +338,7 @@ def test_a_tampered_artifact_is_never_signed(tmp_path: Path, signer: Signer) -> 
     ],
 )
 def test_a_malformed_signature_file_is_refused(tmp_path: Path, content: bytes, reason: str) -> None:
-    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / "1.1.0"
+    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / SHIPPED_VERSION
     (folder / SIGNATURE_FILE).write_bytes(content)
 
     with pytest.raises(ArtifactError, match=reason):
@@ -346,7 +346,7 @@ def test_a_malformed_signature_file_is_refused(tmp_path: Path, content: bytes, r
 
 
 def test_a_predictor_loaded_leniently_is_not_handed_to_a_strict_caller(tmp_path: Path) -> None:
-    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / "1.1.0"
+    folder = copy_registry(tmp_path, ("cvd",)) / "cvd" / SHIPPED_VERSION
     (folder / SIGNATURE_FILE).unlink()
 
     load_predictor(folder, trust=TrustPolicy(default_policy().keys, allow_unsigned=True))
@@ -403,7 +403,7 @@ def test_keygen_sign_and_verify_commands(tmp_path: Path, monkeypatch: pytest.Mon
     runner = CliRunner()
     private, public = tmp_path / "secret" / "signing.pem", tmp_path / "signing.pub"
     registry_dir = copy_registry(tmp_path, ("cvd",))
-    folder = registry_dir / "cvd" / "1.1.0"
+    folder = registry_dir / "cvd" / SHIPPED_VERSION
 
     created = runner.invoke(
         cli, ["signing", "keygen", "--private-key", str(private), "--public-key", str(public)]

@@ -18,13 +18,13 @@ import xgboost as xgb
 from models.columns import encode
 from models.loader import TREE_MODEL_FILE, load_artifact
 from models.trees import Forest, ForestTooDeep, UnsupportedModel, compile_tables, parse_forest
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION
 from training.config import load_config
 from training.datasets import LOADERS, SHARED_DATA
 from training.train import feature_values
 
 TREE_MODELS = ("diabetes", "readmission")
-VERSION = "1.1.0"
+VERSION = SHIPPED_VERSION
 
 
 @cache

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import MODELS_DIR, Keys
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 from tests.service.test_predict import CVD_PATIENT
 
 
@@ -126,11 +126,11 @@ def test_health_and_metrics_are_open(client: TestClient, keys: Keys) -> None:
     ready = client.get("/health/ready").json()
     assert ready == {
         "status": "ok",
-        "models": {"cvd": "1.1.0", "diabetes": "1.1.0", "readmission": "1.1.0"},
+        "models": dict.fromkeys(("cvd", "diabetes", "readmission"), SHIPPED_VERSION),
         "audit_store": True,
     }
     metrics = client.get("/metrics").text
-    assert 'clinrisk_score_probability_count{model="cvd",version="1.1.0"}' in metrics
+    assert f'clinrisk_score_probability_count{{model="cvd",version="{SHIPPED_VERSION}"}}' in metrics
     assert "clinrisk_http_request_seconds_bucket" in metrics
 
 
@@ -177,7 +177,7 @@ def test_audit_filters_by_patient_model_version_and_time(db_client: TestClient, 
         "/v1/audit", headers=admin, params={"since": "2999-01-01T00:00:00Z"}
     ).json()
     every = db_client.get(
-        "/v1/audit", headers=admin, params={"model": "cvd", "version": "1.1.0"}
+        "/v1/audit", headers=admin, params={"model": "cvd", "version": SHIPPED_VERSION}
     ).json()
 
     assert len(by_patient["records"]) == 2

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from models.loader import load_artifact
 from service.cds_hooks import fhir
 from service.settings import REPO_ROOT
-from tests.conftest import MODELS_DIR, Keys
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 BUNDLES = sorted((DATA / "synthea_fhir_r4").glob("*.json"))
@@ -146,7 +146,7 @@ def check_risk_card(client: TestClient, keys: Keys, path: Path) -> None:
         "high": "critical",
     }[extension["tier"]]
     assert card["indicator"] == expected_indicator
-    assert card["source"]["label"] == "clinrisk cvd 1.1.0"
+    assert card["source"]["label"] == f"clinrisk cvd {SHIPPED_VERSION}"
     assert card["links"] == [
         {
             "label": "clinrisk: model 'cvd' card and validation",
@@ -168,7 +168,7 @@ def test_the_card_scores_exactly_like_the_predict_endpoint_and_is_audited(
     patient = data["patient"]
     observations, _ = fhir.bundle_resources(data["observations"], "Observation", patient_id)
     conditions, _ = fhir.bundle_resources(data["conditions"], "Condition", patient_id)
-    specs = load_artifact(MODELS_DIR / "cvd" / "1.1.0").manifest.features
+    specs = load_artifact(MODELS_DIR / "cvd" / SHIPPED_VERSION).manifest.features
     extracted = fhir.extract_features(specs, patient, observations, conditions, today=date.today())
     assert "glucose_mg_dl" in extracted.features
 
@@ -235,7 +235,7 @@ def test_missing_blood_pressure_gives_one_info_card_and_no_score(
         "invalid": [],
     }
     assert "no usable LOINC 8480-6 observation" in card["detail"]
-    assert card["source"]["label"] == "clinrisk cvd 1.1.0"
+    assert card["source"]["label"] == f"clinrisk cvd {SHIPPED_VERSION}"
     assert card["links"][0]["url"] == MODEL_PAGE
     audit = client.get("/v1/audit", headers=keys.header("admin")).json()
     assert audit["records"] == []

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from models.loader import load_artifact
 from models.predictor import Predictor
 from service.openapi_schema import example_features
-from tests.conftest import MODELS_DIR, Keys
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 
 CVD_PATIENT: dict[str, Any] = {
     "sex_male": 1,
@@ -34,7 +34,7 @@ CVD_PATIENT: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, Predictor]:
     return {
-        name: Predictor(load_artifact(MODELS_DIR / name / "1.1.0"))
+        name: Predictor(load_artifact(MODELS_DIR / name / SHIPPED_VERSION))
         for name in ("diabetes", "readmission", "cvd")
     }
 

@@ -14,7 +14,7 @@ from models.manifest import FeatureSpec
 from models.validation import RowValidator
 from service.cds_hooks import fhir
 from service.settings import REPO_ROOT
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION
 
 SYNTHEA = REPO_ROOT.parent / "shared" / "data" / "synthea_fhir_r4"
 TODAY = date(2022, 6, 1)
@@ -23,7 +23,7 @@ PATIENT_ID = "p1"
 
 @functools.cache
 def cvd() -> tuple[list[FeatureSpec], RowValidator]:
-    manifest = load_artifact(MODELS_DIR / "cvd" / "1.1.0").manifest
+    manifest = load_artifact(MODELS_DIR / "cvd" / SHIPPED_VERSION).manifest
     return list(manifest.features), RowValidator(manifest)
 
 

@@ -25,7 +25,7 @@ from service.auth import KeyStore, create_key, load_keys
 from service.cli import app as cli
 from service.logging import configure_logging
 from service.settings import REPO_ROOT, Settings
-from tests.conftest import Keys, running_server
+from tests.conftest import SHIPPED_VERSION, Keys, running_server
 from tests.service.test_predict import CVD_PATIENT, typical
 
 RELOAD_DEADLINE = 2.5  # seconds: the service re-checks the file at most once per second
@@ -239,7 +239,8 @@ def test_a_model_restricted_key_scores_its_models_and_gets_403_for_another(
     diabetes = {"features": typical("diabetes")}
 
     assert status(server, token, "/v1/models/diabetes/predict", json=diabetes) == 200
-    assert status(server, token, "/v1/models/diabetes/versions/1.1.0/predict", json=diabetes) == 200
+    pinned = f"/v1/models/diabetes/versions/{SHIPPED_VERSION}/predict"
+    assert status(server, token, pinned, json=diabetes) == 200
     assert (
         status(server, token, "/v1/models/diabetes/predict/batch", json={"items": [diabetes]})
         == 200
@@ -259,7 +260,7 @@ def test_a_model_restricted_key_scores_its_models_and_gets_403_for_another(
     assert problem["errors"][0]["allowed"] == "diabetes"
     # Every scoring door for another model, and a model that does not exist: 403, not 404.
     for path, body in [
-        ("/v1/models/cvd/versions/1.1.0/predict", {"features": CVD_PATIENT}),
+        (f"/v1/models/cvd/versions/{SHIPPED_VERSION}/predict", {"features": CVD_PATIENT}),
         ("/v1/models/cvd/predict/batch", {"items": [{"features": CVD_PATIENT}]}),
         ("/v1/models/cvd/curves", {"features": CVD_PATIENT, "features_to_vary": ["age_years"]}),
         ("/v1/models/nope/predict", {"features": CVD_PATIENT}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.api.schemas import ModelDetail, ModelSummary
-from tests.conftest import Keys
+from tests.conftest import SHIPPED_VERSION, Keys
 
 
 def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, keys: Keys) -> None:
@@ -15,7 +15,7 @@ def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, 
     models = {m["name"]: ModelSummary.model_validate(m) for m in response.json()}
     assert set(models) == {"cvd", "diabetes", "readmission"}
     for summary in models.values():
-        assert summary.default_version == "1.1.0"
+        assert summary.default_version == SHIPPED_VERSION
         assert summary.test_auroc_ci[0] < summary.test_auroc < summary.test_auroc_ci[1]
 
 
@@ -23,7 +23,7 @@ def test_read_model_returns_features_tiers_validation_and_card(
     client: TestClient, keys: Keys
 ) -> None:
     response = client.get("/v1/models/cvd", headers=keys.header())
-    pinned = client.get("/v1/models/cvd/versions/1.1.0", headers=keys.header())
+    pinned = client.get(f"/v1/models/cvd/versions/{SHIPPED_VERSION}", headers=keys.header())
 
     assert response.status_code == 200
     detail = ModelDetail.model_validate(response.json())

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from models.loader import load_artifact
 from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.openapi_schema import example_features
-from tests.conftest import MODEL_NAMES, MODELS_DIR, Keys
+from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys
 
 
 def typical(name: str) -> dict[str, Any]:
-    return example_features(load_artifact(MODELS_DIR / name / "1.1.0").manifest)
+    return example_features(load_artifact(MODELS_DIR / name / SHIPPED_VERSION).manifest)
 
 
 def logit(p: float) -> float:
@@ -56,7 +56,7 @@ def test_prediction_explanation_sums_exactly_to_the_log_odds(
     total = explanation.base_log_odds + sum(c.contribution for c in explanation.contributions)
     assert abs(total - logit(body.probability)) < 1e-6
     assert body.model.name == name
-    assert body.model.version == "1.1.0"
+    assert body.model.version == SHIPPED_VERSION
     assert len(body.model.sha256) == 64
     assert body.tier.lower <= body.probability
     assert body.tier.upper is None or body.probability < body.tier.upper
@@ -232,7 +232,8 @@ def test_unknown_model_and_version_are_404_naming_what_exists(
     assert no_model.status_code == 404
     assert "Available: cvd, diabetes, readmission" in no_model.json()["detail"]
     assert no_version.status_code == 404
-    assert "Model 'cvd' has no version '9.0.0'. Available: 1.1.0." == no_version.json()["detail"]
+    expected = f"Model 'cvd' has no version '9.0.0'. Available: {SHIPPED_VERSION}."
+    assert expected == no_version.json()["detail"]
 
 
 def test_versioned_route_gives_the_same_answer_as_the_default(
@@ -242,7 +243,7 @@ def test_versioned_route_gives_the_same_answer_as_the_default(
         "/v1/models/cvd/predict", headers=keys.header(), json={"features": CVD_PATIENT}
     )
     pinned = client.post(
-        "/v1/models/cvd/versions/1.1.0/predict",
+        f"/v1/models/cvd/versions/{SHIPPED_VERSION}/predict",
         headers=keys.header(),
         json={"features": CVD_PATIENT},
     )

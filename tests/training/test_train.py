@@ -63,7 +63,7 @@ def test_training_signs_the_artifact_with_the_configured_key(
 def test_an_edit_to_a_trained_artifacts_manifest_is_refused(
     two_runs: tuple[Path, Path], training_key: TrainingKey, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "cvd" / "1.1.0"
+    folder = tmp_path / "cvd" / "1.2.0"
     shutil.copytree(two_runs[0], folder)
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"slope": ', '"slope": 2', 1))
@@ -150,7 +150,7 @@ def test_cli_evaluate_and_models_read_a_registry_elsewhere(
     two_runs: tuple[Path, Path], tmp_path: Path, training_key: TrainingKey
 ) -> None:
     registry = tmp_path / "registry"
-    shutil.copytree(two_runs[0], registry / "cvd" / "1.1.0")
+    shutil.copytree(two_runs[0], registry / "cvd" / "1.2.0")
     runner = CliRunner(env={TRUSTED_KEYS_ENV: str(training_key.public_file)})
 
     listed = runner.invoke(app, ["models", "--models-dir", str(registry)])

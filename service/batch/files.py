@@ -4,6 +4,10 @@ The input is streamed in chunks of ``chunk_size`` rows (``pyarrow.csv.open_csv``
 ``ParquetFile.iter_batches``), so memory is bounded by a few chunks whatever the file's size.
 Outputs are written under a temporary name and renamed into place by :meth:`TableWriter.commit`:
 an interrupted run never leaves a half-written file that looks complete.
+
+A bad row never sinks a file: a line that cannot be split into the header's fields and a cell
+that is not UTF-8 travel with their chunk (:class:`Chunk`) to the rejects file, by row number.
+What cannot be read at all is one :class:`BatchError` line that never quotes the file.
 """
 
 from __future__ import annotations

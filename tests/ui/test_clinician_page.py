@@ -175,8 +175,14 @@ def test_page_shows_the_apis_probability_tier_and_one_bar_per_contribution(
     for bar, contribution in zip(bars, contributions, strict=True):
         assert COLOURS[contribution["direction"]] in (bar.get_attribute("class") or "")
     # Risk curves for the top factors, each marking the patient.
-    top = [c["feature"] for c in contributions if abs(c["contribution"]) > 1e-9][:4]
-    page.wait_for_selector("#curves figure.curve")
+    model = live_server.model(name)
+    modifiable = {f["name"] for f in model["features"] if f["modifiable"]}
+    top = [
+        c["feature"]
+        for c in contributions
+        if abs(c["contribution"]) > 1e-9 and c["feature"] in modifiable
+    ][:4]
+    page.wait_for_selector("#curves figure.curve" if top else "#curves-none")
     curves = page.query_selector_all("#curves figure.curve")
     assert [c.get_attribute("data-feature") for c in curves] == top
     for curve in curves:
@@ -185,7 +191,6 @@ def test_page_shows_the_apis_probability_tier_and_one_bar_per_contribution(
     scale = page.inner_text("figure.tier-scale") + (
         page.get_attribute("figure.tier-scale svg", "aria-label") or ""
     )
-    model = live_server.model(name)
     for tier in model["tiers"]:
         assert tier["label"].split(" (")[0] in scale
     assert f"{name} {model['version']}" in page.inner_text(".model-ref")
@@ -499,7 +504,7 @@ def test_tablet_layout_has_no_horizontal_scrolling(
     tablet_page: Page, live_server: LiveServer, tmp_path: Path
 ) -> None:
     score(tablet_page, live_server, "readmission", PATIENTS["readmission"])
-    tablet_page.wait_for_selector("#curves figure.curve")
+    tablet_page.wait_for_selector("#curves figure.curve, #curves-none")
 
     overflow = tablet_page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"

@@ -225,7 +225,7 @@ def test_print_is_one_a4_page_with_inputs_result_reasons_model_and_disclaimer(
 
 def test_charts_fit_the_printed_page_width(page: Page, live_server: LiveServer) -> None:
     score(page, live_server, "readmission", PATIENTS["readmission"])
-    page.wait_for_selector("#curves figure.curve")
+    page.wait_for_selector("#curves figure.curve, #curves-none")
 
     page.emulate_media(media="print")
     page.set_viewport_size({"width": 718, "height": 1000})  # A4 less 10 mm margins at 96 dpi

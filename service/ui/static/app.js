@@ -567,8 +567,14 @@
     });
   }
 
+  const ACRONYMS = new Set(["ascvd", "chd", "cvd", "ckd", "copd", "mi", "hiv", "icu"]);
+
+  // A context name as a question label: "established_ascvd" -> "Established ASCVD".
   function humanise(name) {
-    const text = name.replace(/_/g, " ");
+    const text = name
+      .split("_")
+      .map((word) => (ACRONYMS.has(word) ? word.toUpperCase() : word))
+      .join(" ");
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
@@ -1103,7 +1109,7 @@
     body.appendChild(renderInputsUsed(model, features));
     body.appendChild(
       el("section", { class: "curves", id: "curves", "aria-labelledby": "curves-heading" }, [
-        el("h3", { id: "curves-heading", text: "How the top factors change the risk" }),
+        el("h3", { id: "curves-heading", text: "How the modifiable factors change the risk" }),
         el("p", { class: "section-note", text: "Loading risk curves…" }),
       ]),
     );
@@ -1397,13 +1403,15 @@
   /* ------------------------------------------------ risk curves for the top factors */
 
   async function loadCurves(model, features, result, serial) {
+    // Curves are what-ifs: only for inputs a patient or clinician can change (as the API allows).
     const top = result.explanation.contributions
       .filter((c) => c.feature !== "other_features" && Math.abs(c.contribution) > 1e-9)
+      .filter((c) => (specOf(model, c.feature) || {}).modifiable)
       .slice(0, TOP_FACTORS)
       .map((c) => c.feature);
     const section = $("curves");
     if (!top.length) {
-      append(clear(section), [el("h3", { id: "curves-heading", text: "How the top factors change the risk" }), el("p", { class: "section-note", text: "No input changes this patient's risk." })]);
+      append(clear(section), [el("h3", { id: "curves-heading", text: "How the modifiable factors change the risk" }), el("p", { class: "section-note", id: "curves-none", text: "No modifiable input changes this patient's risk." })]);
       return;
     }
     let response;
@@ -1416,7 +1424,7 @@
     } catch (error) {
       if (serial !== state.requestSerial) return;
       append(clear(section), [
-        el("h3", { id: "curves-heading", text: "How the top factors change the risk" }),
+        el("h3", { id: "curves-heading", text: "How the modifiable factors change the risk" }),
         el("p", { class: "alert error", text: `Risk curves unavailable: ${explainError(error)}` }),
       ]);
       return;
@@ -1424,7 +1432,7 @@
     if (serial !== state.requestSerial) return;
     const method = model.explanation_method === "linear" ? "the logistic model's exact shape" : "the model's exact response (individual conditional expectation)";
     append(clear(section), [
-      el("h3", { id: "curves-heading", text: "How the top factors change the risk" }),
+      el("h3", { id: "curves-heading", text: "How the modifiable factors change the risk" }),
       el("p", { class: "section-note", text: `Predicted risk if only this one input changed and everything else stayed as entered: ${method}, across the range covering 98% of training patients. The dot is this patient.` }),
     ]);
     const grid = el("div", { class: "curve-grid" });

@@ -90,6 +90,11 @@ def test_an_edit_marks_the_result_out_of_date_until_the_form_matches_it_again(
     assert not stale(page)
     page.click("#typical-button")
     assert stale(page)
+    # No what-if against an out-of-date result.
+    page.select_option("#whatif-feature", "systolic_bp_mm_hg")
+    page.click("#whatif-run")
+    assert "out of date" in page.inner_text("#whatif-stale")
+    assert page.query_selector("#whatif-after") is None
     # Calculating again gives a current result.
     submit(page)
     assert not stale(page)

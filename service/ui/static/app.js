@@ -1671,6 +1671,11 @@
 
   async function runWhatIf(model, name, output, button) {
     if (!state.features || !state.result) return;
+    if ($("result").dataset.stale === "true") {
+      // A comparison against a result the form no longer matches would mislead twice over.
+      clear(output).appendChild(el("p", { class: "alert error", role: "alert", id: "whatif-stale", text: "The result above is out of date: press Calculate risk first, then compare." }));
+      return;
+    }
     const spec = specOf(model, name);
     const control = $("whatif-input");
     if (control.value === "" || !control.checkValidity()) {

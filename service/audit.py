@@ -36,6 +36,8 @@ from service.errors import AuditUnavailable
 
 log = structlog.get_logger("clinrisk.audit")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"[:128]
+PROBE_SECONDS = 0.5
+"""Longest wait of a readiness probe on a lock (the store's own timeout is for predictions)."""
 
 # The table as queries see it; its DDL is owned by the migrations (service/migrations).
 metadata = sa.MetaData()
@@ -207,10 +209,12 @@ class SqlAuditStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
         self._flushing = False
+        self._writing: set[asyncio.Future[None]] = set()
         path = sqlite_path(url)
         self._write_lock = WriterLock(path.with_name(path.name + ".writer.lock") if path else None)
         self._writable_checked = 0.0
         self._writable = False
+        self._probing = threading.Lock()
         # A store that is unwritable at start-up does not stop the service: it starts not
         # ready, answers 503, and migrates and serves once the store is back.
         with contextlib.suppress(AuditUnavailable):
@@ -284,9 +288,11 @@ class SqlAuditStore:
         one INSERT and one commit for all of them (group commit), on the writer thread.
 
         Each caller returns only once its own records are committed; every caller of a failed
-        group, and a caller still waiting after the timeout, gets ``AuditUnavailable``. Measured:
-        the per-request commit was a quarter of a single prediction's server time at 8
-        concurrent connections.
+        group gets ``AuditUnavailable``, and so does a caller whose group has not started within
+        the timeout (its records are then never written). A group already being written is
+        waited for, since that write is bounded by the timeout itself: the audit trail then holds
+        exactly the predictions that were returned. Measured: the per-request commit was a
+        quarter of a single prediction's server time at 8 concurrent connections.
         """
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -298,8 +304,10 @@ class SqlAuditStore:
         try:
             await asyncio.wait_for(asyncio.shield(done), self._timeout)
         except TimeoutError:
-            done.cancel()  # not written if its group has not started yet
-            raise self._unavailable("TimeoutError", "the write did not finish in time") from None
+            if done not in self._writing:
+                done.cancel()
+                raise self._unavailable("TimeoutError", "the write did not start in time") from None
+            await done
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         group = [(records, done) for records, done in self._pending if not done.cancelled()]
@@ -308,6 +316,7 @@ class SqlAuditStore:
             self._flushing = False
             return
         rows = [record for records, _ in group for record in records]
+        self._writing = {done for _, done in group}
         written = loop.run_in_executor(self._writer, self.write, rows)
         written.add_done_callback(lambda result: self._flushed(loop, group, result))
 
@@ -318,6 +327,7 @@ class SqlAuditStore:
         result: asyncio.Future[None],
     ) -> None:
         error = result.exception()
+        self._writing = set()
         for _, done in group:
             if done.done():
                 continue
@@ -334,16 +344,18 @@ class SqlAuditStore:
         heartbeat (a full disk or a lost connection fails), in one transaction. Checked at most
         once a second: readiness probes are unauthenticated."""
         now = time.monotonic()
-        if now - self._writable_checked < 1.0:
-            return self._writable
-        self._writable_checked = now
+        if now - self._writable_checked < 1.0 or not self._probing.acquire(blocking=False):
+            return self._writable  # fresh enough, or another request is probing right now
         try:
+            self._writable_checked = now
             self._ensure_schema()
-            with self._write_lock.held(self._timeout):
+            with self._write_lock.held(PROBE_SECONDS):
                 self._probe()
             self._writable = True
         except (AuditUnavailable, TimeoutError, SQLAlchemyError, sqlite3.Error, psycopg.Error):
             self._writable = False
+        finally:
+            self._probing.release()
         return self._writable
 
     def _probe(self) -> None:
@@ -357,6 +369,12 @@ class SqlAuditStore:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            # A readiness probe answers within about a second: a held lock is "not ready" now.
+            wait_ms = int(PROBE_SECONDS * 1000)
+            if self._sqlite:
+                cursor.execute(f"PRAGMA busy_timeout={wait_ms}")
+            else:
+                cursor.execute(f"SET LOCAL lock_timeout = {wait_ms}")
             cursor.execute(self._insert_sql, probe)
             cursor.execute(
                 f"DELETE FROM audit_records WHERE prediction_id = {mark}", (probe.prediction_id,)
@@ -366,6 +384,8 @@ class SqlAuditStore:
                 "ON CONFLICT (worker) DO UPDATE SET checked_at = excluded.checked_at",
                 (WORKER, created),
             )
+            if self._sqlite:
+                cursor.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
             cursor.close()
             connection.commit()
         except BaseException:

@@ -84,7 +84,9 @@ def test_a_held_write_lock_costs_a_bounded_503_and_never_freezes_the_worker(
                 assert http.get("/health/live").status_code == 200
                 slowest_liveness = max(slowest_liveness, time.monotonic() - started)
                 time.sleep(0.05)
+            started = time.monotonic()
             ready_while_locked = http.get("/health/ready")
+            ready_seconds = time.monotonic() - started
             waiting.join()
 
         response = outcome["response"]
@@ -96,9 +98,13 @@ def test_a_held_write_lock_costs_a_bounded_503_and_never_freezes_the_worker(
         assert ready_while_locked.status_code == 503
         assert ready_while_locked.json()["audit_store"] is False
 
+        assert ready_seconds < 1.5, f"readiness took {ready_seconds:.1f} s to answer"
+
         time.sleep(1.1)  # readiness is re-checked at most once a second
         assert _predict(http).status_code == 200
         assert http.get("/health/ready").status_code == 200
+        # Exactly the predictions that were returned are audited: not the refused one.
+        assert len(http.get("/v1/audit").json()["records"]) == 2
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,11 @@ def stale(page: Page) -> bool:
 def name_the_patient(page: Page) -> None:
     page.fill("#patient-id", PATIENT_ID)
     page.fill("#patient-name", PATIENT_NAME)
+
+
+def pdf_text(reader: PdfReader) -> str:
+    """The first page's text, whitespace collapsed and ligatures ("ﬃ") undone."""
+    return " ".join(unicodedata.normalize("NFKC", reader.pages[0].extract_text()).split())
 
 
 def applicability_rules(server: LiveServer, name: str) -> list[dict[str, Any]]:
@@ -205,7 +211,7 @@ def test_print_is_one_a4_page_with_inputs_result_reasons_model_and_disclaimer(
     assert len(reader.pages) == 1
     box = reader.pages[0].mediabox
     assert abs(float(box.width) - A4_POINTS[0]) < 2 and abs(float(box.height) - A4_POINTS[1]) < 2
-    text = " ".join(reader.pages[0].extract_text().split())
+    text = pdf_text(reader)
     for wanted in (
         PATIENT_NAME,
         PATIENT_ID,
@@ -226,6 +232,24 @@ def test_print_is_one_a4_page_with_inputs_result_reasons_model_and_disclaimer(
         assert "How sure" in text
     # No controls on paper.
     assert "Calculate risk" not in text and "What if" not in text
+
+
+@pytest.mark.parametrize("name", ["diabetes", "readmission"])
+def test_every_model_prints_on_one_page_with_every_input(
+    page: Page, live_server: LiveServer, name: str
+) -> None:
+    # An out-of-range value adds a warning block: the page must still fit.
+    features = {**PATIENTS[name], "age_years": 95 if name == "readmission" else 80}
+    score(page, live_server, name, features)
+    page.wait_for_selector("#curves figure.curve, #curves-none")
+
+    reader = PdfReader(io.BytesIO(page.pdf(format="A4", print_background=True)))
+
+    assert len(reader.pages) == 1
+    text = pdf_text(reader)
+    for spec in live_server.model(name)["features"]:
+        assert f"{spec['label']}:" in text or spec["name"] in ("sex_male", "general_health")
+    assert "Decision support only" in text
 
 
 def test_charts_fit_the_printed_page_width(page: Page, live_server: LiveServer) -> None:

@@ -6,19 +6,26 @@ individual conditional expectation. For depth-1 forests and logistic models this
 model's shape function for that feature, shifted by the patient's other contributions. The
 patient's own value is always on the grid, so a curve passes through the patient's own risk.
 Nothing here is audited: these are hypothetical values, not a prediction for the patient.
+
+What-if is offered only for features the manifest marks ``modifiable`` (a patient cannot change
+their age or sex, and varying a marker of care invites a causal reading), and a value that fixes
+related inputs (``implies``: a non-smoker smokes 0 cigarettes per day) sets them too, so a curve
+never scores an impossible patient.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-from models.manifest import FeatureSpec, FeatureType
+from models import describe
+from models.manifest import FeatureSpec, FeatureType, Manifest
 from models.scoring import ScoringModel
-from models.validation import ValidatedRow
+from models.validation import FieldError, ValidatedRow, unknown_feature
 
 GridValue = float | str
 
@@ -72,13 +79,59 @@ def feature_grid(spec: FeatureSpec, current: GridValue | None, points: int) -> l
     return sorted(values)
 
 
-def describe_point(spec: FeatureSpec, value: GridValue) -> str:
-    if spec.type is FeatureType.CATEGORICAL:
-        return next((c.label for c in spec.categories if c.code == value), str(value))
-    if spec.type is FeatureType.BINARY:
-        return "yes" if value == 1.0 else "no"
-    unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
-    return f"{float(value):.4g}{unit}"
+def what_if_errors(specs: Sequence[FeatureSpec], names: Sequence[str]) -> list[FieldError]:
+    """``features_to_vary`` problems: unknown, listed twice, or not modifiable (each names the
+    entry and what is allowed)."""
+    known = [s.name for s in specs]
+    modifiable = [s.name for s in specs if s.modifiable]
+    allowed = "one of: " + ", ".join(modifiable) if modifiable else "none (no input is modifiable)"
+    errors = []
+    for index, name in enumerate(names):
+        where = f"features_to_vary[{index}]"
+        if name not in known:
+            errors.append(unknown_feature(name, known, field=where))
+        elif name in names[:index]:
+            errors.append(FieldError(where, "listed twice", name, "each feature once", "duplicate"))
+        elif name not in modifiable:
+            errors.append(
+                FieldError(
+                    where,
+                    "what-if is offered only for inputs a patient or clinician can change",
+                    name,
+                    allowed,
+                    "not_modifiable",
+                )
+            )
+    return errors
+
+
+def describe_point(manifest: Manifest, spec: FeatureSpec, value: GridValue) -> str:
+    """The grid value in clinical words, with the related inputs it fixes ("Non-smoker,
+    0 cigarettes per day")."""
+    implied = [
+        describe.describe_value(manifest.feature(name), fixed)
+        for name, fixed in implied_values(spec, value).items()
+    ]
+    return ", ".join([describe.value_text(spec, value), *implied])
+
+
+def implied_values(spec: FeatureSpec, value: GridValue) -> dict[str, float]:
+    """The related inputs this value fixes (``implies`` in the manifest)."""
+    return spec.implies.get(describe.value_key(value), {})
+
+
+def _set_implied(
+    block: npt.NDArray[np.float64],
+    manifest: Manifest,
+    spec: FeatureSpec,
+    grid: list[GridValue],
+) -> None:
+    """Overwrite, row by row, the columns of inputs a grid value fixes."""
+    for i, value in enumerate(grid):
+        for name, fixed in implied_values(spec, value).items():
+            for j, column in enumerate(manifest.columns):
+                if column.feature == name and column.category is None:
+                    block[i, j] = fixed
 
 
 def risk_curves(
@@ -101,6 +154,7 @@ def risk_curves(
                 block[:, j] = np.asarray(grid, dtype=np.float64)
             else:
                 block[:, j] = [1.0 if code == column.category else 0.0 for code in grid]
+        _set_implied(block, manifest, spec, grid)
         blocks.append(block)
         grids.append((spec, grid))
     probabilities = core.score_matrix(np.vstack(blocks)).probability.tolist()
@@ -117,7 +171,11 @@ def risk_curves(
                 "current_value": row.values[spec.name],
                 "training_range": training_range(spec) if numeric else None,
                 "points": [
-                    {"value": v, "label": describe_point(spec, v), "probability": p}
+                    {
+                        "value": v,
+                        "label": describe_point(manifest, spec, v),
+                        "probability": p,
+                    }
                     for v, p in zip(grid, probabilities[offset : offset + len(grid)], strict=True)
                 ],
             }

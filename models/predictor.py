@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple, TypedDict
 import numpy as np
 import numpy.typing as npt
 
+from models import describe
 from models.applicability import (
     ApplicabilityDict,
     Population,
@@ -28,9 +29,8 @@ from models.applicability import (
     UncertaintyDict,
     WarningDict,
 )
-from models.curves import RiskCurve, risk_curves
+from models.curves import RiskCurve, risk_curves, what_if_errors
 from models.loader import Artifact, load_artifact
-from models.manifest import FeatureSpec, FeatureType
 from models.scoring import ScoringModel
 from models.signing import TrustPolicy, default_policy
 from models.tables import ColumnLike, FrameScorer, ScoredFrame, ValidatedFrame
@@ -39,7 +39,6 @@ from models.validation import (
     FieldError,
     InvalidFeatures,
     RowValidator,
-    unknown_feature,
 )
 
 NO_EFFECT = 1e-12
@@ -48,6 +47,7 @@ MAX_REMEMBERED = 1 << 16
 Direction = Literal["raised", "lowered", "no effect"]
 # Indexed by the sign of a contribution: 1 raised, -1 lowered, 0 no effect.
 DIRECTIONS: tuple[Direction, Direction, Direction] = ("no effect", "raised", "lowered")
+SIGN_OF: dict[Direction, int] = {"no effect": 0, "raised": 1, "lowered": -1}
 
 
 class ModelRef(TypedDict):
@@ -160,25 +160,6 @@ def _direction(contribution: float) -> Direction:
     return "no effect"
 
 
-class ValueDescriber:
-    """Plain-language description of one feature's value ("Systolic BP 168 mmHg")."""
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.label = spec.label
-        self.kind = spec.type
-        self.categories = {c.code: c.label for c in spec.categories}
-        self.unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
-
-    def __call__(self, value: float | str | None) -> str:
-        if value is None:
-            return f"{self.label} missing"
-        if self.kind is FeatureType.BINARY:
-            return f"{self.label}: {'yes' if value == 1.0 else 'no'}"
-        if self.kind is FeatureType.CATEGORICAL:
-            return f"{self.label}: {self.categories.get(str(value), str(value))}"
-        return f"{self.label} {float(value):g}{self.unit}"
-
-
 class Predictor:
     """One model version ready to serve: rules, scoring core, wording, in one facade."""
 
@@ -205,7 +186,6 @@ class Predictor:
         ]
         self.base_probability = 1.0 / (1.0 + math.exp(-self.core.base_log_odds))
         self.card_markdown = artifact.card_markdown
-        self._describers = [ValueDescriber(f) for f in self.specs]
         self._features: list[tuple[str, str, str | None, dict[tuple[Any, int], str]]] = [
             (f.name, f.label, f.unit, {}) for f in self.specs
         ]
@@ -341,7 +321,7 @@ class Predictor:
 
         Raises ``InvalidFeatures`` naming bad features and bad names together.
         """
-        name_errors = _check_names(self._names, names)
+        name_errors = what_if_errors(self.specs, names)
         try:
             row = self.validator.validate(features)
         except InvalidFeatures as exc:
@@ -408,12 +388,12 @@ class Predictor:
             items.append(
                 {
                     "feature": "other_features",
-                    "label": f"{n_rest} other features",
+                    "label": f"{n_rest} other inputs",
                     "value": None,
                     "unit": None,
                     "contribution": rest,
                     "direction": direction,
-                    "text": f"{n_rest} other features together {direction} the risk",
+                    "text": describe.others_text(n_rest, SIGN_OF[direction]),
                 }
             )
         return items
@@ -433,12 +413,9 @@ class Predictor:
         }
 
     def _sentence(self, feature: int, value: float | str | None, sign: int) -> str:
-        """ "Systolic BP 168 mmHg raised the risk", remembered (chart values repeat)."""
-        direction = DIRECTIONS[sign]
-        described = self._describers[feature](value)
-        text = (
-            f"{described} {direction} the risk" if sign else f"{described}: no effect on the risk"
-        )
+        """The contribution in clinical words (:mod:`models.describe`), remembered (chart
+        values repeat)."""
+        text = describe.contribution_text(self.specs[feature], value, sign)
         sentences = self._features[feature][3]
         if len(sentences) < MAX_REMEMBERED:
             sentences[(value, sign)] = text
@@ -573,17 +550,6 @@ def _json_values(column: npt.NDArray[Any]) -> list[float | str | None]:
     if column.dtype == object or not np.isnan(column).any():
         return values
     return [None if v != v else v for v in values]
-
-
-def _check_names(known: Sequence[str], names: Sequence[str]) -> list[FieldError]:
-    errors = []
-    for index, name in enumerate(names):
-        where = f"features_to_vary[{index}]"
-        if name not in known:
-            errors.append(unknown_feature(name, known, field=where))
-        elif name in names[:index]:
-            errors.append(FieldError(where, "listed twice", name, "each feature once", "duplicate"))
-    return errors
 
 
 _PREDICTORS: dict[tuple[str, str | None, tuple[tuple[str, ...], bool]], Predictor] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from models.manifest import FeatureType
+from models import describe
 from models.predictor import Predictor
 from service.cds_hooks import fhir
 
@@ -47,12 +47,8 @@ class Cards:
         spec = self.specs[feature]
         if value is None:
             return "missing"
-        if spec.type is FeatureType.BINARY:
-            return "yes" if value == 1 else "no"
-        if isinstance(value, int | float):
-            unit = f" {spec.unit}" if spec.unit and spec.unit != "count" else ""
-            return f"{_number(value)}{unit}"
-        return str(value)
+        # One wording for values everywhere: models.describe ("Female", "168 mmHg").
+        return describe.value_text(spec, value)
 
     def _model_line(self, prediction_id: str | None) -> str:
         core = self.model.core
@@ -107,7 +103,12 @@ class Cards:
         if tier.get("action"):
             detail.append(f"Suggested: {tier['action']}")
         detail += ["", "**Main drivers** (largest effect first)"]
-        detail += [f"- {c['text']} ({c['contribution']:+.2f} log-odds)" for c in drivers]
+        # Percentage points of this patient's risk, never log-odds (models.describe).
+        detail += [
+            f"- {c['text']} "
+            f"({describe.points_text(describe.points_change(probability, c['contribution']))})"
+            for c in drivers
+        ]
         issues = []
         for missing in quality["missing"]:
             issues.append(
@@ -174,6 +175,11 @@ class Cards:
         notes = self._notes()
         if notes:
             detail += ["", "**Notes**", *notes]
+        values = {
+            k: (v["value"] if isinstance(v, dict) else v)
+            for k, v in self.extraction.features.items()
+        }
+        detail += ["", "**Chart data found**", "", *self._inputs_table(values)]
         detail += ["", self._model_line(result["prediction_id"])]
         extension = {
             "prediction_id": result["prediction_id"],

@@ -265,7 +265,7 @@ def test_a_value_in_mmol_per_litre_is_converted(client: TestClient, keys: Keys) 
 
     card = only_card(call(client, keys, hook_request(patient_id, data)))
 
-    assert "Total cholesterol converted from 4.5 mmol/L to 174.0 mg/dL" in card["detail"]
+    assert "Total cholesterol converted from 4.5 mmol/L to 174 mg/dL" in card["detail"]
 
 
 def test_missing_prefetch_is_412_naming_the_keys(

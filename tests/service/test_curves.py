@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from models.curves import risk_curves
+from models.describe import value_key, value_text
 from models.loader import load_artifact
 from models.predictor import Predictor
 from service.openapi_schema import example_features
 from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 
+SBP = "systolic_bp_mm_hg"
 CVD_PATIENT: dict[str, Any] = {
     "sex_male": 1,
     "age_years": 55,
@@ -52,11 +55,15 @@ def curves(
 def assert_points_match_predictions(
     model: Predictor, features: dict[str, Any], curve: dict[str, Any]
 ) -> None:
+    spec = model.manifest.feature(curve["feature"])
     for point in curve["points"]:
         value = point["value"]
+        # A value that fixes related inputs (a non-smoker smokes 0 cigarettes) sets them too.
+        implied = spec.implies.get(value_key(value), {})
         if isinstance(value, float) and curve["type"] == "binary":
             value = int(value)
-        expected = model.predict({**features, curve["feature"]: value}).result["probability"]
+        patient = {**features, curve["feature"]: value, **implied}
+        expected = model.predict(patient).result["probability"]
         assert point["probability"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
@@ -86,7 +93,7 @@ def test_numeric_curve_spans_the_training_range_and_passes_through_the_patient(
     assert curve["current_value"] == 31.0
     own = next(p for p in curve["points"] if p["value"] == 31.0)
     assert own["probability"] == pytest.approx(body["probability"], abs=1e-12)
-    assert own["label"] == "31 kg/m2"
+    assert own["label"] == "31.0 kg/m²"  # BMI to one decimal, as charted
     assert_points_match_predictions(model, features, curve)
 
 
@@ -95,10 +102,10 @@ def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_input
 ) -> None:
     model = loaded["diabetes"]
     young = {**typical(model), "age_years": 27}
-    old = {**young, "bmi_kg_m2": 40, "high_blood_pressure": 1, "general_health": 4}
+    old = {**young, "age_years": 72, "high_blood_pressure": 1, "general_health": 4}
 
     bodies = [
-        curves(client, keys, "diabetes", {"features": f, "features_to_vary": ["age_years"]}).json()
+        curves(client, keys, "diabetes", {"features": f, "features_to_vary": ["bmi_kg_m2"]}).json()
         for f in (young, old)
     ]
 
@@ -113,48 +120,38 @@ def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_input
     assert shifts[0] > 0
 
 
-def test_categorical_curve_has_every_category_and_matches_predictions(
+def test_categorical_and_binary_curves_have_every_value_and_match_predictions(
     client: TestClient, keys: Keys, loaded: dict[str, Predictor]
 ) -> None:
-    model = loaded["readmission"]
-    features = typical(model)
-
-    response = curves(
-        client,
-        keys,
-        "readmission",
-        {
-            "features": features,
-            "features_to_vary": ["discharge_disposition", "diabetes_medication"],
-        },
-    )
-
-    assert response.status_code == 200
-    disposition, medication = response.json()["curves"]
-    spec = model.manifest.feature("discharge_disposition")
+    # No categorical input is modifiable, so the grid is checked on the curves core directly.
+    readmission = loaded["readmission"]
+    features = typical(readmission)
+    row = readmission.validator.validate(features)
+    (disposition,) = risk_curves(readmission.core, row, ["discharge_disposition"], 10)
+    spec = readmission.manifest.feature("discharge_disposition")
     assert [p["value"] for p in disposition["points"]] == [c.code for c in spec.categories]
     assert [p["label"] for p in disposition["points"]] == [c.label for c in spec.categories]
     assert disposition["training_range"] is None
-    assert [p["value"] for p in medication["points"]] == [0.0, 1.0]
-    assert [p["label"] for p in medication["points"]] == ["no", "yes"]
-    assert_points_match_predictions(model, features, disposition)
-    assert_points_match_predictions(model, features, medication)
+    assert_points_match_predictions(readmission, features, dict(disposition))
 
-
-def test_count_features_are_varied_over_whole_numbers(
-    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
-) -> None:
-    features = typical(loaded["readmission"])
-
+    diabetes = loaded["diabetes"]
+    features = typical(diabetes)
     response = curves(
-        client,
-        keys,
-        "readmission",
-        {"features": features, "features_to_vary": ["emergency_visits_prior_year"]},
+        client, keys, "diabetes", {"features": features, "features_to_vary": ["physically_active"]}
     )
-
     assert response.status_code == 200
-    values = [p["value"] for p in response.json()["curves"][0]["points"]]
+    (active,) = response.json()["curves"]
+    spec = diabetes.manifest.feature("physically_active")
+    assert [p["value"] for p in active["points"]] == [0.0, 1.0]
+    assert [p["label"] for p in active["points"]] == [value_text(spec, v) for v in (0.0, 1.0)]
+    assert_points_match_predictions(diabetes, features, active)
+
+
+def test_count_features_are_varied_over_whole_numbers(loaded: dict[str, Predictor]) -> None:
+    model = loaded["readmission"]
+    row = model.validator.validate(typical(model))
+    (curve,) = risk_curves(model.core, row, ["emergency_visits_prior_year"], 10)
+    values = [p["value"] for p in curve["points"]]
     assert values == [float(v) for v in range(int(values[-1]) + 1)]
 
 
@@ -187,18 +184,19 @@ def test_logistic_model_curves_with_units_and_a_missing_optional_input(
     [
         ({"features": CVD_PATIENT, "features_to_vary": ["height_cm"]}, 422, "features_to_vary[0]"),
         (
-            {"features": CVD_PATIENT, "features_to_vary": ["age_years", "age_years"]},
+            {"features": CVD_PATIENT, "features_to_vary": [SBP, SBP]},
             422,
             "features_to_vary[1]",
         ),
         (
-            {"features": {**CVD_PATIENT, "age_years": 300}, "features_to_vary": ["age_years"]},
+            {"features": {**CVD_PATIENT, "age_years": 300}, "features_to_vary": [SBP]},
             422,
             "features.age_years",
         ),
+        ({"features": CVD_PATIENT, "features_to_vary": ["age_years"]}, 422, "features_to_vary[0]"),
         ({"features": CVD_PATIENT, "features_to_vary": []}, 422, "features_to_vary"),
-        ({"features": CVD_PATIENT, "features_to_vary": ["age_years"], "points": 1}, 422, "points"),
-        ({"features": CVD_PATIENT, "features_to_vary": ["age_years"], "x": 1}, 422, "x"),
+        ({"features": CVD_PATIENT, "features_to_vary": [SBP], "points": 1}, 422, "points"),
+        ({"features": CVD_PATIENT, "features_to_vary": [SBP], "x": 1}, 422, "x"),
     ],
 )
 def test_bad_curves_requests_are_422_problems_naming_the_field(
@@ -212,7 +210,7 @@ def test_bad_curves_requests_are_422_problems_naming_the_field(
 
 
 def test_curves_need_the_predict_scope(client: TestClient, keys: Keys) -> None:
-    body = {"features": CVD_PATIENT, "features_to_vary": ["age_years"]}
+    body = {"features": CVD_PATIENT, "features_to_vary": [SBP]}
 
     assert client.post("/v1/models/cvd/curves", json=body).status_code == 401
     assert curves(client, keys, "cvd", body, which="batch").status_code == 403
@@ -226,7 +224,7 @@ def test_curves_for_an_unknown_model_are_404(client: TestClient, keys: Keys) -> 
 
 
 def test_curves_are_not_written_to_the_audit_trail(client: TestClient, keys: Keys) -> None:
-    body = {"features": CVD_PATIENT, "features_to_vary": ["age_years"]}
+    body = {"features": CVD_PATIENT, "features_to_vary": [SBP]}
 
     assert curves(client, keys, "cvd", body).status_code == 200
 

@@ -6,12 +6,39 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.signing import DEFAULT_TRUSTED_KEYS, TrustPolicy, load_public_keys, parse_key_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class CdsIssuer(BaseModel):
+    """One EHR allowed to call the CDS Hooks services: where its JWT signing keys are."""
+
+    model_config = {"extra": "forbid"}
+
+    jwks_file: Path | None = None
+    """A JWKS (JSON Web Key Set) file with the EHR's public keys: read at start-up, re-read on an
+    unknown ``kid`` (bounded)."""
+    jwks_url: str | None = None
+    """A JWKS URL fetched (and cached) when a token has no ``jku`` header."""
+    jku_allowlist: list[str] = Field(default_factory=list)
+    """The ``jku`` header URLs accepted from this issuer (exact match); any other is refused."""
+    caller: str | None = Field(default=None, min_length=1, max_length=64)
+    """The caller name in audit records; default ``ehr-`` and a hash of the issuer."""
+
+    @model_validator(mode="after")
+    def _has_a_key_source(self) -> CdsIssuer:
+        if self.jwks_file is None and self.jwks_url is None and not self.jku_allowlist:
+            raise ValueError("an issuer needs jwks_file, jwks_url or jku_allowlist")
+        if self.jwks_file is not None and not self.jwks_file.is_file():
+            raise ValueError(f"jwks_file '{self.jwks_file}' does not exist")
+        for url in [self.jwks_url, *self.jku_allowlist]:
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ValueError(f"'{url}' is not an http(s) URL")
+        return self
 
 
 class Settings(BaseSettings):
@@ -57,8 +84,40 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(default=30.0, gt=0)
     """A client that sends no part of its body for this long gets 408 (slow clients)."""
 
+    monitoring_min_group: int = Field(default=50, ge=1)
+    """Live validation (issue 13): groups with fewer known outcomes are shown as suppressed."""
+
     log_level: str = "INFO"
     """Root log level."""
+
+    # --- CDS Hooks security (issue 12; service/cds_hooks/security.py) ---
+    cds_issuers: dict[str, CdsIssuer] = Field(default_factory=dict)
+    """EHRs allowed to call /cds-services, by JWT ``iss`` (JSON), e.g.
+    {"https://ehr.example.org": {"jwks_file": "ehr.jwks.json"}}. Empty: no JWT is accepted."""
+
+    cds_base_url: str | None = None
+    """The service's external base URL as the EHR calls it (e.g. https://clinrisk.example.org):
+    a token's ``aud`` must be this plus the path called. Required with ``cds_issuers``."""
+
+    cds_allow_api_keys: bool | None = None
+    """Also accept clinrisk API keys on /cds-services. Default: only when no issuer is
+    configured (a developer's `make run`); an EHR deployment accepts JWTs only."""
+
+    cds_cors_origins: list[str] = Field(default_factory=list)
+    """Browser origins (JSON list, e.g. ["https://ehr.example.org"]) allowed to call
+    /cds-services cross-origin. Explicit origins only: no '*'."""
+
+    cds_max_token_lifetime_seconds: int = Field(default=300, gt=0, le=3600)
+    """Tokens whose ``exp - iat`` is longer are refused (the spec wants short-lived tokens)."""
+
+    cds_clock_skew_seconds: int = Field(default=60, ge=0, le=300)
+    """Allowed clock difference with the EHR for ``exp`` and ``iat``."""
+
+    cds_jwks_refresh_seconds: float = Field(default=60.0, gt=0)
+    """An unknown ``kid`` re-reads the issuer's keys at most once per this many seconds."""
+
+    cds_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    """Longest wait for a JWKS URL."""
 
     @field_validator("trusted_keys", mode="before")
     @classmethod
@@ -75,6 +134,33 @@ class Settings(BaseSettings):
         """Who may sign the artifacts this service loads."""
         return TrustPolicy.from_paths(self.trusted_keys, allow_unsigned=self.allow_unsigned_models)
 
+    @field_validator("cds_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("cds_cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            # An origin is scheme://host[:port]; '*' would let any web page call with a token.
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("https", "http") or not rest or "/" in rest or "*" in origin:
+                raise ValueError(
+                    f"'{origin}' is not an origin (scheme://host[:port], no path, no wildcard)"
+                )
+        return value
+
+    def cds_api_keys_allowed(self) -> bool:
+        """Whether /cds-services accepts clinrisk API keys (see ``cds_allow_api_keys``)."""
+        if self.cds_allow_api_keys is not None:
+            return self.cds_allow_api_keys
+        return not self.cds_issuers
+
     @field_validator("models_dir")
     @classmethod
     def _models_dir_exists(cls, value: Path) -> Path:
@@ -88,6 +174,11 @@ class Settings(BaseSettings):
             return (
                 "CLINRISK_PSEUDONYM_KEY is not set: the audit trail needs a secret key to "
                 "pseudonymise patient ids (`make run` generates a local one)."
+            )
+        if self.cds_issuers and self.cds_base_url is None:
+            return (
+                "CLINRISK_CDS_BASE_URL is not set: CDS Hooks tokens are checked against the "
+                "service's external URL (their 'aud'), e.g. https://clinrisk.example.org."
             )
         return None
 

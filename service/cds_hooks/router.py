@@ -1,12 +1,13 @@
 """CDS Hooks 2.0 service: the 10-year CHD risk (model ``cvd``) as a card when a chart is opened.
 
-- ``GET  /cds-services``: discovery, open (no key), one service on ``patient-view``.
+- ``GET  /cds-services``: discovery, one service on ``patient-view``.
 - ``POST /cds-services/clinrisk-cvd-risk``: the hook call.
 - ``POST /cds-services/clinrisk-cvd-risk/feedback``: card feedback, counted by outcome only.
 
-Authentication: CDS Hooks clients normally sign a JWT; this service keeps clinrisk API keys. The
-EHR is configured with a clinrisk key that has the ``predict`` scope and sends it as
-``Authorization: Bearer <key>`` on the hook and feedback calls (401 without, 403 without scope).
+Authentication (every route, discovery included): the EHR's signed JWT as CDS Hooks 2.0 requires,
+checked by ``security`` (issuer allowlist, JWKS, exact ``aud``, lifetime, ``jti`` replay); a
+clinrisk API key with the ``predict`` scope only where ``CLINRISK_CDS_ALLOW_API_KEYS`` allows it
+(by default when no EHR issuer is configured). Any refusal is a bare 401.
 
 Data: only the prefetch is read; the service never calls ``fhirServer`` (no network at runtime).
 - A prefetch key that is absent, or replaced by an OperationOutcome (the client failed to fetch
@@ -36,11 +37,12 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
 from service.api.body import read_json_body
-from service.api.deps import StateDep, problem_responses, require, resolve_model
+from service.api.deps import StateDep, problem_responses, resolve_model
 from service.api.predict import predict_one
 from service.auth import ApiKey
 from service.cds_hooks import fhir, hook
 from service.cds_hooks.cards import Cards
+from service.cds_hooks.security import cds_caller, discovery_caller
 from service.errors import InvalidFeatures, InvalidHookRequest, PrefetchMissing
 
 SERVICE_ID = "clinrisk-cvd-risk"
@@ -60,8 +62,10 @@ FEEDBACK = Counter(
 
 router = APIRouter(prefix="/cds-services", tags=["cds-hooks"])
 
-# A key restricted to models must include this service's model (403 otherwise).
-CvdCaller = Annotated[ApiKey, require("predict", model=MODEL_NAME)]
+# An EHR's JWT, or (where allowed) an API key, which a restriction to models must let use this
+# service's model (403 otherwise).
+CvdCaller = Annotated[ApiKey, cds_caller(model=MODEL_NAME)]
+DiscoveryCaller = Annotated[ApiKey, discovery_caller]
 
 
 def _json(body: Any) -> Response:
@@ -82,7 +86,7 @@ async def _read(request: Request, limit: int) -> Any:
 
 
 @router.get("", operation_id="cds_discovery")
-async def cds_discovery() -> Response:
+async def cds_discovery(_caller: DiscoveryCaller) -> Response:
     """CDS Hooks discovery: the services this server offers."""
     return _json(
         {
@@ -98,8 +102,8 @@ async def cds_discovery() -> Response:
                     ),
                     "prefetch": hook.PREFETCH,
                     "usageRequirements": (
-                        "Send a clinrisk API key with the 'predict' scope as 'Authorization: "
-                        "Bearer <key>' (CDS Hooks JWTs are not used). All prefetch keys are "
+                        "Sign each call with a JWT as CDS Hooks 2.0 requires (ES384 or RS384; "
+                        "issuer and JWKS registered with clinrisk). All prefetch keys are "
                         "required: the service never queries the FHIR server."
                     ),
                 }

@@ -96,8 +96,13 @@ def only_card(response: Any) -> dict[str, Any]:
     return card
 
 
-def test_discovery_describes_one_patient_view_service_with_prefetch(client: TestClient) -> None:
-    response = client.get("/cds-services")  # open: no key
+def test_discovery_describes_one_patient_view_service_with_prefetch(
+    client: TestClient, keys: Keys
+) -> None:
+    # No EHR issuer configured: the API key is the development door (EHR JWTs:
+    # tests/service/test_cds_security.py); discovery is authenticated too (CDS Hooks 2.0).
+    assert client.get("/cds-services").status_code == 401
+    response = client.get("/cds-services", headers=keys.header("predict"))
 
     assert response.status_code == 200
     (service,) = response.json()["services"]

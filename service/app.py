@@ -20,6 +20,7 @@ from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore
 from service.cds_hooks import router as cds_hooks
+from service.cds_hooks.security import CdsCors
 from service.docs import install_docs
 from service.errors import EXCEPTION_HANDLERS
 from service.limits import RequestLimitsMiddleware
@@ -97,5 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_timeout=settings.body_read_timeout_seconds,
     )
     app.add_middleware(ObservabilityMiddleware)
+    # Outermost: preflights and every /cds-services answer (a 401 too) carry the CORS headers.
+    app.add_middleware(CdsCors, origins=settings.cds_cors_origins)
     install_openapi(app)
     return app

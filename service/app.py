@@ -16,6 +16,8 @@ from models.registry import Registry
 from service.api import audit as audit_api
 from service.api import curves, health, predict
 from service.api import models as models_api
+from service.api import monitoring as monitoring_api
+from service.api import outcomes as outcomes_api
 from service.api.deps import AppState
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore
@@ -84,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(audit_api.router)
     app.include_router(curves.router)
+    app.include_router(outcomes_api.router)
+    app.include_router(monitoring_api.router)
     app.include_router(cds_hooks.router)
     app.include_router(ui_router)
     install_docs(app)

@@ -59,6 +59,8 @@ audit_records = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("channel", sa.String(32), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default="scored"),
+    # The manifest subgroups the input placed the patient in (issue 13; migration 0005).
+    sa.Column("subgroups", sa.Text, nullable=True),
 )
 
 
@@ -79,6 +81,8 @@ class AuditRecord(NamedTuple):
     channel: str
     status: str = "scored"
     """"scored" or "not_applicable" (outside the model's intended population: no score)."""
+    subgroups: str | None = None
+    """Comma-separated manifest subgroup keys of the input (live validation per subgroup)."""
 
 
 class Pseudonymizer:
@@ -421,7 +425,8 @@ class SqlAuditStore:
                 rows = connection.execute(query.limit(limit).offset(offset)).mappings().all()
         except SQLAlchemyError:
             raise AuditUnavailable("The audit store could not be read; try again.") from None
-        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+        # Subgroup labels (sex, age band) are for live validation, not for the audit API.
+        return [{k: v for k, v in row.items() if k not in ("id", "subgroups")} for row in rows]
 
     def _checkpoint(self, mode: str) -> None:
         try:

@@ -36,7 +36,8 @@ from typing import Any
 import structlog
 
 # research: may score a patient outside a model's intended population (issue 14; audited).
-SCOPES = ("predict", "batch", "admin", "research")
+# outcomes: records observed outcomes of predictions (issue 13).
+SCOPES = ("predict", "batch", "admin", "research", "outcomes")
 RELOAD_INTERVAL_SECONDS = 1.0
 """How stale the service's keys may be: a revoked key is refused within about this long."""
 

@@ -558,6 +558,76 @@ def register_contributions(target: typer.Typer) -> list[str]:
 
 # Model artifact signing: `clinrisk signing keygen | sign | verify` (service/signing_cli.py).
 app.add_typer(signing_app, name="signing")
+# --- outcomes (issue 13): `clinrisk outcomes record FILE` -------------------------------------
+outcomes_app = typer.Typer(help="Observed outcomes of predictions.", no_args_is_help=True)
+app.add_typer(outcomes_app, name="outcomes")
+
+
+@outcomes_app.command("record")
+def outcomes_record(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or Parquet: prediction_id or patient_id + "
+            "model + observed_at, and outcome (0/1)."
+        ),
+    ],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write rejected rows' reasons here (CSV, no identifiers).")
+    ] = None,
+    models_dir: ModelsDir = REPO_MODELS,
+) -> None:
+    """Record observed outcomes into the audit database (CLINRISK_DATABASE_URL); patient ids
+    are pseudonymised with CLINRISK_PSEUDONYM_KEY. Exit 1 when any row was rejected."""
+    import csv
+    import getpass
+
+    from models.manifest import Manifest
+    from models.registry import Registry
+    from service.audit import Pseudonymizer
+    from service.database import make_engine, upgrade
+    from service.outcomes import OutcomeFileError, OutcomeStore, record_file
+    from service.settings import settings_for_serving
+
+    settings = settings_for_serving()
+    assert settings.pseudonym_key is not None
+    registry: Registry[Manifest] = Registry(lambda artifact: artifact.manifest)
+    registry.load_dir(models_dir)
+    upgrade(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
+    engine = make_engine(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
+    try:
+        summary = record_file(
+            file,
+            OutcomeStore(engine),
+            who=f"cli:{getpass.getuser()}"[:64],
+            pseudonymize=Pseudonymizer(settings.pseudonym_key.get_secret_value().encode()),
+            models=registry.names(),
+        )
+    except OutcomeFileError as exc:
+        console.print(f"[red]clinrisk outcomes record: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    counts = summary.as_dict()
+    print_summary(
+        "outcomes",
+        {k: v for k, v in counts.items() if k != "rejected"} | {"rejected": len(summary.rejected)},
+    )
+    for rejection in summary.rejected[:20]:
+        console.print(
+            f"row {rejection.row}: {rejection.field}: {rejection.message} "
+            f"(allowed: {rejection.allowed})",
+            highlight=False,
+        )
+    if rejects is not None:
+        with rejects.open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["row", "field", "message", "allowed"])
+            writer.writeheader()
+            writer.writerows(r.as_dict() for r in summary.rejected)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
 register_contributions(app)
 
 

@@ -33,6 +33,7 @@ from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord
 from service.auth import ApiKey
 from service.errors import InvalidFeatures as InvalidRequest
+from service.monitoring import subgroups_of
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
 
@@ -176,6 +177,7 @@ def _record(
         latency_ms=result["elapsed_ms"],
         channel=channel_of(channel, dict(result)),
         status=result["status"],
+        subgroups=subgroups_of(model.manifest, scored.values),
     )
 
 

@@ -118,13 +118,13 @@ class KeySets:
             keys = self._sets.get(source)
             if keys is not None and kid in keys:
                 return keys[kid]
-            last = self._refreshed.get(issuer)
-            # A source never read is read once (sources are bounded by the configuration);
-            # after that an unknown kid waits for the refresh interval.
-            if keys is not None and last is not None:
-                if time.monotonic() - last < self.refresh_seconds:
+            # A source never read is read (sources are bounded by the configuration); a kid
+            # missing from a source already read re-reads it at most once per interval.
+            if keys is not None:
+                last = self._refreshed.get(issuer)
+                if last is not None and time.monotonic() - last < self.refresh_seconds:
                     return None
-            self._refreshed[issuer] = time.monotonic()
+                self._refreshed[issuer] = time.monotonic()
             try:
                 keys = await self._load(source)
             except (OSError, ValueError, httpx.HTTPError) as exc:

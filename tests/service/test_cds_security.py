@@ -25,7 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from service.app import create_app
 from service.logging import configure_logging
-from service.settings import Settings
+from service.settings import REPO_ROOT, Settings
 from tests.conftest import MODELS_DIR, Keys, running_server
 from tests.service.test_cds_hooks import bundle_path, hook_request, prefetch
 
@@ -442,3 +442,15 @@ def test_issuers_without_a_base_url_do_not_serve(tmp_path: Path) -> None:
     assert problem is not None and "CLINRISK_CDS_BASE_URL" in problem
     with pytest.raises(ValueError, match="no wildcard"):
         Settings(models_dir=MODELS_DIR, cds_cors_origins=["*"])
+
+
+def test_the_readme_example_request_gets_a_risk_card(ehr: Ehr) -> None:
+    request = json.loads((REPO_ROOT / "examples" / "patient-view-request.json").read_text())
+
+    response = ehr.client.post(
+        ehr.url + HOOK, headers=bearer(mint(ehr.ec, claims(HOOK))), json=request
+    )
+
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert card["extension"]["dev.clinrisk.prediction"]["status"] == "scored"

@@ -68,16 +68,18 @@ class Population:
         self.rules = list(manifest.applicability)
         self.contexts = frozenset(r.context for r in self.rules if r.context is not None)
         self._specs: dict[str, FeatureSpec] = {f.name: f for f in manifest.features}
+        # A published equation has no local validation: no uncertainty statement, no subgroups.
+        validation = manifest.validation
         bins = [
             b
-            for b in manifest.validation.test.calibration_bins
+            for b in (validation.test.calibration_bins if validation is not None else [])
             if b.lower is not None and b.upper is not None and b.observed_ci_low is not None
         ]
         self._edges = np.array([b.lower for b in bins[1:]], dtype=np.float64)
         self._uncertainty: list[UncertaintyDict] = [self._statement(b) for b in bins]
         self._subgroups = [
             (s, self._subgroup_warning(s))
-            for s in manifest.validation.subgroups
+            for s in (validation.subgroups if validation is not None else [])
             if not s.reliable and s.feature is not None and s.feature in self._specs
         ]
         self._borrowed: list[WarningDict] = (

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from models.equations import Equation, EquationError, parse_equation
 from models.errors import ArtifactError
 from models.manifest import Manifest
 from models.signing import SIGNATURE_FILE, TrustPolicy, default_policy, signature_document
@@ -62,6 +63,8 @@ class Artifact:
     card_markdown: str
     signed_by: str | None = None
     """Id of the trusted key whose signature verified; ``None`` only if unsigned was allowed."""
+    equation: Equation | None = None
+    """A published equation, parsed from ``equation.json`` (kind ``equation``)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -216,15 +219,25 @@ def _load_verified(folder: Path, raw: bytes, signed_by: str | None) -> Artifact:
     content = verified[manifest.model_file]
     forest: Forest | None = None
     linear: LinearParameters | None = None
+    equation: Equation | None = None
     try:
         if manifest.kind == "xgboost":
             forest = _load_forest(model_path, content, manifest)
+        elif manifest.kind == "equation":
+            equation = parse_equation(content)
+            unknown = equation.columns - {c.name for c in manifest.columns}
+            if unknown:
+                raise ArtifactError(
+                    model_path, f"uses columns the manifest lacks: {sorted(unknown)}"
+                )
         else:
             linear = _load_linear(model_path, content)
             if linear.columns != [c.name for c in manifest.columns]:
                 raise ArtifactError(model_path, "columns differ from the manifest's columns")
     except ArtifactError:
         raise
+    except EquationError as exc:
+        raise ArtifactError(model_path, f"invalid equation: {exc}") from None
     except Exception as exc:  # any parse failure of a hash-verified file is still an artifact error
         raise ArtifactError(model_path, f"could not be loaded: {exc!r}") from exc
     try:
@@ -239,4 +252,5 @@ def _load_verified(folder: Path, raw: bytes, signed_by: str | None) -> Artifact:
         linear=linear,
         card_markdown=card,
         signed_by=signed_by,
+        equation=equation,
     )

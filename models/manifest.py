@@ -305,7 +305,7 @@ class Validation(_Strict):
 
 
 class ExplanationInfo(_Strict):
-    method: Literal["tree_shap", "linear"]
+    method: Literal["tree_shap", "linear", "equation"]
     seconds_per_row_batch: float = Field(description="Measured at training time, 10k-row batch.")
     seconds_per_row_single: float = Field(description="Measured at training time, one row.")
     reference_seconds_per_row: float | None = Field(
@@ -328,11 +328,15 @@ class Manifest(_Strict):
     out_of_scope: list[str]
     created_at: datetime
     code_revision: str
-    kind: Literal["xgboost", "logistic"]
+    kind: Literal["xgboost", "logistic", "equation"] = Field(
+        description="'equation': a published risk equation (models.equations), not fitted here."
+    )
     model_file: str
     libraries: dict[str, str]
-    dataset: DatasetRef
-    target: Target
+    # Trained kinds need all four; a published equation has no local data, split or validation
+    # (its published validation is in the card, with citations), so none are invented.
+    dataset: DatasetRef | None = None
+    target: Target | None = None
     features: list[FeatureSpec]
     applicability: list[ApplicabilityRule] = Field(
         default_factory=list, description="Who the model is for; failing any rule = not scored."
@@ -346,8 +350,8 @@ class Manifest(_Strict):
         description="When the tier thresholds come from a guideline for a different outcome: "
         "which, in words (each result then carries a 'tier_thresholds_borrowed' warning).",
     )
-    split: Split
-    validation: Validation
+    split: Split | None = None
+    validation: Validation | None = None
     explanation: ExplanationInfo
     caveats: list[str]
     ethical_considerations: list[str]
@@ -373,6 +377,13 @@ class Manifest(_Strict):
         for rule in self.applicability:
             if rule.feature is not None and rule.feature not in names:
                 raise ValueError(f"applicability rule {rule.id!r} refers to unknown feature")
+        if self.kind != "equation" and None in (
+            self.dataset,
+            self.target,
+            self.split,
+            self.validation,
+        ):
+            raise ValueError("a trained model needs dataset, target, split and validation")
         if self.model_file not in self.files:
             raise ValueError(f"model_file {self.model_file!r} is not listed in files")
         bounds = [t.lower for t in self.tiers]

@@ -75,10 +75,14 @@ class ContributionDict(TypedDict):
 
 
 class ExplanationDict(TypedDict):
-    method: Literal["tree_shap", "linear"]
+    method: Literal["tree_shap", "linear", "equation"]
     base_log_odds: float
+    """On ``scale`` (named so for the trained models' log-odds; see ``probability_mapping``)."""
     base_probability: float
     contributions: list[ContributionDict]
+    scale: str
+    """'log_odds', or 'log_cumulative_hazard' for a Cox-type published equation."""
+    probability_mapping: str
 
 
 class MissingDict(TypedDict):
@@ -184,7 +188,9 @@ class Predictor:
             }
             for t in self.core.tiers
         ]
-        self.base_probability = 1.0 / (1.0 + math.exp(-self.core.base_log_odds))
+        self.base_probability = float(
+            self.core.to_probability(np.array([self.core.base_log_odds]))[0]
+        )
         self.card_markdown = artifact.card_markdown
         self._features: list[tuple[str, str, str | None, dict[tuple[Any, int], str]]] = [
             (f.name, f.label, f.unit, {}) for f in self.specs
@@ -450,6 +456,8 @@ class Predictor:
                 "base_log_odds": self.core.base_log_odds,
                 "base_probability": self.base_probability,
                 "contributions": self.explain(values, amounts, order, signs, top_k),
+                "scale": self.core.scale,
+                "probability_mapping": self.core.probability_mapping,
             },
             "applicability": applicability,
             "uncertainty": self.population.uncertainty(probability),

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from models.equations import EquationExplainer, inverse_link
 from models.loader import Artifact, LinearParameters
 from models.manifest import Manifest, Tier
 from models.trees import TreeTables, compile_tables
@@ -26,7 +27,7 @@ class Explainer(Protocol):
     """Exact per-column contributions to the model's margin."""
 
     @property
-    def method(self) -> Literal["tree_shap", "linear"]: ...
+    def method(self) -> Literal["tree_shap", "linear", "equation"]: ...
 
     @property
     def base_margin(self) -> float: ...
@@ -85,6 +86,11 @@ def build_explainer(artifact: Artifact) -> Explainer:
         return TreeExplainer(compile_tables(artifact.forest))
     if artifact.linear is not None:
         return LinearExplainer(artifact.linear)
+    if artifact.equation is not None:
+        columns = artifact.manifest.columns
+        return EquationExplainer(
+            artifact.equation, [c.name for c in columns], [c.feature for c in columns]
+        )
     raise ValueError(f"artifact {artifact.path} holds no model")
 
 
@@ -129,17 +135,31 @@ class ScoringModel:
         self.base_log_odds = self.slope * self.explainer.base_margin + self.intercept
         self.tiers: list[Tier] = list(self.manifest.tiers)
         self._tier_lowers = np.array([t.lower for t in self.tiers[1:]], dtype=np.float64)
+        # The scale's mapping to probability: the logistic for trained models and logistic
+        # equations, 1 - exp(-exp(z)) for Cox-type equations (models.equations).
+        equation = artifact.equation
+        self.form: Literal["logistic", "cox"] = "logistic" if equation is None else equation.form
+        self.scale = "log_odds" if equation is None else equation.scale
+        self.probability_mapping = (
+            "p = 1 / (1 + exp(-z)), z = calibrated log-odds"
+            if equation is None
+            else equation.mapping
+        )
 
     @property
-    def method(self) -> Literal["tree_shap", "linear"]:
+    def method(self) -> Literal["tree_shap", "linear", "equation"]:
         return self.explainer.method
+
+    def to_probability(self, z: Float) -> Float:
+        """Probability from the explanation's scale (``base + sum(contributions)``)."""
+        return sigmoid(z) if self.form == "logistic" else inverse_link(self.form, z)
 
     def score_matrix(self, matrix: Float) -> BatchScores:
         """Score a (rows x columns) matrix; NaN = missing (already validated)."""
         column_contribs = self.explainer.contributions(matrix) * self.slope
         contributions: Float = column_contribs @ self.column_to_feature
         log_odds = self.base_log_odds + column_contribs.sum(axis=1)
-        probability = sigmoid(log_odds)
+        probability = self.to_probability(log_odds)
         tier_index = np.searchsorted(self._tier_lowers, probability, side="right").astype(np.intp)
         return BatchScores(probability, log_odds, self.base_log_odds, contributions, tier_index)
 
@@ -150,6 +170,9 @@ class ScoringModel:
             self._column_feature_index, column_contribs, minlength=len(self.feature_names)
         ).astype(np.float64)
         log_odds = self.base_log_odds + float(column_contribs.sum())
-        probability = 1.0 / (1.0 + math.exp(-log_odds))
+        if self.form == "logistic":
+            probability = 1.0 / (1.0 + math.exp(-log_odds))
+        else:
+            probability = -math.expm1(-math.exp(log_odds))
         tier = int(np.searchsorted(self._tier_lowers, probability, side="right"))
         return probability, contributions, tier

@@ -288,6 +288,7 @@ def _inputs(manifest: Manifest) -> list[str]:
 
 
 def _factors(manifest: Manifest) -> list[str]:
+    assert manifest.validation is not None, "cards are rendered for trained models"
     levels: dict[str, list[str]] = {}
     for sub in manifest.validation.subgroups:
         levels.setdefault(sub.factor, []).append(sub.level)
@@ -311,6 +312,7 @@ def _metrics() -> list[str]:
 
 def _evaluation_data(manifest: Manifest) -> list[str]:
     split, target = manifest.split, manifest.target
+    assert split is not None and target is not None, "cards are rendered for trained models"
     grouping = (
         f"grouped by {split.grouped_by} (no group appears in both parts)"
         if split.grouped_by
@@ -333,6 +335,7 @@ def _evaluation_data(manifest: Manifest) -> list[str]:
 
 def _training_data(manifest: Manifest) -> list[str]:
     ds = manifest.dataset
+    assert ds is not None, "cards are rendered for trained models"
     lines = [
         "## Training data",
         "",
@@ -386,6 +389,7 @@ def _who_for(manifest: Manifest) -> list[str]:
 
 
 def _tiers_table(manifest: Manifest) -> list[str]:
+    assert manifest.validation is not None, "cards are rendered for trained models"
     by_name: dict[str, ThresholdMetrics] = {t.tier: t for t in manifest.validation.tiers}
     rows = []
     for tier in manifest.tiers:
@@ -479,6 +483,7 @@ def _observed(b: CalibrationBin) -> str:
 
 def _quantitative(manifest: Manifest) -> list[str]:
     val = manifest.validation
+    assert val is not None, "cards are rendered for trained models"
     test = val.test
     lines = [
         "## Quantitative analyses",

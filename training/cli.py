@@ -137,7 +137,31 @@ def evaluate(
         console.print(f"report written to {out}")
 
 
+def build_equation(
+    name: Annotated[str, typer.Argument(help="ascvd-pce, ascvd-prevent or cvd-framingham-2008.")],
+    out: Annotated[
+        Path, typer.Option(help="Registry folder to write the artifact into.")
+    ] = REPO_MODELS,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Private Ed25519 key (PEM) that signs the artifact (README: Model signing).",
+            envvar="CLINRISK_SIGNING_KEY_FILE",
+        ),
+    ] = None,
+) -> None:
+    """Write a published risk equation's artifact (nothing is fitted: training/equations.py)."""
+    from training.equations import SPECS, build
+
+    if name not in SPECS:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(sorted(SPECS))}")
+    folder = build(name, out, signing_key=signing_key)
+    console.print(f"{name}: {folder} ({_signer(folder)})")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``evaluate`` to ``clinrisk`` (the ``clinrisk.commands`` entry point)."""
+    """Add ``train``, ``evaluate`` and ``build-equation`` to ``clinrisk`` (the
+    ``clinrisk.commands`` entry point)."""
     app.command()(train)
     app.command()(evaluate)
+    app.command("build-equation")(build_equation)

@@ -30,7 +30,7 @@ def model_detail(model: Predictor) -> dict[str, Any]:
         "tiers": m.tiers,
         "tiers_borrowed_from": m.tiers_borrowed_from,
         "calibration": m.calibration,
-        "validation": m.validation.model_dump(),
+        "validation": m.validation.model_dump() if m.validation is not None else None,
         "caveats": m.caveats,
         "card_markdown": model.card_markdown,
         "explanation_method": model.core.method,
@@ -44,7 +44,7 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
     out = []
     for name in registry.names():
         m = registry.get(name).manifest
-        test = m.validation.test
+        test = m.validation.test if m.validation is not None else None
         out.append(
             ModelSummary(
                 name=name,
@@ -53,8 +53,8 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
                 default_version=registry.default_version(name),
                 intended_use=m.intended_use,
                 kind=m.kind,
-                test_auroc=test.auroc,
-                test_auroc_ci=(test.auroc_ci_low, test.auroc_ci_high),
+                test_auroc=test.auroc if test is not None else None,
+                test_auroc_ci=(test.auroc_ci_low, test.auroc_ci_high) if test is not None else None,
             )
         )
     return out

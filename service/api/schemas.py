@@ -289,10 +289,17 @@ class Contribution(_Public):
 
 
 class Explanation(_Public):
-    method: Literal["tree_shap", "linear"]
-    base_log_odds: float
+    method: Literal["tree_shap", "linear", "equation"]
+    base_log_odds: float = Field(
+        description="Base on `scale` (log-odds, or log cumulative hazard for a Cox equation)."
+    )
     base_probability: float
     contributions: list[Contribution]
+    scale: Literal["log_odds", "log_cumulative_hazard"] = "log_odds"
+    probability_mapping: str = Field(
+        default="p = 1 / (1 + exp(-z))",
+        description="How base + sum(contributions) (z) maps to the probability.",
+    )
 
 
 class MissingPublic(_Public):
@@ -412,9 +419,9 @@ class ModelSummary(_Public):
     versions: list[str]
     default_version: str
     intended_use: str
-    kind: Literal["xgboost", "logistic"]
-    test_auroc: float
-    test_auroc_ci: tuple[float, float]
+    kind: Literal["xgboost", "logistic", "equation"]
+    test_auroc: float | None = Field(description="Null for a published equation (no local test).")
+    test_auroc_ci: tuple[float, float] | None
 
 
 class ValidationPublic(_Public):
@@ -433,7 +440,7 @@ class ModelDetail(_Public):
     sha256: str
     title: str
     summary: str
-    kind: Literal["xgboost", "logistic"]
+    kind: Literal["xgboost", "logistic", "equation"]
     created_at: datetime
     intended_use: str
     out_of_scope: list[str]
@@ -444,10 +451,12 @@ class ModelDetail(_Public):
     tiers: list[Tier]
     tiers_borrowed_from: str | None = None
     calibration: Calibration
-    validation: ValidationPublic
+    validation: ValidationPublic | None = Field(
+        description="Local validation; null for a published equation (its card cites the papers)."
+    )
     caveats: list[str]
     card_markdown: str
-    explanation_method: Literal["tree_shap", "linear"]
+    explanation_method: Literal["tree_shap", "linear", "equation"]
 
 
 class AuditRecordPublic(_Public):

@@ -68,12 +68,14 @@ def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
     table = Table("name", "versions", "default", "test AUROC (95% CI)", "kind")
     for name in registry.names():
         manifest = registry.get(name)
-        test = manifest.validation.test
+        test = manifest.validation.test if manifest.validation is not None else None
         table.add_row(
             name,
             ", ".join(registry.versions(name)),
             registry.default_version(name),
-            f"{test.auroc:.3f} ({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f})",
+            f"{test.auroc:.3f} ({test.auroc_ci_low:.3f}-{test.auroc_ci_high:.3f})"
+            if test is not None
+            else "published equation",
             manifest.kind,
         )
     console.print(table)

@@ -107,6 +107,7 @@ class KeySets:
     timeout_seconds: float
     _sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     _refreshed: dict[str, float] = field(default_factory=dict)
+    _failed: dict[str, float] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def key(self, issuer: str, source: str, kid: str) -> dict[str, Any] | None:
@@ -118,8 +119,13 @@ class KeySets:
             keys = self._sets.get(source)
             if keys is not None and kid in keys:
                 return keys[kid]
-            # A source never read is read (sources are bounded by the configuration); a kid
-            # missing from a source already read re-reads it at most once per interval.
+            # A source never read is read (sources are bounded by the configuration), and tried
+            # again at most once per interval while it fails; a kid missing from a source
+            # already read re-reads it at most once per interval.
+            failed = self._failed.get(source)
+            if keys is None and failed is not None:
+                if time.monotonic() - failed < self.refresh_seconds:
+                    return None
             if keys is not None:
                 last = self._refreshed.get(issuer)
                 if last is not None and time.monotonic() - last < self.refresh_seconds:
@@ -128,8 +134,10 @@ class KeySets:
             try:
                 keys = await self._load(source)
             except (OSError, ValueError, httpx.HTTPError) as exc:
+                self._failed[source] = time.monotonic()
                 log.warning("cds_jwks_unavailable", iss=issuer[:256], error=type(exc).__name__)
                 return None
+            self._failed.pop(source, None)
             self._sets[source] = keys
             return keys.get(kid)
 

@@ -32,6 +32,7 @@ from tests.service.test_cds_hooks import bundle_path, hook_request, prefetch
 BASE = "https://clinrisk.example.org"
 ISS = "https://ehr.example.org"  # keys from a JWKS file
 JKU_ISS = "https://other-ehr.example.org"  # keys from its allowlisted jku
+URL_ISS = "https://url-ehr.example.org"  # keys from a configured JWKS URL
 ORIGIN = "https://ehr.example.org"
 DISCOVERY = "/cds-services"
 HOOK = "/cds-services/clinrisk-cvd-risk"
@@ -104,11 +105,15 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
+        self.failing = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
+                if outer.failing:
+                    self.send_error(503)
+                    return
                 body = json.dumps({"keys": outer.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -159,6 +164,7 @@ def ehr_settings(tmp_path: Path, keys: Keys, database_url: str, jwks: JwksServer
         cds_issuers={  # type: ignore[arg-type]
             ISS: {"jwks_file": str(tmp_path / "ehr.jwks.json"), "caller": "test-ehr"},
             JKU_ISS: {"jku_allowlist": [jwks.url]},
+            URL_ISS: {"jwks_url": jwks.url.replace("/jwks.json", "/url.json")},
         },
         cds_base_url=BASE + "/",  # a trailing slash is dropped
         cds_cors_origins=[ORIGIN],
@@ -228,6 +234,25 @@ def test_a_jku_on_the_issuers_allowlist_is_fetched_and_an_unknown_kid_refreshes_
         stranger = Signer(f"made-up-{n}", "ES384", ehr.jku_signer.private)
         assert_refused(ehr.hook(mint(stranger, claims(HOOK, iss=JKU_ISS), jku=ehr.jwks.url)))
     assert ehr.jwks.fetches == 2
+
+
+def test_a_configured_jwks_url_is_used_without_jku_and_a_failing_one_is_not_hammered(
+    ehr: Ehr,
+) -> None:
+    token = mint(ehr.jku_signer, claims(DISCOVERY, iss=URL_ISS))
+    assert ehr.discovery(token).status_code == 200
+    assert ehr.jwks.fetches == 1
+
+    ehr.jwks.failing = True
+    rotated = ec_signer("url-2")
+    for _ in range(3):  # one refresh for the unknown kid, then none within the interval
+        assert_refused(ehr.discovery(mint(rotated, claims(DISCOVERY, iss=URL_ISS))))
+    assert ehr.jwks.fetches == 2
+    # A source never read that fails (the jku issuer's): tried once per interval, not per call.
+    for _ in range(3):
+        jku_token = mint(ehr.jku_signer, claims(DISCOVERY, iss=JKU_ISS), jku=ehr.jwks.url)
+        assert_refused(ehr.discovery(jku_token))
+    assert ehr.jwks.fetches == 3
 
 
 def test_an_unknown_kid_rereads_the_jwks_file(ehr: Ehr) -> None:

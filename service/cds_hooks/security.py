@@ -133,7 +133,7 @@ class KeySets:
                 self._refreshed[issuer] = time.monotonic()
             try:
                 keys = await self._load(source)
-            except (OSError, ValueError, httpx.HTTPError) as exc:
+            except (OSError, ValueError, RecursionError, httpx.HTTPError) as exc:
                 self._failed[source] = time.monotonic()
                 log.warning("cds_jwks_unavailable", iss=issuer[:256], error=type(exc).__name__)
                 return None
@@ -212,7 +212,7 @@ def _check_key(jwk: dict[str, Any], alg: str) -> Any:
         raise Refused("key_not_for_this_algorithm")
     try:
         key = jwt.PyJWK(jwk, algorithm=alg).key
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):  # a malformed JWK member
         raise Refused("bad_key") from None
     if expected_type == "RSA" and key.key_size < MIN_RSA_BITS:
         raise Refused("rsa_key_too_small")

@@ -1,14 +1,15 @@
 """Live validation (issue 13 part 2): how a model version performs on the outcomes recorded for
 its own predictions, overall and per manifest subgroup, beside the manifest's validation figures.
 
-Everything is numpy: scikit-learn and scipy are training-only (the service image has neither).
-AUROC is the rank (Mann-Whitney) statistic with DeLong's variance (fast midrank form, Sun & Xu
-2014); calibration slope and intercept are the joint logistic fit ``logit P(y) = a + b logit(p)``
-(as the manifest's, training/metrics.py), calibration-in-the-large the intercept with ``b`` fixed
-at 1; both by Newton steps, with Wald CIs from the inverse information.
+Everything is numpy on database aggregates: scikit-learn and scipy are training-only (the
+service image has neither). AUROC is the rank (Mann-Whitney) statistic with DeLong's variance,
+from counts per risk bin (service/risk_bins.py); calibration slope and intercept are the joint
+logistic fit ``logit P(y) = a + b logit(p)`` (as the manifest's, training/metrics.py),
+calibration-in-the-large the intercept with ``b`` fixed at 1; both by Newton steps on the binned
+counts, with Wald CIs from the inverse information.
 
-Counts come from SQL aggregation; only (probability, outcome, subgroups) of predictions with a
-known outcome leave the database.
+Counts and sums come from SQL aggregation (per subgroup label and risk bin); no row per
+prediction leaves the database.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client import Gauge
 from models.manifest import Manifest, SubgroupMetrics, ValidationSummary
 from service.audit import audit_records
 from service.outcomes import outcomes
+from service.risk_bins import RISK_BIN_WIDTH
 
 Z95 = 1.959963984540054
 DEFAULT_MIN_GROUP = 50
@@ -83,97 +85,133 @@ def subgroups_of(manifest: Manifest, values: Mapping[str, float | str | None]) -
 # --- statistics ------------------------------------------------------------------------------
 
 
-def _midrank(x: Array) -> Array:
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    _, first, counts = np.unique(sorted_x, return_index=True, return_counts=True)
-    mid = first + (counts + 1) / 2.0  # 1-based average rank of each distinct value
-    ranks = np.empty(x.size)
-    ranks[order] = np.repeat(mid, counts)
-    return ranks
+@dataclass(frozen=True)
+class Binned:
+    """Predictions with known outcomes, summarised: counts per risk bin and exact sums."""
+
+    bins: npt.NDArray[np.int64]
+    n: Array
+    events: Array
+    sum_p: float
+    sum_pp: float
+    sum_py: float
+    flagged: Array
+    """Per tier threshold: predictions at or above it."""
+    true_positives: Array
+
+    @property
+    def total(self) -> int:
+        return int(self.n.sum())
+
+    @classmethod
+    def merge(cls, parts: Sequence[Binned], tiers: int) -> Binned:
+        if not parts:
+            empty = np.zeros(0)
+            return cls(
+                np.zeros(0, np.int64), empty, empty, 0, 0, 0, np.zeros(tiers), np.zeros(tiers)
+            )
+        bins, inverse = np.unique(np.concatenate([p.bins for p in parts]), return_inverse=True)
+        return cls(
+            bins=bins,
+            n=np.bincount(inverse, np.concatenate([p.n for p in parts]), bins.size).astype(
+                np.float64
+            ),
+            events=np.bincount(
+                inverse, np.concatenate([p.events for p in parts]), bins.size
+            ).astype(np.float64),
+            sum_p=sum(p.sum_p for p in parts),
+            sum_pp=sum(p.sum_pp for p in parts),
+            sum_py=sum(p.sum_py for p in parts),
+            flagged=np.sum([p.flagged for p in parts], axis=0),
+            true_positives=np.sum([p.true_positives for p in parts], axis=0),
+        )
 
 
-def auroc_delong(y: npt.NDArray[np.int8], p: Array) -> tuple[float, float, float] | None:
-    """AUROC with its 95% DeLong CI; None without both classes."""
-    pos, neg = p[y == 1], p[y == 0]
-    m, n = pos.size, neg.size
+def auroc_delong(data: Binned) -> tuple[float, float, float] | None:
+    """AUROC (ties count half) with its 95% DeLong CI; None without two of each class.
+
+    DeLong's structural components are the same for every patient in a bin, so the variance is
+    a weighted one: V10 of an event in bin k is P(non-event below) + P(non-event in k) / 2, V01
+    of a non-event likewise (DeLong, DeLong & Clarke-Pearson 1988)."""
+    pos, neg = data.events, data.n - data.events
+    m, n = float(pos.sum()), float(neg.sum())
     if m < 2 or n < 2:
         return None
-    tz = _midrank(np.concatenate([pos, neg]))
-    tx, ty = _midrank(pos), _midrank(neg)
-    auc = float((tz[:m].sum() / m - (m + 1) / 2.0) / n)
-    v01 = (tz[:m] - tx) / n
-    v10 = 1.0 - (tz[m:] - ty) / m
-    se = math.sqrt(float(np.var(v01, ddof=1)) / m + float(np.var(v10, ddof=1)) / n)
+    neg_below = np.cumsum(neg) - neg
+    pos_above = m - np.cumsum(pos)
+    v10 = (neg_below + neg / 2) / n
+    v01 = (pos_above + pos / 2) / m
+    auc = float(np.sum(pos * v10) / m)
+    var10 = float(np.sum(pos * (v10 - auc) ** 2)) / (m - 1)
+    var01 = float(np.sum(neg * (v01 - auc) ** 2)) / (n - 1)
+    se = math.sqrt(var10 / m + var01 / n)
     return auc, max(0.0, auc - Z95 * se), min(1.0, auc + Z95 * se)
 
 
-def _logit(p: Array) -> Array:
-    q = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
-
-
-def _newton(y: Array, design: Array, offset: Array, start: Array) -> tuple[Array, Array] | None:
-    """Unpenalised logistic regression by Newton steps (with step halving): coefficients and
-    covariance; None when it does not converge (separation, a constant predictor)."""
+def _newton(
+    events: Array, n: Array, design: Array, offset: Array, start: Array
+) -> tuple[Array, Array] | None:
+    """Binomial logistic regression (``events`` of ``n`` per row) by Newton steps with step
+    halving: coefficients and covariance; None when it does not converge (separation)."""
     beta = start.astype(np.float64)
 
     def loglik(b: Array) -> float:
         eta = offset + design @ b
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        return float(np.sum(events * eta - n * np.logaddexp(0.0, eta)))
+
+    def information(b: Array) -> tuple[Array, Array]:
+        mu = 1.0 / (1.0 + np.exp(-(offset + design @ b)))
+        info = design.T @ (design * (n * mu * (1 - mu))[:, None])
+        return info, design.T @ (events - n * mu)
 
     current = loglik(beta)
     for _ in range(50):
-        eta = offset + design @ beta
-        mu = 1.0 / (1.0 + np.exp(-eta))
-        w = mu * (1 - mu)
-        info = design.T @ (design * w[:, None])
+        info, score = information(beta)
         try:
-            step = np.linalg.solve(info, design.T @ (y - mu))
+            step = np.linalg.solve(info, score)
         except np.linalg.LinAlgError:
             return None
         scale = 1.0
-        while scale > 1e-6:
+        candidate, value = beta + step, loglik(beta + step)
+        while value < current - 1e-12 and scale > 1e-6:
+            scale /= 2
             candidate = beta + scale * step
             value = loglik(candidate)
-            if value >= current - 1e-12:
-                break
-            scale /= 2
-        beta, previous, current = candidate, current, value
-        if abs(current - previous) < 1e-10 and float(np.max(np.abs(scale * step))) < 1e-8:
+        beta, current = candidate, value
+        # Newton converges quadratically: a handful of steps reach this from the identity.
+        if float(np.max(np.abs(scale * step))) < 1e-8:
             break
-    eta = offset + design @ beta
-    mu = 1.0 / (1.0 + np.exp(-eta))
-    info = design.T @ (design * (mu * (1 - mu))[:, None])
+    info, _ = information(beta)
     try:
-        covariance = np.linalg.inv(info)
+        covariance = np.asarray(np.linalg.inv(info), dtype=np.float64)
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(beta)) or float(np.max(np.abs(beta))) > 50:
         return None
-    return beta, np.asarray(covariance, dtype=np.float64)
+    return beta, covariance
 
 
 def _estimate(value: float, se: float) -> dict[str, float]:
     return {"value": value, "ci_low": value - Z95 * se, "ci_high": value + Z95 * se}
 
 
-def calibration(y: Array, p: Array) -> dict[str, dict[str, float] | None]:
+def calibration(data: Binned) -> dict[str, dict[str, float] | None]:
     """Joint slope and intercept, and calibration-in-the-large, each with a 95% Wald CI."""
-    lp = _logit(p)
+    lp = data.bins.astype(np.float64) * RISK_BIN_WIDTH
     out: dict[str, dict[str, float] | None] = {
         "calibration_slope": None,
         "calibration_intercept": None,
         "calibration_in_the_large": None,
     }
-    joint = _newton(
-        y, np.column_stack([np.ones_like(lp), lp]), np.zeros_like(lp), np.array([0.0, 1.0])
-    )
+    if data.events.sum() == 0 or data.events.sum() == data.n.sum():
+        return out
+    design = np.column_stack([np.ones_like(lp), lp])
+    joint = _newton(data.events, data.n, design, np.zeros_like(lp), np.array([0.0, 1.0]))
     if joint is not None:
         beta, cov = joint
         out["calibration_intercept"] = _estimate(float(beta[0]), math.sqrt(cov[0, 0]))
         out["calibration_slope"] = _estimate(float(beta[1]), math.sqrt(cov[1, 1]))
-    large = _newton(y, np.ones((lp.size, 1)), lp, np.array([0.0]))
+    large = _newton(data.events, data.n, np.ones((lp.size, 1)), lp, np.array([0.0]))
     if large is not None:
         beta, cov = large
         out["calibration_in_the_large"] = _estimate(float(beta[0]), math.sqrt(cov[0, 0]))
@@ -190,13 +228,11 @@ def _wilson(k: int, n: int) -> dict[str, float] | None:
     return {"value": phat, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half)}
 
 
-def figures(
-    y: npt.NDArray[np.int8], p: Array, thresholds: Sequence[tuple[str, float]]
-) -> dict[str, Any]:
+def figures(data: Binned, thresholds: Sequence[tuple[str, float]]) -> dict[str, Any]:
     """Every live figure for one group with known outcomes."""
-    yf = y.astype(np.float64)
-    observed, expected = float(yf.sum()), float(p.sum())
-    auc = auroc_delong(y, p)
+    total = data.total
+    observed, expected = float(data.events.sum()), data.sum_p
+    auc = auroc_delong(data)
     oe: dict[str, float] | None = None
     if observed > 0 and expected > 0:
         # Poisson on the observed count, on the log scale.
@@ -206,26 +242,23 @@ def figures(
             "ci_low": ratio * math.exp(-Z95 * se),
             "ci_high": ratio * math.exp(Z95 * se),
         }
-    tiers = []
-    positives = int(yf.sum())
-    for name, threshold in thresholds:
-        flagged = p >= threshold
-        true_pos = int(np.sum(flagged & (y == 1)))
-        tiers.append(
-            {
-                "tier": name,
-                "threshold": threshold,
-                "sensitivity": _wilson(true_pos, positives),
-                "ppv": _wilson(true_pos, int(flagged.sum())),
-            }
-        )
+    tiers = [
+        {
+            "tier": name,
+            "threshold": threshold,
+            "sensitivity": _wilson(int(data.true_positives[i]), int(observed)),
+            "ppv": _wilson(int(data.true_positives[i]), int(data.flagged[i])),
+        }
+        for i, (name, threshold) in enumerate(thresholds)
+    ]
     return {
         "auroc": None if auc is None else {"value": auc[0], "ci_low": auc[1], "ci_high": auc[2]},
-        **calibration(yf, p),
+        **calibration(data),
         "observed_expected": oe,
-        "brier": float(np.mean((p - yf) ** 2)),
-        "observed_rate": observed / y.size,
-        "mean_predicted": expected / y.size,
+        # sum (p - y)^2 = sum p^2 - 2 sum p y + sum y (y is 0 or 1)
+        "brier": (data.sum_pp - 2 * data.sum_py + observed) / total,
+        "observed_rate": observed / total,
+        "mean_predicted": expected / total,
         "tiers": tiers,
     }
 
@@ -280,57 +313,73 @@ class Window:
     until: datetime | None = None
 
 
-def _scope(query: sa.Select[Any], manifest: Manifest, window: Window) -> sa.Select[Any]:
+def _scope(query: sa.Select[Any], table: sa.Table, manifest: Manifest, window: Window) -> Any:
+    time = table.c.created_at if table is audit_records else table.c.predicted_at
     query = query.where(
-        audit_records.c.model_name == manifest.name,
-        audit_records.c.model_version == manifest.version,
-        audit_records.c.status == "scored",
+        table.c.model_name == manifest.name, table.c.model_version == manifest.version
     )
+    if table is audit_records:
+        query = query.where(table.c.status == "scored")
     if window.since is not None:
-        query = query.where(audit_records.c.created_at >= window.since)
+        query = query.where(time >= window.since)
     if window.until is not None:
-        query = query.where(audit_records.c.created_at < window.until)
+        query = query.where(time < window.until)
     return query
 
 
 def fetch(
-    connection: sa.Connection, manifest: Manifest, window: Window
-) -> tuple[dict[str | None, tuple[int, int]], dict[str | None, tuple[Array, npt.NDArray[np.int8]]]]:
-    """Counts (predictions, outcomes known) per stored subgroup label, by SQL aggregation; and the
-    (probability, outcome) pairs of the predictions with an outcome, per label."""
-    joined = audit_records.outerjoin(
-        outcomes, outcomes.c.prediction_id == audit_records.c.prediction_id
-    )
-    counted = _scope(
-        sa.select(
-            audit_records.c.subgroups,
-            sa.func.count(),
-            sa.func.count(outcomes.c.prediction_id),
-        ).select_from(joined),
+    connection: sa.Connection,
+    manifest: Manifest,
+    window: Window,
+    thresholds: Sequence[float],
+) -> tuple[dict[str | None, int], dict[str | None, Binned]]:
+    """Predictions per stored subgroup label, and the known outcomes per label summarised
+    (:class:`Binned`): two aggregating queries, no join, no row per prediction leaves the
+    database (1M pairs fetched as rows took ~1.5 s, bench/monitoring.py)."""
+    predicted = _scope(
+        sa.select(audit_records.c.subgroups, sa.func.count()),
+        audit_records,
         manifest,
         window,
     ).group_by(audit_records.c.subgroups)
-    counts = {row[0]: (int(row[1]), int(row[2])) for row in connection.execute(counted)}
-    pairs_query = _scope(
+    totals = {row[0]: int(row[1]) for row in connection.execute(predicted)}
+    p, y = outcomes.c.probability, outcomes.c.outcome
+    flagged = [sa.func.sum(sa.case((p >= t, 1), else_=0)) for t in thresholds]
+    hits = [sa.func.sum(sa.case((p >= t, y), else_=0)) for t in thresholds]
+    query = _scope(
         sa.select(
-            audit_records.c.subgroups, audit_records.c.probability, outcomes.c.outcome
-        ).select_from(
-            audit_records.join(outcomes, outcomes.c.prediction_id == audit_records.c.prediction_id)
+            outcomes.c.subgroups,
+            outcomes.c.risk_bin,
+            sa.func.count(),
+            sa.func.sum(y),
+            sa.func.sum(p),
+            sa.func.sum(p * p),
+            sa.func.sum(p * y),
+            *flagged,
+            *hits,
         ),
+        outcomes,
         manifest,
         window,
-    )
-    rows = connection.execute(pairs_query).all()
-    pairs: dict[str | None, tuple[Array, npt.NDArray[np.int8]]] = {}
-    if rows:
-        labels, probabilities, outcome_values = zip(*rows, strict=True)
-        p_all = np.asarray(probabilities, dtype=np.float64)
-        y_all = np.asarray(outcome_values, dtype=np.int8)
-        label_arr = np.asarray(labels, dtype=object)
-        for label in set(labels):
-            mask = label_arr == label
-            pairs[label] = (p_all[mask], y_all[mask])
-    return counts, pairs
+    ).group_by(outcomes.c.subgroups, outcomes.c.risk_bin)
+    rows: dict[str | None, list[Any]] = {}
+    for row in connection.execute(query):
+        rows.setdefault(row[0], []).append(row[1:])
+    k = len(thresholds)
+    binned: dict[str | None, Binned] = {}
+    for label, values in rows.items():
+        array = np.asarray(values, dtype=np.float64).reshape(-1, 6 + 2 * k)
+        binned[label] = Binned(
+            bins=array[:, 0].astype(np.int64),
+            n=array[:, 1],
+            events=array[:, 2],
+            sum_p=float(array[:, 3].sum()),
+            sum_pp=float(array[:, 4].sum()),
+            sum_py=float(array[:, 5].sum()),
+            flagged=array[:, 6 : 6 + k].sum(axis=0),
+            true_positives=array[:, 6 + k :].sum(axis=0),
+        )
+    return totals, binned
 
 
 def report(
@@ -341,25 +390,23 @@ def report(
     min_group: int = DEFAULT_MIN_GROUP,
 ) -> dict[str, Any]:
     """Live figures for one model version beside its validation figures (JSON-ready)."""
-    counts, pairs = fetch(connection, manifest, window)
     # A tier flags a patient from its lower bound on (the thresholds the manifest validated).
     thresholds = [(t.name, t.lower) for t in manifest.tiers if t.lower > 0]
+    totals, binned = fetch(connection, manifest, window, [t for _, t in thresholds])
     validation = manifest.validation
 
     def group(
         labels: Sequence[str | None], reference: dict[str, float | None], tier_ref: dict[str, Any]
     ) -> dict[str, Any]:
-        predictions = sum(counts.get(label, (0, 0))[0] for label in labels)
-        known = sum(counts.get(label, (0, 0))[1] for label in labels)
-        parts = [pairs[label] for label in labels if label in pairs]
+        data = Binned.merge([binned[label] for label in labels if label in binned], len(thresholds))
+        known = data.total
+        predictions = sum(totals.get(label, 0) for label in labels)
         out: dict[str, Any] = {"predictions": predictions, "outcomes_known": known}
         if known < min_group:
             out["suppressed"] = True
             out["reason"] = f"fewer than {min_group} predictions with a known outcome"
             return out
-        p = np.concatenate([part[0] for part in parts])
-        y = np.concatenate([part[1] for part in parts])
-        live = figures(y, p, thresholds)
+        live = figures(data, thresholds)
         comparison = _compare(live, reference)
         for tier in live["tiers"]:
             ref = tier_ref.get(tier["tier"], {})
@@ -367,7 +414,8 @@ def report(
             tier["judgement"] = {
                 k: _judge(tier[k], ref.get(k), None) for k in ("sensitivity", "ppv")
             }
-        out.update(suppressed=False, positives=int(y.sum()), live=live, validation=comparison)
+        positives = int(data.events.sum())
+        out.update(suppressed=False, positives=positives, live=live, validation=comparison)
         out["worse_than_validation"] = sorted(
             [k for k, v in comparison.items() if v["judgement"] == "worse than validation"]
             + [
@@ -379,7 +427,7 @@ def report(
         )
         return out
 
-    all_labels = list(counts)
+    all_labels = list({*totals, *binned})
     tier_ref = {
         t.tier: {"sensitivity": t.sensitivity, "ppv": t.ppv}
         for t in (validation.tiers if validation is not None else [])
@@ -430,10 +478,14 @@ def report(
         "overall": overall,
         "subgroups": subgroups,
         "methods": {
-            "auroc": "rank (Mann-Whitney) statistic, 95% CI by DeLong's variance",
+            "auroc": (
+                "rank (Mann-Whitney) statistic, 95% CI by DeLong's variance; scores in bins "
+                f"of {RISK_BIN_WIDTH} on the logit scale"
+            ),
             "calibration": (
                 "slope and intercept: joint logistic fit logit P(y) = a + b logit(p), as in the "
-                "manifest; calibration-in-the-large: a with b fixed at 1; 95% Wald CIs"
+                "manifest; calibration-in-the-large: a with b fixed at 1; 95% Wald CIs; "
+                f"logit(p) in bins of {RISK_BIN_WIDTH}"
             ),
             "observed_expected": "observed events / sum of predicted risks, 95% CI Poisson",
             "tiers": "p >= the tier's threshold; 95% Wilson CIs",

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.audit import Pseudonymizer, audit_records, metadata
+from service.risk_bins import risk_bin
 
 outcomes = sa.Table(
     "outcomes",
@@ -32,6 +33,13 @@ outcomes = sa.Table(
     sa.Column("observed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_by", sa.String(64), nullable=False),
+    # Copied from the prediction's audit record (immutable) when the outcome is first recorded.
+    sa.Column("model_name", sa.String(64), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("subgroups", sa.Text, nullable=True),
+    sa.Column("risk_bin", sa.Integer, nullable=False),
 )
 outcome_history = sa.Table(
     "outcome_history",
@@ -359,6 +367,27 @@ class OutcomeStore:
             )
             current[prediction_id] = p.outcome
         if inserts:
+            # The prediction's identity and score travel with its outcome (the audit record is
+            # immutable): live validation then reads one table, no join (bench/monitoring.py).
+            copied = (
+                audit_records.c.prediction_id,
+                audit_records.c.model_name,
+                audit_records.c.model_version,
+                audit_records.c.created_at,
+                audit_records.c.probability,
+                audit_records.c.subgroups,
+            )
+            for chunk in _chunks(sorted(inserts)):
+                query = sa.select(*copied).where(audit_records.c.prediction_id.in_(chunk))
+                for row in connection.execute(query):
+                    inserts[row[0]].update(
+                        model_name=row[1],
+                        model_version=row[2],
+                        predicted_at=_aware(row[3]),
+                        probability=row[4],
+                        subgroups=row[5],
+                        risk_bin=risk_bin(row[4]),
+                    )
             connection.execute(outcomes.insert(), list(inserts.values()))
         if updates:
             statement = (

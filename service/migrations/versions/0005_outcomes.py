@@ -1,6 +1,7 @@
 """Observed outcomes of predictions, their correction history, and subgroup labels (issue 13).
 
-``outcomes`` holds the current outcome of a prediction (one row per prediction id);
+``outcomes`` holds the current outcome of a prediction (one row per prediction id) with a copy
+of the prediction's model, version, time, probability and subgroups;
 ``outcome_history`` every change to it: who, when, old and new value. ``audit_records.subgroups``
 carries the manifest subgroups a patient's validated input placed them in when the prediction
 was made (comma-separated keys such as ``sex=female``): the trail stores no feature values, so
@@ -37,6 +38,20 @@ def upgrade() -> None:
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("recorded_by", sa.String(64), nullable=False),
+        # The prediction's identity and score, copied from its (immutable) audit record: live
+        # validation reads this table alone (a join of 1M text keys cost most of a second).
+        sa.Column("model_name", sa.String(64), nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("probability", sa.Float, nullable=False),
+        sa.Column("subgroups", sa.Text, nullable=True),
+        # round(logit(probability) / 0.005): live validation aggregates by it (service/risk_bins.py).
+        sa.Column("risk_bin", sa.Integer, nullable=False),
+    )
+    op.create_index(
+        "ix_outcomes_model_version_predicted",
+        "outcomes",
+        ["model_name", "model_version", "predicted_at"],
     )
     op.create_table(
         "outcome_history",

@@ -1,0 +1,290 @@
+"""Issue 13 measures: live validation over 1M audited predictions with outcomes on PostgreSQL
+(target < 1 s), and recording 100k outcomes from a file (time and peak memory).
+
+    .venv/bin/python bench/monitoring.py [--predictions 1000000] [--outcomes 100000]
+        [--url postgresql://postgres@127.0.0.1:5432/clinrisk_bench] [--sqlite]
+
+The database (created if missing, never the tests' ``test`` database: their fixtures drop every
+table) is filled with synthetic audit records of the shipped cvd version: probabilities from a
+Beta distribution around the model's test prevalence, outcomes drawn from them, subgroup labels
+from the manifest's subgroups (random, with membership-style combinations). The live-validation
+report is computed with :func:`service.monitoring.report` (what the API serves), cold then warm.
+The outcome file (CSV, 90% by prediction id, 10% by patient id + model + time) is recorded by a
+fresh ``clinrisk outcomes record`` process, so its peak RSS is its own. Figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.loader import load_artifact  # noqa: E402
+from models.manifest import Manifest  # noqa: E402
+from models.registry import artifact_folder  # noqa: E402
+from service.audit import Pseudonymizer  # noqa: E402
+from service.database import make_engine, upgrade  # noqa: E402
+from service.monitoring import Window, report, subgroup_key  # noqa: E402
+
+MODEL = "cvd"
+KEY = "bench-pseudonym-key"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/clinrisk_bench"
+
+
+def _ensure_database(url: str) -> None:
+    if not url.startswith("postgresql://"):
+        return
+    name = url.rsplit("/", 1)[1]
+    admin = make_engine(url.rsplit("/", 1)[0] + "/postgres")
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        exists = connection.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).scalar()
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
+def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[str], list[str]]:
+    """``n`` audit records of the shipped cvd version, a fraction with outcomes; returns their
+    prediction ids and patient ids (patient ``i`` for record ``i``)."""
+    manifest = load_artifact(artifact_folder(ROOT / "models", MODEL)).manifest
+    assert manifest.validation is not None
+    keys = [subgroup_key(g) for g in manifest.validation.subgroups]
+    factors: dict[str, list[str]] = {}
+    for key in keys:
+        factors.setdefault(key.split("=", 1)[0], []).append(key)
+    rng = np.random.default_rng(seed)
+    p = rng.beta(1.5, 8.5, n)
+    y = (rng.random(n) < p).astype(int)
+    # One label per combination of levels (one level per factor), as predict.py stores them.
+    labels = [",".join(combo) for combo in itertools.product(*factors.values())]
+    chosen = rng.integers(len(labels), size=n)
+    pseudonymize = Pseudonymizer(KEY.encode())
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    patients = [f"bench-{i}" for i in range(n)]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    engine = make_engine(url, timeout_seconds=600)
+    with engine.begin() as connection:
+        for table in ("outcome_history", "outcomes", "audit_records"):
+            # TRUNCATE on PostgreSQL: deleted rows would stay in the table as dead tuples.
+            verb = "TRUNCATE" if url.startswith("postgresql://") else "DELETE FROM"
+            connection.execute(sa.text(f"{verb} {table}"))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        columns = (
+            "prediction_id, created_at, caller, model_name, model_version, model_sha256, "
+            "patient_pseudonym, input_sha256, probability, tier, latency_ms, channel, status, "
+            "subgroups"
+        )
+        records = (
+            (
+                ids[i],
+                start + timedelta(seconds=i),
+                "bench",
+                MODEL,
+                manifest.version,
+                "0" * 64,
+                pseudonymize(patients[i]),
+                "0" * 64,
+                float(p[i]),
+                "low",
+                1.0,
+                "batch",
+                "scored",
+                labels[chosen[i]],
+            )
+            for i in range(n)
+        )
+        outcome_rows = (
+            (
+                ids[i],
+                int(y[i]),
+                start,
+                start,
+                "bench",
+                MODEL,
+                manifest.version,
+                start + timedelta(seconds=i),
+                float(p[i]),
+                labels[chosen[i]],
+            )
+            for i in range(n)
+            if i % 100 < with_outcome * 100
+        )
+        outcome_columns = (
+            "prediction_id, outcome, observed_at, recorded_at, recorded_by, model_name, "
+            "model_version, predicted_at, probability, subgroups"
+        )
+        if url.startswith("postgresql://"):
+            with cursor.copy(f"COPY audit_records ({columns}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(record)
+            with cursor.copy(f"COPY outcomes ({outcome_columns}) FROM STDIN") as copy:
+                for row in outcome_rows:
+                    copy.write_row(row)
+            cursor.execute("ANALYZE audit_records")
+            cursor.execute("ANALYZE outcomes")
+        else:
+            marks = ", ".join("?" * 14)
+            cursor.executemany(
+                f"INSERT INTO audit_records ({columns}) VALUES ({marks})",
+                ((*r[:1], r[1].isoformat(" "), *r[2:]) for r in records),
+            )
+            cursor.executemany(
+                f"INSERT INTO outcomes ({outcome_columns}) VALUES ({', '.join('?' * 10)})",
+                (
+                    (
+                        *r[:2],
+                        *(t.isoformat(" ") for t in r[2:4]),
+                        *r[4:7],
+                        r[7].isoformat(" "),
+                        *r[8:],
+                    )
+                    for r in outcome_rows
+                ),
+            )
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+    return ids, patients
+
+
+def _with_membership(manifest: Manifest) -> Manifest:
+    """The manifest with subgroup membership (training's rule) where it predates it, so the
+    report computes every subgroup as a current manifest makes it."""
+    from training.train import membership
+
+    assert manifest.validation is not None
+    names = {f.name for f in manifest.features}
+    groups = [
+        g if g.feature else g.model_copy(update=membership(g.factor, g.level, names))
+        for g in manifest.validation.subgroups
+    ]
+    validation = manifest.validation.model_copy(update={"subgroups": groups})
+    return manifest.model_copy(update={"validation": validation})
+
+
+def bench_report(url: str, n: int) -> None:
+    print(f"filling {n:,} audited predictions with outcomes ({url.split('@')[-1]}) ...")
+    started = time.perf_counter()
+    _fill(url, n, with_outcome=1.0)
+    print(f"  filled in {time.perf_counter() - started:.1f} s")
+    manifest = _with_membership(load_artifact(artifact_folder(ROOT / "models", MODEL)).manifest)
+    engine = make_engine(url, timeout_seconds=60)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with engine.connect() as connection:
+            result = report(connection, manifest, Window())
+        timings.append(time.perf_counter() - started)
+    windowed = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with engine.connect() as connection:
+            report(
+                connection,
+                manifest,
+                Window(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC)),
+            )
+        windowed.append(time.perf_counter() - started)
+    engine.dispose()
+    overall = result["overall"]
+    print(
+        f"live validation, {overall['outcomes_known']:,} outcomes, "
+        f"{sum(not g['suppressed'] for g in result['subgroups'])} subgroups: "
+        f"first {timings[0]:.3f} s, "
+        f"median of the next 4 {statistics.median(timings[1:]):.3f} s; "
+        f"3-day window (~259k) median {statistics.median(windowed):.3f} s"
+    )
+
+
+def bench_record(url: str, n: int) -> None:
+    print(f"recording {n:,} outcomes from a CSV file ({url.split('@')[-1]}) ...")
+    ids, patients = _fill(url, n, with_outcome=0.0, seed=7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(7)
+    by_patient = rng.random(n) < 0.1
+    table = pa.table(
+        {
+            "prediction_id": [None if by_patient[i] else ids[i] for i in range(n)],
+            "patient_id": [patients[i] if by_patient[i] else None for i in range(n)],
+            "model": [MODEL if by_patient[i] else None for i in range(n)],
+            "observed_at": [
+                (start + timedelta(seconds=i, days=30)).isoformat() if by_patient[i] else None
+                for i in range(n)
+            ],
+            "outcome": [int(v) for v in rng.integers(0, 2, n)],
+        }
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "outcomes.csv"
+        pacsv.write_csv(table, path)
+        env = {**os.environ, "CLINRISK_DATABASE_URL": url, "CLINRISK_PSEUDONYM_KEY": KEY}
+        command = [sys.executable, "-m", "service.cli", "outcomes", "record", str(path)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        assert before is not None
+        if done.returncode != 0:
+            print(done.stdout[-2000:], done.stderr[-2000:])
+            raise SystemExit("clinrisk outcomes record failed")
+        # Idempotence at scale: the same file again changes nothing.
+        started_again = time.perf_counter()
+        again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+        elapsed_again = time.perf_counter() - started_again
+    recorded = [line for line in done.stdout.splitlines() if "recorded" in line]
+    unchanged = [line for line in again.stdout.splitlines() if "unchanged" in line]
+    print(
+        f"  {n:,} rows ({int(by_patient.sum()):,} by patient + time): {elapsed:.1f} s "
+        f"({n / elapsed:,.0f} rows/s), peak RSS {peak_mb:.0f} MB; "
+        f"{' '.join(recorded[0].split()) if recorded else ''}"
+    )
+    print(
+        f"  the same file again: {elapsed_again:.1f} s; "
+        f"{' '.join(unchanged[0].split()) if unchanged else ''}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predictions", type=int, default=1_000_000)
+    parser.add_argument("--outcomes", type=int, default=100_000)
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--sqlite", action="store_true", help="also on a temporary SQLite file")
+    args = parser.parse_args()
+    urls = [args.url]
+    tmp = tempfile.TemporaryDirectory()
+    if args.sqlite:
+        urls.append(f"sqlite:///{Path(tmp.name) / 'bench.db'}")
+    for url in urls:
+        _ensure_database(url)
+        upgrade(url, timeout_seconds=60)
+        bench_report(url, args.predictions)
+        bench_record(url, args.outcomes)
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -222,7 +222,7 @@ def test_value_outside_the_training_range_shows_a_warning(
     assert [o["feature"] for o in flagged] == ["bmi_kg_m2"]
     warning = page.locator('#quality-warnings li[data-feature="bmi_kg_m2"]')
     assert warning.is_visible()
-    assert "BMI 62 kg/m² is outside the training range" in warning.inner_text()
+    assert "BMI 62.0 kg/m² is outside the training range" in warning.inner_text()
     assert shown_probability(page)[1] == expected["probability"]
     save_screenshot(page, tmp_path, "diabetes-out-of-range")
 

@@ -322,7 +322,7 @@ def test_choices_are_words_not_number_codes(page: Page, live_server: LiveServer)
     assert options == ["Select…", "Excellent", "Very good", "Good", "Fair", "Poor"]
     sex = page.locator('[data-feature="sex_male"]')
     assert sex.locator("legend").inner_text().startswith("Sex")
-    assert sex.locator("label").all_inner_texts() == ["Female", "Male"]
+    assert sex.locator("label").all_inner_texts() == ["Male", "Female"]
     # Every choice on the form is a word.
     texts = page.eval_on_selector_all(
         "#form-fields select:not(.unit-select) option, #form-fields .segmented label",

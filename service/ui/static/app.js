@@ -85,7 +85,7 @@
   // Labelled choices for coded binary/ordinal inputs whose manifest carries no `value_labels` yet:
   // the code sent is unchanged, only what the clinician reads and picks is a word.
   const CHOICE_LABELS = {
-    sex_male: { title: "Sex", options: [["0", "Female"], ["1", "Male"]] },
+    sex_male: { title: "Sex", options: [["1", "Male"], ["0", "Female"]] }, // 1 first, as Yes / No
     general_health: {
       title: "Self-rated health",
       options: [["1", "Excellent"], ["2", "Very good"], ["3", "Good"], ["4", "Fair"], ["5", "Poor"]],
@@ -164,18 +164,42 @@
     return String(Number(Number(value).toPrecision(4)));
   }
 
+  // How a value reads per unit: the same table as the service's models/describe.py (UNITS), so
+  // the page rounds as the API's explanation texts do ("168 mmHg", "43.1 kg/m²").
+  const UNIT_STYLES = {
+    mmHg: ["mmHg", 0],
+    "mg/dL": ["mg/dL", 0],
+    "mmol/L": ["mmol/L", 1],
+    "kg/m2": ["kg/m²", 1],
+    years: ["years", 0],
+    days: ["days", 0],
+    "cigarettes/day": ["cigarettes per day", 0],
+    "beats/min": ["beats per minute", 0],
+    count: ["", 0],
+  };
+
   function prettyUnit(unit) {
-    if (!unit || unit === "count") return "";
-    return unit.replace("kg/m2", "kg/m²");
+    if (!unit) return "";
+    return unit in UNIT_STYLES ? UNIT_STYLES[unit][0] : unit;
   }
 
   function withUnit(value, unit) {
+    const style = UNIT_STYLES[unit];
+    const shown = style ? Number(value).toFixed(style[1]).replace(/^-0(\.0+)?$/, "0") : num(value);
     const u = prettyUnit(unit);
-    return u ? `${num(value)} ${u}` : num(value);
+    return u ? `${shown} ${u}` : shown;
   }
 
   function logit(p) {
     return Math.log(p / (1 - p));
+  }
+
+  // The explanation's scale: log-odds (logistic, trees) or log cumulative hazard (a Cox equation).
+  function scaleOf(explanation) {
+    if (explanation && explanation.scale === "log_cumulative_hazard") {
+      return { toP: (z) => 1 - Math.exp(-Math.exp(z)), fromP: (p) => Math.log(-Math.log(1 - p)) };
+    }
+    return { toP: sigmoid, fromP: logit };
   }
 
   function sigmoid(x) {
@@ -193,7 +217,7 @@
     const labels = Object.entries(spec.value_labels || {});
     if (labels.length) {
       labels.sort((a, b) => Number(a[0]) - Number(b[0]));
-      if (spec.type === "binary") labels.reverse(); // "Yes" before "No", as elsewhere on the page
+      if (spec.type === "binary") labels.reverse(); // the "1" answer first, as Yes / No everywhere
       return { title: fallback ? fallback.title : spec.label, options: labels };
     }
     return fallback || null;
@@ -1235,18 +1259,23 @@
   function renderWaterfallSection(model, result, features) {
     const explanation = result.explanation;
     const holder = el("div", { class: "chart-holder" });
+    // In words and percentage points only (no log-odds for clinicians); the sentence is the API's.
+    const scale = scaleOf(explanation);
+    let running = explanation.base_log_odds;
     const rows = explanation.contributions.map((c) => {
       const spec = specOf(model, c.feature);
-      let effect = c.direction;
-      if (isAssociation(spec) && c.direction !== "no effect") effect = `associated with ${c.contribution > 0 ? "higher" : "lower"} predicted risk`;
-      return [contributionLabel(spec, c, features[c.feature]), effect, c.contribution.toFixed(3), `×${Math.exp(c.contribution).toFixed(2)}`];
+      const before = scale.toP(running);
+      running += c.contribution;
+      const pp = (scale.toP(running) - before) * 100;
+      const change = c.direction === "no effect" ? "0" : `${pp >= 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)} pp`;
+      return [contributionLabel(spec, c, features[c.feature]), c.text, change];
     });
     const associations = explanation.contributions.some((c) => isAssociation(specOf(model, c.feature)));
     const table = el("details", { class: "table-details" }, [
       el("summary", { text: "Contributions as a table" }),
       el("div", { class: "table-wrap" }, [
         el("table", null, [
-          el("thead", null, el("tr", null, ["Factor", "Effect", "Log-odds", "Odds ratio"].map((h) => el("th", { scope: "col", text: h })))),
+          el("thead", null, el("tr", null, ["Factor", "In words", "Change"].map((h) => el("th", { scope: "col", text: h })))),
           el("tbody", null, rows.map((r) => el("tr", null, r.map((v) => el("td", { text: v }))))),
         ]),
       ]),
@@ -1268,13 +1297,13 @@
     return section;
   }
 
-  function probabilityTicks(d0, d1, pixels) {
+  function probabilityTicks(d0, d1, pixels, fromP) {
     const candidates = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
-    const inside = candidates.filter((p) => logit(p) >= d0 && logit(p) <= d1);
+    const inside = candidates.filter((p) => fromP(p) >= d0 && fromP(p) <= d1);
     const ticks = [];
     let lastX = -Infinity;
     for (const p of inside) {
-      const x = ((logit(p) - d0) / (d1 - d0)) * pixels;
+      const x = ((fromP(p) - d0) / (d1 - d0)) * pixels;
       if (x - lastX >= 46) {
         ticks.push(p);
         lastX = x;
@@ -1302,7 +1331,8 @@
       steps.push({ c, start: running, end: running + c.contribution });
       running += c.contribution;
     }
-    const finalLogit = logit(result.probability);
+    const scale = scaleOf(explanation);
+    const finalLogit = scale.fromP(result.probability);
     const all = [explanation.base_log_odds, finalLogit, ...steps.map((s) => s.end)];
     let d0 = Math.min(...all);
     let d1 = Math.max(...all);
@@ -1317,8 +1347,8 @@
     const x = (l) => x0 + ((l - d0) / (d1 - d0)) * (x1 - x0);
     const parts = [];
 
-    for (const p of probabilityTicks(d0, d1, x1 - x0)) {
-      const tx = x(logit(p));
+    for (const p of probabilityTicks(d0, d1, x1 - x0, scale.fromP)) {
+      const tx = x(scale.fromP(p));
       parts.push(svg("line", { x1: tx, x2: tx, y1: top - 4, y2: height - 4, class: "grid" }));
       parts.push(svg("text", { x: tx, y: top - 8, "text-anchor": "middle", class: "tick-label", text: pctShort(p) }));
     }
@@ -1347,14 +1377,14 @@
       const association = kind !== "none" && isAssociation(specOf(model, step.c.feature));
       const xa = x(Math.min(step.start, step.end));
       const xb = x(Math.max(step.start, step.end));
-      const change = (sigmoid(step.end) - sigmoid(step.start)) * 100;
+      const change = (scale.toP(step.end) - scale.toP(step.start)) * 100;
       let changeText = `${change >= 0 ? "+" : "−"}${Math.abs(change).toFixed(1)} pp`;
       if (kind === "none") changeText = "0";
       else if (Math.abs(change) < 0.05) changeText = "< 0.1 pp";
       if (association) changeText = `assoc. ${changeText}`;
       parts.push(
         svg("g", { class: "wf-row", "data-feature": step.c.feature }, [
-          svg("title", { text: `${step.c.text} (log-odds ${step.c.contribution >= 0 ? "+" : ""}${step.c.contribution.toFixed(3)}, odds ×${Math.exp(step.c.contribution).toFixed(2)})` }),
+          svg("title", { text: `${step.c.text} (${changeText})` }),
           label(i, text),
           svg("rect", {
             x: xa,
@@ -1755,25 +1785,24 @@
 
   /* ---------------------------------------------------------------- model page */
 
+  const KIND_WORDS = { logistic: "logistic regression", xgboost: "gradient-boosted trees (XGBoost)", equation: "published risk equation" };
+  const METHOD_WORDS = { linear: "exact linear", tree_shap: "exact TreeSHAP", equation: "exact, on the equation's own scale" };
+
   function renderModelPage(detail) {
     const body = clear($("model-body"));
+    state.modelRedraw = null;
+    if (!detail.validation) {
+      // A published equation: no local test split; its card cites the papers it comes from.
+      append(body, [
+        renderModelHeader(detail),
+        el("p", { class: "alert warning", id: "no-local-validation", text: "Published equation: not validated on local data here. Its card cites the publications and their validation." }),
+        renderCardPanel(detail),
+      ]);
+      return;
+    }
     const test = detail.validation.test;
     const v = detail.validation;
-    state.modelRedraw = null;
-    body.appendChild(
-      el("header", { class: "model-header" }, [
-        el("h2", { id: "model-title", text: detail.title }),
-        el("p", { class: "meta" }, [
-          el("strong", { text: `${detail.name} ${detail.version}` }),
-          ` · ${detail.kind === "logistic" ? "logistic regression" : "gradient-boosted trees (XGBoost)"}`,
-          ` · explanations: ${detail.explanation_method === "linear" ? "exact linear" : "exact TreeSHAP"}`,
-          ` · created ${detail.created_at.slice(0, 10)}`,
-          ` · sha256 ${detail.sha256.slice(0, 12)}…`,
-        ]),
-        el("p", { text: detail.summary }),
-        el("p", null, [el("strong", { text: "Intended use: " }), detail.intended_use]),
-      ]),
-    );
+    body.appendChild(renderModelHeader(detail));
     body.appendChild(
       el("div", { class: "metric-cards" }, [
         el("div", { class: "metric-card", id: "auroc-card" }, [
@@ -1865,17 +1894,34 @@
         ]),
       );
     }
-    const card = el("article", { class: "markdown", id: "model-card" });
-    card.appendChild(renderMarkdown(detail.card_markdown, 2));
-    body.appendChild(
-      el("section", { class: "panel card-panel", "aria-labelledby": "card-heading" }, [
-        el("h2", { id: "card-heading", text: "Model card" }),
-        card,
-      ]),
-    );
+    body.appendChild(renderCardPanel(detail));
     state.modelRedraw = () => {
       if (!$("model-view").hidden) drawCalibration(calibrationHolder, test.calibration_bins);
     };
+  }
+
+  function renderModelHeader(detail) {
+    return el("header", { class: "model-header" }, [
+      el("h2", { id: "model-title", text: detail.title }),
+      el("p", { class: "meta" }, [
+        el("strong", { text: `${detail.name} ${detail.version}` }),
+        ` · ${KIND_WORDS[detail.kind] || detail.kind}`,
+        ` · explanations: ${METHOD_WORDS[detail.explanation_method] || detail.explanation_method}`,
+        ` · created ${detail.created_at.slice(0, 10)}`,
+        ` · sha256 ${detail.sha256.slice(0, 12)}…`,
+      ]),
+      el("p", { text: detail.summary }),
+      el("p", null, [el("strong", { text: "Intended use: " }), detail.intended_use]),
+    ]);
+  }
+
+  function renderCardPanel(detail) {
+    const card = el("article", { class: "markdown", id: "model-card" });
+    card.appendChild(renderMarkdown(detail.card_markdown, 2));
+    return el("section", { class: "panel card-panel", "aria-labelledby": "card-heading" }, [
+      el("h2", { id: "card-heading", text: "Model card" }),
+      card,
+    ]);
   }
 
   function table(headers, rows, cls) {

@@ -490,3 +490,25 @@ def test_inputs_without_a_clinical_direction_are_shown_as_associations(
         assert ("association" in (bar.get_attribute("class") or "")) == expected, spec.get("name")
     note = page.inner_text(".waterfall .section-note")
     assert ("associations in the training data" in note) == bool(associations)
+
+
+def test_every_served_model_has_a_form_and_a_model_page(
+    page: Page, live_server: LiveServer
+) -> None:
+    with live_server.api() as client:
+        listed = client.get("/v1/models", headers=live_server.keys.header("predict")).json()
+    connect(page, live_server.keys.predict)
+
+    for entry in listed:
+        choose_model(page, entry["name"])
+        model = live_server.model(entry["name"])
+        fields = page.eval_on_selector_all(
+            "#form-fields [data-feature]", "els => els.map(e => e.dataset.feature)"
+        )
+        assert sorted(fields) == sorted(f["name"] for f in model["features"])
+        page.click("#nav-model")
+        page.wait_for_selector("#model-view:not([hidden]) #model-card")
+        assert page.inner_text("#model-title") == model["title"]
+        if model["validation"] is None:
+            assert page.is_visible("#no-local-validation")
+        page.click("#nav-score")

@@ -142,7 +142,8 @@ class Envelope:
 def channel_of(channel: str, result: dict[str, Any]) -> str:
     """The audit channel; a research-use score outside the population says so."""
     applicability = result["applicability"]
-    return channel + "+research" if not applicability["applicable"] else channel
+    research = applicability["research_use"] and not applicability["applicable"]
+    return channel + "+research" if research and result["status"] == "scored" else channel
 
 
 def observe(model: Predictor, result: dict[str, Any]) -> None:

@@ -363,7 +363,8 @@ def fetch(
         window,
     ).group_by(outcomes.c.subgroups, outcomes.c.risk_bin)
     rows: dict[str | None, list[Any]] = {}
-    for row in connection.execute(query):
+    # .all(): one fetch of the ~(labels x bins) rows, not one call per row.
+    for row in connection.execute(query).all():
         rows.setdefault(row[0], []).append(row[1:])
     k = len(thresholds)
     binned: dict[str | None, Binned] = {}

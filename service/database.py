@@ -147,7 +147,7 @@ def upgrade(url: str, *, timeout_seconds: float = 5.0) -> str | None:
         with engine.connect() as connection:
             # The common case (a worker starting on a migrated store) reads and takes no lock.
             revision = current_revision(connection)
-            if revision == _head():
+            if revision == head_revision():
                 return revision
         with _migration_lock(engine, url) as connection:
             command.upgrade(_alembic_config(connection), "head")
@@ -157,7 +157,8 @@ def upgrade(url: str, *, timeout_seconds: float = 5.0) -> str | None:
         engine.dispose()
 
 
-def _head() -> str | None:
+def head_revision() -> str | None:
+    """The newest schema revision the migrations define."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()

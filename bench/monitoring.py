@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -221,13 +220,14 @@ def bench_record(url: str, n: int) -> None:
         path = Path(folder) / "outcomes.csv"
         pacsv.write_csv(table, path)
         env = {**os.environ, "CLINRISK_DATABASE_URL": url, "CLINRISK_PSEUDONYM_KEY": KEY}
-        command = [sys.executable, "-m", "service.cli", "outcomes", "record", str(path)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # /usr/bin/time -f: the recording process's own peak RSS (not the largest child so far).
+        command = ["/usr/bin/time", "-f", "peak RSS %M KB", sys.executable, "-m", "service.cli"]
+        command += ["outcomes", "record", str(path)]
         started = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        assert before is not None
+        peak = [line for line in done.stderr.splitlines() if line.startswith("peak RSS")]
+        peak_mb = int(peak[-1].split()[2]) / 1024 if peak else float("nan")
         if done.returncode != 0:
             print(done.stdout[-2000:], done.stderr[-2000:])
             raise SystemExit("clinrisk outcomes record failed")

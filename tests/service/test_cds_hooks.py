@@ -132,12 +132,24 @@ def test_every_synthea_patient_gets_exactly_one_risk_card(
             check_risk_card(client, keys, path)
 
 
+# Outside the intended population (issue 14): established ASCVD (coronary arteriosclerosis on
+# the problem list) and, as the bundles' birth dates age, over 70; Reginald is also deceased.
+NOT_APPLICABLE = {"Adalberto", "Reginald"}
+
+
 def check_risk_card(client: TestClient, keys: Keys, path: Path) -> None:
     patient_id, data = prefetch(path)
 
     card = only_card(call(client, keys, hook_request(patient_id, data)))
 
     extension = card["extension"]["dev.clinrisk.prediction"]
+    if path.name.split("_")[0] in NOT_APPLICABLE:
+        assert extension["computed"] is False
+        assert "no_established_ascvd" in extension["not_applicable"]
+        assert "probability" not in extension
+        assert card["summary"].startswith("10-year CHD risk not applicable: ")
+        assert card["indicator"] == "info"
+        return
     assert extension["computed"] is True
     assert card["uuid"] == extension["prediction_id"]
     assert len(card["summary"]) < 140
@@ -169,7 +181,7 @@ def check_risk_card(client: TestClient, keys: Keys, path: Path) -> None:
 def test_the_card_scores_exactly_like_the_predict_endpoint_and_is_audited(
     client: TestClient, keys: Keys
 ) -> None:
-    patient_id, data = prefetch(bundle_path("Adalberto_Hartmann"))  # every input incl. glucose
+    patient_id, data = prefetch(bundle_path("Dirk_Kuhlman"))  # every input incl. glucose
     patient = data["patient"]
     observations, _ = fhir.bundle_resources(data["observations"], "Observation", patient_id)
     conditions, _ = fhir.bundle_resources(data["conditions"], "Condition", patient_id)
@@ -218,6 +230,8 @@ def test_the_deceased_patients_card_says_so(client: TestClient, keys: Keys) -> N
 
     assert "deceased on 2013-02-18" in card["detail"]
     assert "age on 2013-02-18" in card["detail"]
+    # Issue 14: a deceased patient is outside the intended population: no score.
+    assert card["extension"]["dev.clinrisk.prediction"]["status"] == "not_applicable"
 
 
 def test_missing_blood_pressure_gives_one_info_card_and_no_score(

@@ -309,9 +309,10 @@ class Population:
             flags.append((warning["code"], _members(subgroup, column)))
         flags.append(("value_outside_training_range", out_of_range))
         for code, mask in flags:
+            # One code per warning, as a single result lists them (two unreliable subgroups:
+            # two subgroup_unreliable warnings).
             for row in np.flatnonzero(mask & ~withheld).tolist():
-                if code not in rows[row]:
-                    rows[row].append(code)
+                rows[row].append(code)
         return pa.array(
             [None if withheld[i] else ";".join(r) for i, r in enumerate(rows)], pa.string()
         )

@@ -91,6 +91,11 @@ def test_spark_local_http_and_single_predictions_agree(
                 continue
             single = client.predict(name, row, patient_id=f"s{number - 1}", top_k=3)
             out = by_row[number]
+            assert out["status"] == single.status
+            if single.status == "not_applicable":  # outside the population: no score anywhere
+                assert out["probability"] is None and single.probability is None
+                continue
+            assert single.tier is not None and single.explanation is not None
             assert out["probability"] == pytest.approx(single.probability, abs=1e-9)
             assert out["tier"] == single.tier.name
             contributions = single.explanation.contributions

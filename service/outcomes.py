@@ -14,6 +14,7 @@ allowed, and never stops the other rows. Messages never carry identifiers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,7 @@ HORIZONS = {
 DEFAULT_HORIZON = timedelta(days=365)
 FIELDS = ("prediction_id", "patient_id", "model", "observed_at", "outcome")
 OUTCOME_VALUES = {0: 0, 1: 1, "0": 0, "1": 1, "true": 1, "false": 0, "yes": 1, "no": 0}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CHUNK = 500  # identifiers per IN (...) list: well under both databases' parameter limits
 
 
@@ -146,9 +148,11 @@ def _outcome(value: Any) -> int | None:
 
 
 def parse_row(
-    index: int, raw: Mapping[str, Any], pseudonymize: Pseudonymizer, models: Iterable[str]
+    index: int, raw: Mapping[str, Any] | Any, pseudonymize: Pseudonymizer, models: Iterable[str]
 ) -> _Parsed | Rejection:
     """One row checked; the first problem found is its rejection. Identifiers are never quoted."""
+    if not isinstance(raw, Mapping):
+        return Rejection(index, "row", "not an object", "an object with: " + ", ".join(FIELDS))
     unknown = [k for k in raw if k not in FIELDS]
     if unknown:
         return Rejection(
@@ -163,9 +167,16 @@ def parse_row(
         return Rejection(
             index, "observed_at", "not a date-time", "ISO 8601, e.g. 2026-01-31T08:00:00Z"
         )
+    if observed is not None and not 1900 <= observed.year <= 9000:
+        return Rejection(index, "observed_at", "out of range", "a date-time between 1900 and 9000")
     prediction_id = raw.get("prediction_id")
     if not _blank(prediction_id):
-        if not isinstance(prediction_id, str) or len(prediction_id.strip()) > 36:
+        # NOTE: control characters (NUL) would make PostgreSQL refuse the whole batch.
+        if (
+            not isinstance(prediction_id, str)
+            or len(prediction_id.strip()) > 36
+            or _CONTROL.search(prediction_id)
+        ):
             return Rejection(index, "prediction_id", "not a prediction id", "a UUID as returned")
         return _Parsed(index, outcome, observed, prediction_id.strip(), None, None)
     patient_id, model = raw.get("patient_id"), raw.get("model")
@@ -176,7 +187,12 @@ def parse_row(
             "missing",
             "a prediction id, or patient_id + model + observed_at",
         )
-    if not isinstance(patient_id, str | int) or len(str(patient_id)) > 256:
+    if (
+        not isinstance(patient_id, str | int)
+        or isinstance(patient_id, bool)
+        or len(str(patient_id)) > 256
+        or _CONTROL.search(str(patient_id))
+    ):
         return Rejection(index, "patient_id", "not a patient id", "a string up to 256 characters")
     names = sorted(models)
     if not isinstance(model, str) or model not in names:
@@ -205,7 +221,7 @@ class OutcomeStore:
 
     def record(
         self,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any] | Any],
         *,
         who: str,
         source: str,

@@ -105,12 +105,11 @@ async def record_outcomes(request: Request, caller: OutcomesCaller, state: State
             ],
         )
     names = [n for n in state.registry.names() if caller.allows_model(n)]
-    mapped = [row if isinstance(row, dict) else {"outcome": None, "": row} for row in rows]
     store = OutcomeStore(state.audit.engine)
     try:
         summary: Summary = await run_in_threadpool(
             store.record,
-            mapped,
+            rows,
             who=caller.key_id,
             source="api",
             pseudonymize=state.pseudonymize,

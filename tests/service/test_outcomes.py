@@ -183,6 +183,8 @@ def test_bad_rows_are_rejected_with_reasons_and_the_rest_recorded(
             {"patient_id": MARKER, "model": "cvd", "outcome": 0},
             {"prediction_id": good, "outcome": 1, "mrn": MARKER},
             "not a row",
+            {"prediction_id": "nul\u0000byte", "outcome": 1},
+            {"patient_id": MARKER, "model": "cvd", "observed_at": "0001-01-01", "outcome": 0},
         ],
     )
 
@@ -196,7 +198,12 @@ def test_bad_rows_are_rejected_with_reasons_and_the_rest_recorded(
     assert reasons[5][0] == "observed_at" and "ISO 8601" in reasons[5][1]
     assert reasons[6][0] == "observed_at"
     assert reasons[7][0] == "mrn"
-    assert 8 in reasons
+    assert reasons[8] == (
+        "row",
+        "an object with: prediction_id, patient_id, model, observed_at, outcome",
+    )
+    assert reasons[9] == ("prediction_id", "a UUID as returned")
+    assert reasons[10] == ("observed_at", "a date-time between 1900 and 9000")
     assert MARKER not in answer.text
     assert MARKER not in capsys.readouterr().err
 

@@ -45,7 +45,7 @@ def upgrade() -> None:
         sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("probability", sa.Float, nullable=False),
         sa.Column("subgroups", sa.Text, nullable=True),
-        # round(logit(probability) / 0.005): live validation aggregates by it (service/risk_bins.py).
+        # round(logit(probability) / 0.005): live validation aggregates by it (risk_bins.py).
         sa.Column("risk_bin", sa.Integer, nullable=False),
     )
     op.create_index(

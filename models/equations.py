@@ -479,3 +479,20 @@ def ckd_epi_2021(creatinine_mg_dl: float, age_years: float, male: bool) -> float
 
 CREATININE_UMOL_PER_MG_DL = 88.42
 """Creatinine: 1 mg/dL = 88.42 µmol/L."""
+
+
+def reference_features(
+    equation: Equation, columns: list[tuple[str, str, str | None]]
+) -> dict[str, Any]:
+    """The reference patient as a feature payload (``columns``: name, feature, category): the
+    example patient of an equation model, which has no training distribution to take one from."""
+    out: dict[str, Any] = {}
+    for name, feature, category in columns:
+        value = equation.reference.get(name)
+        if value is None:
+            continue
+        if category is None:
+            out[feature] = int(value) if float(value).is_integer() else value
+        elif value == 1.0:
+            out[feature] = category
+    return out

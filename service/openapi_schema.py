@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from models.equations import reference_features
 from models.manifest import FeatureSpec, FeatureType, Manifest
 from models.predictor import Predictor
 from models.registry import Registry
@@ -134,6 +135,10 @@ def model_schemas(model: Predictor) -> tuple[dict[str, Any], dict[str, Any]]:
         "additionalProperties": False,
     }
     example = example_features(manifest)
+    equation = model.core.artifact.equation
+    if equation is not None:  # a published equation: its reference patient (no training data)
+        columns = [(c.name, c.feature, c.category) for c in manifest.columns]
+        example = reference_features(equation, columns) | example
     body = {"patient_id": "MRN-0001", "features": example, "top_k": 5}
     scored: Any = model.predict(example, top_k=5)
     # NOTE: ``predict`` answers a ``Scored(result, values)`` pair (a bare result before it).

@@ -66,7 +66,7 @@ def test_predict_returns_the_services_typed_response(client: ClinriskClient) -> 
 
 def test_list_and_read_models_are_typed(client: ClinriskClient) -> None:
     summaries = client.list_models()
-    assert {s.name for s in summaries} == {"cvd", "diabetes", "readmission"}
+    assert {"cvd", "diabetes", "readmission"} <= {s.name for s in summaries}
     detail = client.get_model("diabetes", SHIPPED_VERSION)
     assert isinstance(detail, ModelDetail)
     assert detail.version == SHIPPED_VERSION

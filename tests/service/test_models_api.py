@@ -13,9 +13,14 @@ def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, 
 
     assert response.status_code == 200
     models = {m["name"]: ModelSummary.model_validate(m) for m in response.json()}
-    assert set(models) == {"cvd", "diabetes", "readmission"}
-    for summary in models.values():
+    equations = {"ascvd-pce", "ascvd-prevent", "cvd-framingham-2008"}  # published, not trained
+    assert set(models) == {"cvd", "diabetes", "readmission"} | equations
+    for name, summary in models.items():
+        if name in equations:
+            assert summary.kind == "equation" and summary.test_auroc is None
+            continue
         assert summary.default_version == SHIPPED_VERSION
+        assert summary.test_auroc is not None and summary.test_auroc_ci is not None
         assert summary.test_auroc_ci[0] < summary.test_auroc < summary.test_auroc_ci[1]
 
 
@@ -43,5 +48,6 @@ def test_read_unknown_model_is_404(client: TestClient, keys: Keys) -> None:
     assert response.status_code == 404
     assert (
         response.json()["detail"]
-        == "No model named 'unknown'. Available: cvd, diabetes, readmission."
+        == "No model named 'unknown'. Available: ascvd-pce, ascvd-prevent, cvd, "
+        "cvd-framingham-2008, diabetes, readmission."
     )

@@ -56,7 +56,14 @@ def test_each_model_has_its_own_feature_schema_with_units_and_ranges(
     examples = document["paths"]["/v1/models/{name}/predict"]["post"]["responses"]["200"][
         "content"
     ]["application/json"]["examples"]
-    assert set(examples) == {"cvd", "diabetes", "readmission"}
+    assert set(examples) == {
+        "cvd",
+        "diabetes",
+        "readmission",
+        "ascvd-pce",
+        "ascvd-prevent",
+        "cvd-framingham-2008",
+    }
     assert 0 < examples["cvd"]["value"]["probability"] < 1
 
 
@@ -107,7 +114,7 @@ def test_a_curves_body_names_only_its_own_models_features(document: dict[str, An
     body = document["paths"]["/v1/models/{name}/curves"]["post"]["requestBody"]
 
     variants = body["content"]["application/json"]["schema"]["oneOf"]
-    assert len(variants) == 3
+    assert len(variants) == 6  # three trained models, three published equations
     cvd = schemas["CvdCurvesRequest"]["properties"]
     assert cvd["features"] == {"$ref": "#/components/schemas/CvdFeatures"}
     assert set(cvd["features_to_vary"]["items"]["enum"]) == set(

@@ -230,7 +230,10 @@ def test_unknown_model_and_version_are_404_naming_what_exists(
     )
 
     assert no_model.status_code == 404
-    assert "Available: cvd, diabetes, readmission" in no_model.json()["detail"]
+    assert (
+        "Available: ascvd-pce, ascvd-prevent, cvd, cvd-framingham-2008, diabetes, readmission"
+        in no_model.json()["detail"]
+    )
     assert no_version.status_code == 404
     expected = f"Model 'cvd' has no version '9.0.0'. Available: {SHIPPED_VERSION}."
     assert expected == no_version.json()["detail"]

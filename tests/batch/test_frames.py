@@ -193,6 +193,11 @@ def test_frame_scores_equal_single_row_scores(name: str, batch_kit: SimpleNamesp
             continue
         out = table[i]
         assert out["reject_reason"] is None
+        assert out["status"] == single["status"]
+        if single["status"] == "not_applicable":  # outside the population: no score anywhere
+            assert out["probability"] is None and out["tier"] is None
+            continue
+        assert single["tier"] is not None and single["explanation"] is not None
         assert out["probability"] == pytest.approx(single["probability"], abs=1e-12)
         assert out["tier"] == single["tier"]["name"]
         contributions = single["explanation"]["contributions"]

@@ -98,6 +98,11 @@ def test_scoring_a_csv_writes_scores_and_rejects_that_match_the_service(
             continue
         out = by_row[number]
         assert out["patient_id"] == f"pt-{number - 1:04d}"
+        assert out["status"] == single["status"]
+        if single["status"] == "not_applicable":  # outside the population: no score anywhere
+            assert out["probability"] is None and out["not_applicable"]
+            continue
+        assert single["tier"] is not None and single["explanation"] is not None
         assert out["probability"] == pytest.approx(single["probability"], abs=1e-12)
         assert out["tier"] == single["tier"]["name"]
         assert out["model_sha256"] == single["model"]["sha256"]

@@ -263,11 +263,10 @@ def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path, signe
     for version in ("1.1.0", "1.2.0"):
         folder = tmp_path / "cvd" / version
         shutil.copytree(MODELS_DIR / "cvd" / SHIPPED_VERSION, folder)
-        if version != "1.1.0":
-            path = folder / "manifest.json"
-            manifest = json.loads(path.read_text())
-            manifest["version"] = version
-            path.write_text(json.dumps(manifest))
+        path = folder / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["version"] = version
+        path.write_text(json.dumps(manifest))
         signer.resign(folder)
     registry: Registry[str] = Registry(lambda a: a.manifest.version)
     registry.load_dir(tmp_path, signer.trust)

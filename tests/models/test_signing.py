@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file, sign_artifact
 from models.predictor import load_predictor
-from models.registry import Registry
+from models.registry import Registry, artifact_folder
 from models.signing import (
     ALLOW_UNSIGNED_ENV,
     DEFAULT_TRUSTED_KEYS,
@@ -45,13 +45,18 @@ from service.settings import REPO_ROOT, Settings
 from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys, running_server
 from tests.models.conftest import Signer
 
-SLOPE = '"slope": 1.0786655058087786'
-SLOPE_EDITED = '"slope": 3.0786655058087786'  # one byte
+# The shipped diabetes manifest's values, as its JSON spells them.
+_DIABETES = load_artifact(artifact_folder(MODELS_DIR, "diabetes")).manifest
+_SLOPE = repr(_DIABETES.calibration.slope)
+_HIGH = repr(_DIABETES.tiers[-1].lower)
+assert _SLOPE[0] != "3" and _HIGH.startswith("0.") and _HIGH[2] != "9"
+SLOPE = f'"slope": {_SLOPE}'
+SLOPE_EDITED = f'"slope": 3{_SLOPE[1:]}'  # one byte
 # The high tier's lower bound and the elevated tier's upper bound: two bytes, tiers still valid.
-TIER = '"upper": 0.3392'
-TIER_EDITED = '"upper": 0.9392'
-HIGH = '"lower": 0.3392'
-HIGH_EDITED = '"lower": 0.9392'
+TIER = f'"upper": {_HIGH}'
+TIER_EDITED = f'"upper": 0.9{_HIGH[3:]}'
+HIGH = f'"lower": {_HIGH}'
+HIGH_EDITED = f'"lower": 0.9{_HIGH[3:]}'
 
 
 @pytest.fixture(autouse=True)
@@ -159,7 +164,7 @@ def test_the_edit_would_have_changed_the_model_were_it_not_refused(tmp_path: Pat
     with pytest.raises(ArtifactError, match="unsigned"):
         load_artifact(folder)
     lenient = load_artifact(folder, TrustPolicy(default_policy().keys, allow_unsigned=True))
-    assert lenient.manifest.calibration.slope == pytest.approx(3.0786655058087786)
+    assert lenient.manifest.calibration.slope == pytest.approx(float(SLOPE_EDITED.split(": ")[1]))
     assert lenient.signed_by is None
 
 

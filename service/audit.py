@@ -265,10 +265,27 @@ class SqlAuditStore:
             "The audit record could not be written, so the prediction is not returned."
         )
 
-    def _insert(self, rows: list[AuditRecord]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A DB-API cursor whose statements commit together at the end.
+
+        A connection that failed is not reused: it may be read-only (SQLite opened it while the
+        file was unwritable) or broken; the next transaction opens a fresh one.
+        """
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
+            yield cursor
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            connection.invalidate()
+            raise
+        finally:
+            connection.close()
+
+    def _insert(self, rows: list[AuditRecord]) -> None:
+        with self._transaction() as cursor:
             if self._wal_too_large():
                 # NOTE: a passive checkpoint never waits, so under constant writes it never
                 # catches up and the log never restarts: it grew by 26 KB per prediction, 642 MB
@@ -277,15 +294,6 @@ class SqlAuditStore:
                 # checkpointer thread waiting for that lock was starved by busy writers.
                 cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             cursor.executemany(self._insert_sql, rows)
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            # A connection that failed a write is not reused: it may be read-only (SQLite opened
-            # it while the file was unwritable) or broken; the next write opens a fresh one.
-            connection.invalidate()
-            raise
-        finally:
-            connection.close()
 
     async def write_together(self, records: list[AuditRecord]) -> None:
         """:meth:`write`, shared with the other requests that arrive while a write is under way:
@@ -370,9 +378,7 @@ class SqlAuditStore:
             str(uuid.uuid4()), created, "probe", "-", "-", "-", None, "-", 0.0, "-", 0.0, "probe"
         )
         mark = "?" if self._sqlite else "%s"
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+        with self._transaction() as cursor:
             # A readiness probe answers within about a second: a held lock is "not ready" now.
             wait_ms = int(PROBE_SECONDS * 1000)
             if self._sqlite:
@@ -390,13 +396,6 @@ class SqlAuditStore:
             )
             if self._sqlite:
                 cursor.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.invalidate()
-            raise
-        finally:
-            connection.close()
 
     def query(
         self,

@@ -172,14 +172,7 @@ class Cards:
             "**Criteria not met**",
             *(f"- {f['description']}: {f['detail']}. Why: {f['source']}" for f in failed),
         ]
-        notes = self._notes()
-        if notes:
-            detail += ["", "**Notes**", *notes]
-        values = {
-            k: (v["value"] if isinstance(v, dict) else v)
-            for k, v in self.extraction.features.items()
-        }
-        detail += ["", "**Chart data found**", "", *self._inputs_table(values)]
+        detail += self._chart_context()
         detail += ["", self._model_line(result["prediction_id"])]
         extension = {
             "prediction_id": result["prediction_id"],
@@ -189,6 +182,18 @@ class Cards:
             "model": result["model"],
         }
         return self._card(result["prediction_id"], summary, "info", detail, extension)
+
+    def _chart_context(self) -> list[str]:
+        """The notes and the table of chart data found: what a card that gives no risk shows."""
+        lines: list[str] = []
+        notes = self._notes()
+        if notes:
+            lines += ["", "**Notes**", *notes]
+        values = {
+            k: (v["value"] if isinstance(v, dict) else v)
+            for k, v in self.extraction.features.items()
+        }
+        return [*lines, "", "**Chart data found**", "", *self._inputs_table(values)]
 
     def not_computed(
         self,
@@ -218,14 +223,7 @@ class Cards:
                     f"- {self._label(feature)} {shown}: {error.get('message')} "
                     f"(allowed: {error.get('allowed')})"
                 )
-        notes = self._notes()
-        if notes:
-            detail += ["", "**Notes**", *notes]
-        values = {
-            k: (v["value"] if isinstance(v, dict) else v)
-            for k, v in self.extraction.features.items()
-        }
-        detail += ["", "**Chart data found**", "", *self._inputs_table(values)]
+        detail += self._chart_context()
         detail += ["", self._model_line(None)]
         extension = {"computed": False, "missing": missing, "invalid": bad}
         return self._card(str(uuid.uuid4()), summary, "info", detail, extension)

@@ -15,13 +15,19 @@ from service.errors import AuditUnavailable
 
 
 class CountingStore(SqlAuditStore):
-    """A real store that also counts its transactions."""
+    """A real store that also counts its transactions (on the event loop or the writer
+    thread)."""
 
     transactions = 0
 
     def write(self, records: list[AuditRecord]) -> None:
         self.transactions += 1
         super().write(records)
+
+    def _write_now(self, records: list[AuditRecord]) -> bool:
+        written = super()._write_now(records)
+        self.transactions += written
+        return written
 
 
 def _record(prediction_id: str | None = None) -> AuditRecord:

@@ -185,7 +185,7 @@ class Population:
         in, and inputs outside the training range."""
         out: list[WarningDict] = list(self._borrowed)
         for subgroup, warning in self._subgroups:
-            if _member(subgroup, values.get(subgroup.feature or "")):
+            if in_subgroup(subgroup, values.get(subgroup.feature or "")):
                 out.append(warning)
         if out_of_range:
             labels = ", ".join(self._specs[name].label for name in out_of_range)
@@ -343,7 +343,9 @@ class Population:
         }
 
 
-def _member(subgroup: SubgroupMetrics, value: Any) -> bool:
+def in_subgroup(subgroup: SubgroupMetrics, value: Any) -> bool:
+    """Whether a patient whose ``subgroup.feature`` is ``value`` (canonical, validated) belongs
+    to ``subgroup``: the one definition, used for the warnings here and by live validation."""
     if value is None or (isinstance(value, float) and value != value):
         return False
     if subgroup.categories:
@@ -351,6 +353,8 @@ def _member(subgroup: SubgroupMetrics, value: Any) -> bool:
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))
         return text in subgroup.categories
+    if isinstance(value, str):
+        return False
     number = float(value)
     if subgroup.minimum is not None and number < subgroup.minimum:
         return False
@@ -390,7 +394,7 @@ def _scalar(value: Any) -> Any:
 def _members(subgroup: SubgroupMetrics, column: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     """Column-wise :func:`_member`."""
     if subgroup.categories:
-        return np.array([_member(subgroup, _scalar(v)) for v in column.tolist()], dtype=bool)
+        return np.array([in_subgroup(subgroup, _scalar(v)) for v in column.tolist()], dtype=bool)
     numbers = np.asarray(column, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         mask = ~np.isnan(numbers)

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
+from models.applicability import in_subgroup
 from models.manifest import Manifest, SubgroupMetrics, ValidationSummary
 from service.audit import audit_records
 from service.outcomes import outcomes
@@ -52,25 +53,6 @@ def subgroup_key(group: SubgroupMetrics) -> str:
     return f"{group.factor}={group.level}".replace(",", ";")
 
 
-def _as_category(value: float | str) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _member(group: SubgroupMetrics, values: Mapping[str, float | str | None]) -> bool:
-    value = values.get(group.feature) if group.feature else None
-    if value is None:
-        return False
-    if group.categories:
-        return _as_category(value) in group.categories
-    if isinstance(value, str):
-        return False
-    if group.minimum is not None and value < group.minimum:
-        return False
-    return not (group.maximum is not None and value >= group.maximum)
-
-
 def subgroups_of(manifest: Manifest, values: Mapping[str, float | str | None]) -> str | None:
     """The keys of the manifest subgroups a validated input belongs to, comma-separated (None:
     the manifest defines no membership). Subgroups without a ``feature`` cannot be placed."""
@@ -79,7 +61,7 @@ def subgroups_of(manifest: Manifest, values: Mapping[str, float | str | None]) -
     groups = [g for g in manifest.validation.subgroups if g.feature]
     if not groups:
         return None
-    return ",".join(subgroup_key(g) for g in groups if _member(g, values))
+    return ",".join(subgroup_key(g) for g in groups if in_subgroup(g, values.get(g.feature or "")))
 
 
 # --- statistics ------------------------------------------------------------------------------

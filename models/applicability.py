@@ -89,6 +89,15 @@ class Population:
         )
         not_stated = [r for r in self.rules if r.kind == "context_false"]
         self._not_stated = {r.context: r for r in not_stated if r.context is not None}
+        # Audit membership: every subgroup placed by a feature (live validation reads it back).
+        self._audited = [
+            s for s in (validation.subgroups if validation is not None else []) if s.feature
+        ]
+        # What :meth:`check` answers for a patient who passes every feature rule and whose
+        # caller stated no context: the batch path's common case, computed once by the same
+        # code (feature rules hold when their value is absent).
+        self._no_context = self.check({}, None, research_use=False)
+        self._remembered: dict[tuple[int, int, int], tuple[list[WarningDict], str | None]] = {}
 
     # -- applicability ------------------------------------------------------------------------
 
@@ -166,6 +175,98 @@ class Population:
             return f"{words} not stated" if stated is None else f"{words} stated as no"
         return None
 
+    def check_many(
+        self,
+        columns: Mapping[str, npt.NDArray[Any]],
+        rows: Sequence[Mapping[str, Any]],
+        contexts: Sequence[Mapping[str, bool] | None] | None,
+        research_use: Sequence[bool] | None,
+        out_of_range: npt.NDArray[np.bool_],
+        out_of_range_names: Sequence[str],
+    ) -> list[tuple[ApplicabilityDict, list[WarningDict], list[WarningDict], str | None]]:
+        """Per row, what :meth:`check`, :meth:`warnings` and :meth:`subgroup_keys` answer,
+        column-wise: (applicability, its warnings, the warnings qualifying a score, subgroup
+        keys). ``columns`` and ``rows`` hold the same canonical values; ``out_of_range`` is a
+        row x ``out_of_range_names`` mask.
+
+        Rules, subgroups and ranges run as column masks; a row's result is looked up by its
+        pattern of masks, so the words are built once per pattern, not once per patient. Only a
+        row that fails a rule, states a context or asks for research use runs :meth:`check`.
+        """
+        n = len(rows)
+        unusual = np.zeros(n, dtype=bool)
+        for rule in self.rules:
+            feature = rule.feature
+            if rule.kind == "feature_range" and feature is not None and feature in columns:
+                numbers = np.asarray(columns[feature], dtype=np.float64)
+                with np.errstate(invalid="ignore"):
+                    if rule.minimum is not None:
+                        unusual |= numbers < rule.minimum
+                    if rule.maximum is not None:
+                        unusual |= numbers > rule.maximum
+        if contexts is not None:
+            unusual |= np.array([c is not None for c in contexts], dtype=bool)
+        if research_use is not None:
+            unusual |= np.asarray(research_use, dtype=bool)
+        if not self._no_context[0]["applicable"]:
+            unusual[:] = True  # a context the caller must state: every row says why
+        qualifying = _pattern_codes(
+            [_members(s, columns[s.feature or ""]) for s, _ in self._subgroups], n
+        )
+        audited = _pattern_codes(
+            [
+                _members(s, columns[s.feature or ""])
+                if s.feature in columns
+                else np.zeros(n, dtype=bool)
+                for s in self._audited
+            ],
+            n,
+        )
+        ranges = _pattern_codes(list(np.asarray(out_of_range, dtype=bool).T), n)
+        out: list[tuple[ApplicabilityDict, list[WarningDict], list[WarningDict], str | None]] = []
+        remembered = self._remembered
+        for i, (row, is_unusual, q, a, r) in enumerate(
+            zip(rows, unusual.tolist(), qualifying, audited, ranges, strict=True)
+        ):
+            key = (q, r, a)
+            pair = remembered.get(key)
+            if pair is None:
+                pair = (self._qualifying(q, r, out_of_range_names), self._keys(a))
+                if len(remembered) < 1 << 16:
+                    remembered[key] = pair
+            if is_unusual:
+                applicability, warnings = self.check(
+                    row,
+                    contexts[i] if contexts is not None else None,
+                    research_use=bool(research_use[i]) if research_use is not None else False,
+                )
+            else:
+                applicability, warnings = self._no_context
+            out.append((applicability, warnings, pair[0], pair[1]))
+        return out
+
+    def subgroup_keys(self, values: Mapping[str, Any]) -> str | None:
+        """The keys of the manifest subgroups a validated input belongs to, comma-separated, as
+        the audit trail stores them (None: the manifest defines no membership)."""
+        if not self._audited:
+            return None
+        return ",".join(
+            subgroup_key(s) for s in self._audited if in_subgroup(s, values.get(s.feature or ""))
+        )
+
+    def _keys(self, code: int) -> str | None:
+        if not self._audited:
+            return None
+        return ",".join(subgroup_key(s) for i, s in enumerate(self._audited) if code >> i & 1)
+
+    def _qualifying(self, code: int, ranges: int, names: Sequence[str]) -> list[WarningDict]:
+        out: list[WarningDict] = list(self._borrowed)
+        out.extend(w for i, (_, w) in enumerate(self._subgroups) if code >> i & 1)
+        flagged = [name for i, name in enumerate(names) if ranges >> i & 1]
+        if flagged:
+            out.append(self._out_of_range_warning(flagged))
+        return out
+
     # -- uncertainty and warnings --------------------------------------------------------------
 
     def uncertainty(self, probability: float) -> UncertaintyDict | None:
@@ -188,15 +289,16 @@ class Population:
             if in_subgroup(subgroup, values.get(subgroup.feature or "")):
                 out.append(warning)
         if out_of_range:
-            labels = ", ".join(self._specs[name].label for name in out_of_range)
-            out.append(
-                {
-                    "code": "value_outside_training_range",
-                    "message": f"Outside the middle 98% of the training data: {labels}; "
-                    "the score extrapolates there.",
-                }
-            )
+            out.append(self._out_of_range_warning(out_of_range))
         return out
+
+    def _out_of_range_warning(self, names: Sequence[str]) -> WarningDict:
+        labels = ", ".join(self._specs[name].label for name in names)
+        return {
+            "code": "value_outside_training_range",
+            "message": f"Outside the middle 98% of the training data: {labels}; "
+            "the score extrapolates there.",
+        }
 
     # -- tables (files, Spark) -----------------------------------------------------------------
 
@@ -403,6 +505,20 @@ def _members(subgroup: SubgroupMetrics, column: npt.NDArray[Any]) -> npt.NDArray
         if subgroup.maximum is not None:
             mask &= numbers < subgroup.maximum
     return mask
+
+
+def subgroup_key(group: SubgroupMetrics) -> str:
+    """``factor=level``: unique within a manifest; commas (the audit's separator) replaced."""
+    return f"{group.factor}={group.level}".replace(",", ";")
+
+
+def _pattern_codes(masks: Sequence[npt.NDArray[np.bool_]], n: int) -> list[int]:
+    """Per row, the masks it is in as the bits of one integer (Python ints: any count)."""
+    codes = [0] * n
+    for bit, mask in enumerate(masks):
+        for row in np.flatnonzero(mask).tolist():
+            codes[row] |= 1 << bit
+    return codes
 
 
 def parse_context(

@@ -130,10 +130,12 @@ class Prediction(TypedDict):
 
 
 class Scored(NamedTuple):
-    """A prediction and the canonical input it was computed from (hashed by the audit trail)."""
+    """A prediction, the canonical input it was computed from (hashed by the audit trail) and
+    the manifest subgroups that input places the patient in (live validation per subgroup)."""
 
     result: Prediction
     values: dict[str, float | str | None]
+    subgroups: str | None = None
 
 
 class CurvesResult(TypedDict):
@@ -221,12 +223,17 @@ class Predictor:
         row = self.validator.validate(features, prefix=prefix)
         values = row.values
         quality = _quality(row.quality)
-        applicability, warnings = self.population.check(values, context, research_use=research_use)
+        population = self.population
+        applicability, warnings = population.check(values, context, research_use=research_use)
+        subgroups = population.subgroup_keys(values)
         if not (applicability["applicable"] or research_use):
             return Scored(
-                self._not_applicable(applicability, warnings, quality, started), row.values
+                self._not_applicable(applicability, warnings, quality, started), values, subgroups
             )
         probability, contributions, tier = self.core.score_one(row.columns)
+        qualifying = population.warnings(
+            values, [o["feature"] for o in quality["out_of_training_range"]]
+        )
         result = self._result(
             [values[name] for name in self._names],
             probability,
@@ -238,9 +245,10 @@ class Predictor:
             top_k,
             started,
             applicability,
-            warnings,
+            [*warnings, *qualifying],
+            population.uncertainty(probability),
         )
-        return Scored(result, row.values)
+        return Scored(result, values, subgroups)
 
     # -- a JSON batch ------------------------------------------------------------------------
 
@@ -272,18 +280,30 @@ class Predictor:
         amounts = contributions.tolist()
         probabilities = scores.probability.tolist()
         tiers = scores.tier_index.tolist()
-        columns = [_json_values(frame.values[name][accepted]) for name in self._names]
-        qualities = self._qualities(frame, accepted)
         names = self._names
-        for position, (row, cells) in enumerate(
-            zip(accepted.tolist(), zip(*columns, strict=True), strict=True)
-        ):
-            values = dict(zip(names, cells, strict=True))
-            research = bool(research_use[row]) if research_use is not None else False
-            applicability, warnings = self.population.check(
-                values, contexts[row] if contexts is not None else None, research_use=research
-            )
-            if not (applicability["applicable"] or research):
+        arrays = {name: frame.values[name][accepted] for name in names}
+        columns = [_json_values(arrays[name]) for name in names]
+        cells_by_row = list(zip(*columns, strict=True))
+        rows = [dict(zip(names, cells, strict=True)) for cells in cells_by_row]
+        qualities = self._qualities(frame, accepted)
+        indices = accepted.tolist()
+        research = [bool(research_use[i]) for i in indices] if research_use is not None else None
+        checks = self.population.check_many(
+            arrays,
+            rows,
+            [contexts[i] for i in indices] if contexts is not None else None,
+            research,
+            frame.out_of_range[accepted],
+            [rule.name for rule in self.validator.rules],
+        )
+        uncertainties = self.population.uncertainties(scores.probability)
+        for position, (
+            row,
+            values,
+            cells,
+            (applicability, warnings, qualifying, subgroups),
+        ) in enumerate(zip(indices, rows, cells_by_row, checks, strict=True)):
+            if not (applicability["applicable"] or (research is not None and research[position])):
                 result = self._not_applicable(applicability, warnings, qualities[position], started)
             else:
                 result = self._result(
@@ -297,9 +317,10 @@ class Predictor:
                     top_k[row],
                     started,
                     applicability,
-                    warnings,
+                    [*warnings, *qualifying],
+                    uncertainties[position],
                 )
-            out[row] = Scored(result, values)
+            out[row] = Scored(result, values, subgroups)
         return out
 
     # -- a table (files, Spark) --------------------------------------------------------------
@@ -440,11 +461,8 @@ class Predictor:
         started: float,
         applicability: ApplicabilityDict,
         warnings: list[WarningDict],
+        uncertainty: UncertaintyDict | None,
     ) -> Prediction:
-        named = dict(zip(self._names, values, strict=True))
-        qualifying = self.population.warnings(
-            named, [o["feature"] for o in quality["out_of_training_range"]]
-        )
         return {
             "prediction_id": prediction_id(),
             "model": self.ref,
@@ -460,8 +478,8 @@ class Predictor:
                 "probability_mapping": self.core.probability_mapping,
             },
             "applicability": applicability,
-            "uncertainty": self.population.uncertainty(probability),
-            "warnings": warnings + qualifying if warnings else qualifying,
+            "uncertainty": uncertainty,
+            "warnings": warnings,
             "data_quality": quality,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }

@@ -15,7 +15,7 @@ prediction leaves the database.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,8 +25,8 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
-from models.applicability import in_subgroup
-from models.manifest import Manifest, SubgroupMetrics, ValidationSummary
+from models.applicability import subgroup_key
+from models.manifest import Manifest, ValidationSummary
 from service.audit import audit_records
 from service.outcomes import outcomes
 from service.risk_bins import RISK_BIN_WIDTH
@@ -43,25 +43,6 @@ LIVE = Gauge(
 )
 
 Array = npt.NDArray[np.float64]
-
-
-# --- subgroup membership ---------------------------------------------------------------------
-
-
-def subgroup_key(group: SubgroupMetrics) -> str:
-    """``factor=level``: unique within a manifest; commas (the stored separator) replaced."""
-    return f"{group.factor}={group.level}".replace(",", ";")
-
-
-def subgroups_of(manifest: Manifest, values: Mapping[str, float | str | None]) -> str | None:
-    """The keys of the manifest subgroups a validated input belongs to, comma-separated (None:
-    the manifest defines no membership). Subgroups without a ``feature`` cannot be placed."""
-    if manifest.validation is None:  # an equation-based model may ship without one
-        return None
-    groups = [g for g in manifest.validation.subgroups if g.feature]
-    if not groups:
-        return None
-    return ",".join(subgroup_key(g) for g in groups if in_subgroup(g, values.get(g.feature or "")))
 
 
 # --- statistics ------------------------------------------------------------------------------

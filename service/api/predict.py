@@ -18,8 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
 from models.applicability import parse_context
-from models.predictor import Predictor, Scored
+from models.predictor import Prediction, Predictor, Scored
 from models.validation import FieldError, InvalidFeatures
+from service import drift
 from service.api.body import read_json_body
 from service.api.deps import (
     BatchCaller,
@@ -33,7 +34,6 @@ from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord
 from service.auth import ApiKey
 from service.errors import InvalidFeatures as InvalidRequest
-from service.monitoring import subgroups_of
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
 
@@ -139,14 +139,14 @@ class Envelope:
             )
 
 
-def channel_of(channel: str, result: dict[str, Any]) -> str:
+def channel_of(channel: str, result: Prediction) -> str:
     """The audit channel; a research-use score outside the population says so."""
     applicability = result["applicability"]
     research = applicability["research_use"] and not applicability["applicable"]
     return channel + "+research" if research and result["status"] == "scored" else channel
 
 
-def observe(model: Predictor, result: dict[str, Any]) -> None:
+def observe(model: Predictor, result: Prediction) -> None:
     if result["probability"] is None:
         NOT_APPLICABLE.labels(model.name, model.version).inc()
     else:
@@ -176,9 +176,9 @@ def _record(
         probability=result["probability"],
         tier=tier["name"] if tier is not None else None,
         latency_ms=result["elapsed_ms"],
-        channel=channel_of(channel, dict(result)),
+        channel=channel_of(channel, result),
         status=result["status"],
-        subgroups=subgroups_of(model.manifest, scored.values),
+        subgroups=scored.subgroups,
     )
 
 
@@ -202,7 +202,8 @@ async def predict_one(
         )
     except InvalidFeatures as exc:
         raise _invalid(model, exc.errors, "features object") from None
-    observe(model, dict(scored.result))
+    observe(model, scored.result)
+    drift.observe(model, [scored])
     record = _record(
         state, model, scored, body.get("patient_id"), caller.key_id, channel, datetime.now(UTC)
     )
@@ -276,7 +277,7 @@ def _score_batch(
     now = datetime.now(UTC)
     for index, outcome in zip(good, outcomes, strict=True):
         if isinstance(outcome, Scored):
-            observe(model, dict(outcome.result))
+            observe(model, outcome.result)
             patient_id = items[index].get("patient_id")
             records.append(_record(state, model, outcome, patient_id, caller.key_id, "batch", now))
             results[index]["result"] = outcome.result
@@ -285,6 +286,7 @@ def _score_batch(
             prefixed = [dataclasses.replace(e, field=prefix + e.field) for e in outcome]
             results[index]["error"] = _invalid(model, prefixed, "features object").problem()
     state.audit.write(records)
+    drift.observe(model, [o for o in outcomes if isinstance(o, Scored)])
     return _json(
         {
             "model": model.ref,

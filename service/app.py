@@ -8,17 +8,20 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.predictor import Predictor
 from models.registry import Registry
+from service import drift
 from service.api import audit as audit_api
 from service.api import curves, health, predict
 from service.api import models as models_api
 from service.api import monitoring as monitoring_api
 from service.api import outcomes as outcomes_api
 from service.api.deps import AppState
+from service.api.monitoring import drift_thresholds
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore
 from service.cds_hooks import router as cds_hooks
@@ -66,7 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         log.info("ready", models={n: registry.versions(n) for n in registry.names()})
+        flusher = drift.Flusher(
+            store.engine,
+            settings.drift_flush_seconds,
+            days=settings.drift_window_days,
+            thresholds=drift_thresholds(settings),
+        ).start()  # drift counts to the database (issue 13)
         yield
+        await run_in_threadpool(flusher.stop)
         store.dispose()
 
     app = FastAPI(

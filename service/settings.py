@@ -87,6 +87,24 @@ class Settings(BaseSettings):
     monitoring_min_group: int = Field(default=50, ge=1)
     """Live validation (issue 13): groups with fewer known outcomes are shown as suppressed."""
 
+    drift_window_days: int = Field(default=7, ge=1, le=366)
+    """Drift (issue 13, service/drift.py): days of scored inputs compared with training."""
+
+    drift_psi_warning: float = Field(default=0.1, gt=0)
+    """PSI at or above this is shown as a warning (0.1: the customary "moderate shift")."""
+
+    drift_psi_alert: float = Field(default=0.25, gt=0)
+    """PSI at or above this is a breach: Prometheus alert and page (0.25: "major shift")."""
+
+    drift_min_rows: int = Field(default=500, ge=1)
+    """Fewer scored rows in the window: no drift judgement (PSI's noise is ~bins/rows)."""
+
+    drift_expected_auroc_drop: float = Field(default=0.05, gt=0, lt=1)
+    """A breach when the AUROC expected from today's risks is this far below validation's."""
+
+    drift_flush_seconds: float = Field(default=60.0, gt=0)
+    """How often each worker adds its drift counts to the audit database."""
+
     log_level: str = "INFO"
     """Root log level."""
 

@@ -203,7 +203,7 @@ async def predict_one(
     except InvalidFeatures as exc:
         raise _invalid(model, exc.errors, "features object") from None
     observe(model, scored.result)
-    drift.observe(model, [scored])
+    drift.observe(state.audit.engine, model, [scored])
     record = _record(
         state, model, scored, body.get("patient_id"), caller.key_id, channel, datetime.now(UTC)
     )
@@ -286,7 +286,7 @@ def _score_batch(
             prefixed = [dataclasses.replace(e, field=prefix + e.field) for e in outcome]
             results[index]["error"] = _invalid(model, prefixed, "features object").problem()
     state.audit.write(records)
-    drift.observe(model, [o for o in outcomes if isinstance(o, Scored)])
+    drift.observe(state.audit.engine, model, [o for o in outcomes if isinstance(o, Scored)])
     return _json(
         {
             "model": model.ref,

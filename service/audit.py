@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ audit_records = sa.Table(
     sa.Column("model_name", sa.String(64), nullable=False, index=True),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("patient_pseudonym", sa.String(64), nullable=True, index=True),
+    sa.Column("patient_pseudonym", sa.String(64), nullable=True),
     sa.Column("input_sha256", sa.String(64), nullable=False),
     # Null for a "not_applicable" answer (issue 14): it is audited, but carries no score.
     sa.Column("probability", sa.Float, nullable=True),
@@ -62,6 +62,39 @@ audit_records = sa.Table(
     # The manifest subgroups the input placed the patient in (issue 13; migration 0005).
     sa.Column("subgroups", sa.Text, nullable=True),
 )
+
+
+# A patient's predictions: the merged index plus the rows appended since the last merge
+# (migration 0009 says why the pseudonym is not indexed on audit_records itself).
+audit_patient_pending = sa.Table(
+    "audit_patient_pending",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("patient_pseudonym", sa.String(64), nullable=False),
+    sa.Column("prediction_id", sa.String(36), nullable=False),
+)
+audit_patient_index = sa.Table(
+    "audit_patient_index",
+    metadata,
+    sa.Column("patient_pseudonym", sa.String(64), primary_key=True),
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+)
+MERGE_ROWS = 50_000
+"""Pending patient-index rows a writer merges at once: large enough that a merge writes each
+index page once for many records (50k into 1M records: ~0.2 s), small enough that a lookup's
+scan of the pending rows stays in milliseconds."""
+
+
+def patient_predictions(pseudonyms: Sequence[str]) -> sa.CompoundSelect[tuple[str]]:
+    """The prediction ids of the patients with these pseudonyms: merged and pending."""
+    return sa.union_all(
+        sa.select(audit_patient_index.c.prediction_id).where(
+            audit_patient_index.c.patient_pseudonym.in_(pseudonyms)
+        ),
+        sa.select(audit_patient_pending.c.prediction_id).where(
+            audit_patient_pending.c.patient_pseudonym.in_(pseudonyms)
+        ),
+    )
 
 
 class AuditRecord(NamedTuple):
@@ -184,6 +217,10 @@ class WriterLock:
             self._threads.release()
 
 
+def _patients(records: list[AuditRecord]) -> list[tuple[str, str]]:
+    return [(r.patient_pseudonym, r.prediction_id) for r in records if r.patient_pseudonym]
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     """The SQL state or SQLite error name of a database error: why, never what it was about."""
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
@@ -209,6 +246,7 @@ class SqlAuditStore:
         timeout_seconds: float = 5.0,
         checkpoint_seconds: float = 1.0,
         wal_limit_bytes: int = 64 * 1024 * 1024,
+        merge_rows: int = MERGE_ROWS,
     ) -> None:
         self.engine = make_engine(url, timeout_seconds=timeout_seconds)
         self._url = url
@@ -232,6 +270,12 @@ class SqlAuditStore:
             f"INSERT INTO audit_records ({', '.join(names)}) "
             f"VALUES ({', '.join(placeholder for _ in names)})"
         )
+        self._pending_sql = (
+            "INSERT INTO audit_patient_pending (patient_pseudonym, prediction_id) "
+            f"VALUES ({placeholder}, {placeholder})"
+        )
+        self._appended = 0  # pending rows this process appended since it last looked
+        self._merge_rows = merge_rows
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[list[AuditRecord], asyncio.Future[None]]] = []
         self._flushing = False
@@ -305,7 +349,9 @@ class SqlAuditStore:
                     for pragma in ("busy_timeout=0", "synchronous=NORMAL", "wal_autocheckpoint=0"):
                         self._inline.execute(f"PRAGMA {pragma}")
                 self._inline.executemany(self._insert_sql, self._rows(records))
+                self._inline.executemany(self._pending_sql, _patients(records))
                 self._inline.commit()
+                self._appended += len(records)
             except sqlite3.Error:
                 if self._inline is not None:
                     with contextlib.suppress(sqlite3.Error):
@@ -351,6 +397,38 @@ class SqlAuditStore:
                 # checkpointer thread waiting for that lock was starved by busy writers.
                 cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             cursor.executemany(self._insert_sql, rows)
+            cursor.executemany(self._pending_sql, _patients(rows))
+            self._appended += len(rows)
+            if self._appended >= self._merge_rows // 4:
+                self._appended = 0
+                self._merge_patients(cursor)
+
+    def _merge_patients(self, cursor: Any) -> None:
+        """Move the pending patient-index rows into the index, sorted, once there are
+        ``merge_rows`` (default :data:`MERGE_ROWS`) of them. Runs in a write transaction: under the writer lock on
+        SQLite; on PostgreSQL one statement, so a row committed meanwhile by another worker
+        is either moved or left pending, never lost."""
+        cursor.execute("SELECT min(id), max(id) FROM audit_patient_pending")
+        low, high = cursor.fetchone()
+        if low is None or high - low + 1 < self._merge_rows:
+            return
+        if self._sqlite:
+            cursor.execute(
+                "INSERT INTO audit_patient_index (patient_pseudonym, prediction_id) "
+                "SELECT patient_pseudonym, prediction_id FROM audit_patient_pending "
+                "WHERE id <= ? ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+                (high,),
+            )
+            cursor.execute("DELETE FROM audit_patient_pending WHERE id <= ?", (high,))
+        else:
+            cursor.execute(
+                "WITH moved AS (DELETE FROM audit_patient_pending WHERE id <= %s "
+                "RETURNING patient_pseudonym, prediction_id) "
+                "INSERT INTO audit_patient_index (patient_pseudonym, prediction_id) "
+                "SELECT patient_pseudonym, prediction_id FROM moved ORDER BY 1, 2 "
+                "ON CONFLICT DO NOTHING",
+                (high,),
+            )
 
     async def write_together(self, records: list[AuditRecord]) -> None:
         """:meth:`write`, shared with the other requests that arrive while a write is under way:
@@ -476,7 +554,10 @@ class SqlAuditStore:
             (model_version, lambda v: audit_records.c.model_version == v),
             (since, lambda v: audit_records.c.created_at >= v),
             (until, lambda v: audit_records.c.created_at < v),
-            (patient_pseudonym, lambda v: audit_records.c.patient_pseudonym == v),
+            (
+                patient_pseudonym,
+                lambda v: audit_records.c.prediction_id.in_(patient_predictions([v])),
+            ),
         ]
         for value, condition in filters:
             if value is not None:

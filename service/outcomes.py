@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.audit import Pseudonymizer, audit_records, metadata
+from service.audit import Pseudonymizer, audit_records, metadata, patient_predictions
 from service.risk_bins import risk_bin
 
 outcomes = sa.Table(
@@ -303,7 +303,8 @@ class OutcomeStore:
                 audit_records.c.created_at,
                 audit_records.c.prediction_id,
             ).where(
-                audit_records.c.patient_pseudonym.in_(chunk), audit_records.c.status == "scored"
+                audit_records.c.prediction_id.in_(patient_predictions(chunk)),
+                audit_records.c.status == "scored",
             )
             for row in connection.execute(query):
                 predictions.setdefault((str(row[0]), str(row[1])), []).append(

@@ -56,6 +56,7 @@ from prometheus_client import Gauge
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models.manifest import Manifest
+from service import monitoring
 from service.audit import metadata
 
 log = structlog.get_logger("clinrisk.drift")
@@ -217,7 +218,9 @@ class Reference:
     def of(cls, manifest: Manifest) -> Reference:
         features = [r for f in manifest.features if (r := feature_reference(f)) is not None]
         sizes = [1 + r.size for r in features]
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # [: len(features)]: a model without training distributions (a published equation) has
+        # no feature to count, and no offset.
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)[: len(features)]
         test = manifest.validation.test if manifest.validation is not None else None
         bins = test.calibration_bins if test is not None else []
         if bins and all(b.upper is not None for b in bins):
@@ -531,6 +534,8 @@ class Thresholds:
     psi_alert: float = 0.25
     min_rows: int = 500
     expected_auroc_drop: float = 0.05
+    live_min_group: int = 50
+    """Live validation's minimum group, for the gauges the flusher refreshes (alert rules)."""
 
 
 def psi(observed: Array, expected: Array) -> float:
@@ -842,7 +847,8 @@ def export(result: dict[str, Any]) -> None:
 
 class Flusher:
     """Flushes the accumulator every ``every`` seconds and at :meth:`stop`, then refreshes the
-    gauges of the model versions this process has seen (so alerts need no one to ask)."""
+    drift and live-validation gauges of the model versions this process has seen (so alerts
+    need no one to ask)."""
 
     def __init__(
         self,
@@ -868,6 +874,13 @@ class Flusher:
             with self.engine.connect() as connection:
                 for manifest in list(self.accumulator.seen.values()):
                     export(report(connection, manifest, days=self.days, thresholds=self.thresholds))
+                    # The live-validation gauges too: an alert rule must not wait for a person
+                    # to open the monitoring page.
+                    monitoring.export(
+                        monitoring.report(
+                            connection, manifest, min_group=self.thresholds.live_min_group
+                        )
+                    )
         except Exception as exc:  # the store may be down: counts stay, next round retries
             log.warning("drift_flush_failed", error=type(exc).__name__)
 

@@ -72,6 +72,7 @@ def drift_thresholds(settings: Settings) -> drift.Thresholds:
         psi_alert=settings.drift_psi_alert,
         min_rows=settings.drift_min_rows,
         expected_auroc_drop=settings.drift_expected_auroc_drop,
+        live_min_group=settings.monitoring_min_group,
     )
 
 

@@ -33,6 +33,7 @@ from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware
 from service.openapi_schema import install_openapi
 from service.settings import Settings, get_settings
+from service.smart import sessions_for
 from service.ui.router import router as ui_router
 
 log = structlog.get_logger("clinrisk")
@@ -56,11 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry.load_dir(settings.models_dir, trust=settings.trust_policy())
         # The store migrates the schema first (every worker does; a lock lets one of them).
         store = SqlAuditStore(settings.database_url, timeout_seconds=settings.audit_timeout_seconds)
+        keys = KeyStore.from_file(settings.api_keys_file)  # re-read when the file changes
+        sessions = sessions_for(settings)  # the clinician page launched by an EHR (SMART)
+        keys.sessions = sessions.authenticate if sessions is not None else None
         app.state.clinrisk = AppState(
             settings=settings,
             registry=registry,
             audit=store,
-            keys=KeyStore.from_file(settings.api_keys_file),  # re-read when the file changes
+            keys=keys,
             pseudonymize=Pseudonymizer(settings.pseudonym_key.get_secret_value().encode()),
         )
         # NOTE: the models, tables and framework objects live as long as the process; freezing

@@ -26,7 +26,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -310,6 +310,9 @@ class KeyStore:
         self._next_check = 0.0
         self._signature: tuple[int, int, int, int] | None = None
         self._reloading = threading.Lock()
+        self.sessions: Callable[[str], ApiKey | None] | None = None
+        """Checks a token that is not an API key (the clinician page's SMART launch sessions,
+        ``service.smart``); ``None``: only API keys."""
 
     @classmethod
     def from_file(cls, path: Path, reload_interval: float = RELOAD_INTERVAL_SECONDS) -> KeyStore:
@@ -365,6 +368,8 @@ class KeyStore:
         log.info("api keys loaded", keys=len(keys))
 
     def authenticate(self, token: str) -> ApiKey | None:
+        if self.sessions is not None and not token.startswith("crk_"):
+            return self.sessions(token)
         self.refresh()
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "crk":

@@ -41,6 +41,30 @@ class CdsIssuer(BaseModel):
         return self
 
 
+# Least privilege for the clinician page (issue 12): read the launch patient's chart, nothing
+# else. No ``openid fhirUser``: clinrisk keeps no clinician identity (the audit names the EHR).
+SMART_DEFAULT_SCOPE = (
+    "launch patient/Patient.read patient/Observation.read patient/Condition.read "
+    "patient/MedicationRequest.read"
+)
+
+
+class SmartEhr(BaseModel):
+    """One EHR allowed to launch the clinician page (SMART App Launch), keyed by its FHIR base
+    URL (the launch's ``iss``): the client clinrisk is registered as there."""
+
+    model_config = {"extra": "forbid"}
+
+    client_id: str = Field(min_length=1, max_length=256)
+    """The client id the EHR registered for the clinician page (a public client with PKCE)."""
+    name: str = Field(default="EHR", min_length=1, max_length=64)
+    """Shown on the page ("Launched from …") and the caller name in audit records."""
+    scope: str = SMART_DEFAULT_SCOPE
+    """The scopes requested at authorisation."""
+    models: list[str] | None = None
+    """The models a session from this EHR may score; ``None``: every model."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLINRISK_", extra="ignore")
 
@@ -136,6 +160,26 @@ class Settings(BaseSettings):
 
     cds_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """Longest wait for a JWKS URL."""
+
+    # --- SMART App Launch of the clinician page (issue 12; service/smart.py) ---
+    smart_ehrs: dict[str, SmartEhr] = Field(default_factory=dict)
+    """EHRs that may launch /ui, by FHIR base URL (JSON), e.g. {"https://ehr.example.org/fhir":
+    {"client_id": "clinrisk-ui", "name": "Example EHR"}}. Any other ``iss`` is refused before a
+    request is sent to it (an open redirect / SSRF otherwise)."""
+
+    smart_session_minutes: int = Field(default=60, gt=0, le=720)
+    """Lifetime of the clinrisk session a launch gives the page (then: launch again)."""
+
+    smart_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    """Longest wait for each call to an EHR (discovery, token, FHIR reads)."""
+
+    @field_validator("smart_ehrs")
+    @classmethod
+    def _smart_ehrs(cls, value: dict[str, SmartEhr]) -> dict[str, SmartEhr]:
+        for url in value:
+            if not url.startswith(("https://", "http://")) or url != url.rstrip("/"):
+                raise ValueError(f"'{url}' is not an http(s) FHIR base URL without trailing '/'")
+        return value
 
     @field_validator("trusted_keys", mode="before")
     @classmethod

@@ -14,6 +14,8 @@ from importlib import resources
 from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
+from service.ui.smart import router as smart_router
+
 STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
@@ -32,6 +34,7 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+router.include_router(smart_router)  # /ui/smart/*: the SMART launch (service/ui/smart.py)
 
 
 @lru_cache

@@ -1,5 +1,9 @@
 /* clinrisk clinician view: vanilla JS, no framework, no network beyond this service's public API.
  *
+ * Two ways in: an API key pasted by the user (stand-alone), or a SMART EHR launch (?iss&launch):
+ * the page runs the browser half of the authorization code flow with PKCE (S256) and `state`;
+ * this service redeems the code, reads the chart and gives the page a short-lived clinrisk
+ * session token, kept in memory only (the EHR's access token never reaches the page).
  * Privacy: the API key lives in sessionStorage (this tab only); patient values live in memory and
  * go to the API in POST bodies only. Nothing else is stored, and no URL ever holds patient data
  * (the hash holds only the view and the model name).
@@ -10,6 +14,9 @@
   "use strict";
 
   const KEY_STORAGE = "clinrisk.apiKey";
+  // The launch's `state`, PKCE verifier and `iss`, kept across the trip to the EHR's sign-in only
+  // (this tab; removed when the EHR sends the user back, used or not).
+  const SMART_PENDING = "clinrisk.smartLaunch";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const TOP_FACTORS = 4;
   const CURVE_POINTS = 41;
@@ -102,6 +109,8 @@
     sent: null, // exactly what the shown result was calculated from (form snapshot, in memory only)
     requestSerial: 0,
     redraw: [], // chart renderers to call again when the layout width changes
+    smart: null, // a SMART launch: {ehr, patient, models: {name: chart values}, expires} (memory)
+    chartValues: new Map(), // feature -> the value the chart gave, as the form reads it
   };
 
   /* ---------------------------------------------------------------- DOM helpers */
@@ -432,6 +441,9 @@
 
   function explainError(error) {
     if (!(error instanceof ApiError)) return String(error && error.message ? error.message : error);
+    if (error.status === 401 && state.smart) {
+      return "Your session from the EHR has ended or is not valid: launch the page again from the EHR.";
+    }
     if (error.status === 401) return `Your API key was not accepted: ${error.message}`;
     if (error.status === 403) return `Your API key is not allowed to do this: ${error.message}`;
     return error.message;
@@ -439,7 +451,7 @@
 
   /* ---------------------------------------------------------------- key and views */
 
-  async function connect(key) {
+  async function connect(key, smart) {
     const status = $("key-status");
     state.key = key;
     status.textContent = "Connecting…";
@@ -458,7 +470,7 @@
       status.className = "key-status error";
       return;
     }
-    sessionStorage.setItem(KEY_STORAGE, key);
+    if (!smart) sessionStorage.setItem(KEY_STORAGE, key); // a launch's session stays in memory
     $("api-key").value = "";
     $("api-key").hidden = true;
     document.querySelector('label[for="api-key"]').hidden = true;
@@ -466,6 +478,7 @@
     $("key-forget").hidden = false;
     status.textContent = "Connected (this tab only)";
     status.className = "key-status ok";
+    if (smart) showLaunch();
     const select = clear($("model-select"));
     for (const model of state.models) {
       select.appendChild(el("option", { value: model.name, text: `${model.name} — ${model.title}` }));
@@ -480,6 +493,11 @@
 
   function forgetKey() {
     sessionStorage.removeItem(KEY_STORAGE);
+    const launched = Boolean(state.smart);
+    state.smart = null;
+    state.chartValues.clear();
+    $("launch-banner").hidden = true;
+    $("key-forget").textContent = "Forget key";
     state.key = null;
     state.details.clear();
     state.model = null;
@@ -501,7 +519,7 @@
     document.querySelector('label[for="api-key"]').hidden = false;
     $("key-connect").hidden = false;
     $("key-forget").hidden = true;
-    $("key-status").textContent = "Key forgotten";
+    $("key-status").textContent = launched ? "Session ended: launch again from the EHR" : "Key forgotten";
     $("key-status").className = "key-status";
     history.replaceState(null, "", location.pathname);
     $("api-key").focus();
@@ -531,6 +549,7 @@
       state.sent = null;
       state.requestSerial += 1;
       buildForm(detail);
+      if (state.smart) applyChart(detail);
       resetResult();
       renderModelPage(detail);
     }
@@ -1981,6 +2000,202 @@
     );
   }
 
+  /* ---------------------------------------------------------------- SMART EHR launch */
+
+  function base64Url(bytes) {
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  const randomToken = (bytes) => base64Url(crypto.getRandomValues(new Uint8Array(bytes)));
+
+  async function pkceChallenge(verifier) {
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+    return base64Url(new Uint8Array(digest));
+  }
+
+  // The registered redirect URI: this page's own address, without query or hash.
+  const redirectUri = () => `${location.origin}/ui`;
+
+  // The two launch calls carry no credentials: the launch is what proves who is calling.
+  async function launchCall(path, body) {
+    const init = {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+      referrerPolicy: "no-referrer",
+    };
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      throw new ApiError(0, { title: "Network error", detail: "The service could not be reached." });
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  function launchMessage(text, isError) {
+    const holder = $("launch-status");
+    holder.hidden = false;
+    holder.textContent = text;
+    holder.className = isError ? "launch-status error" : "launch-status";
+  }
+
+  function problemText(error) {
+    const first = error.problem && error.problem.errors && error.problem.errors[0];
+    return first && first.field ? `${error.message} (${first.field}: ${first.message})` : error.message;
+  }
+
+  // Step 1 (EHR launch): the EHR opened /ui?iss=…&launch=…. The service says whether it trusts
+  // `iss` (nothing is sent to an unknown server), then the user goes to the EHR's sign-in.
+  async function smartLaunch(iss, launch) {
+    history.replaceState(null, "", location.pathname); // iss and launch leave the address
+    launchMessage("Connecting to your EHR…", false);
+    let config;
+    try {
+      config = await launchCall("/ui/smart/launch", { iss });
+    } catch (error) {
+      launchMessage(`This launch was refused: ${problemText(error)}`, true);
+      return;
+    }
+    const verifier = randomToken(48);
+    const pending = { state: randomToken(24), verifier, iss };
+    sessionStorage.setItem(SMART_PENDING, JSON.stringify(pending));
+    const params = new URLSearchParams({
+      response_type: "code",
+      client_id: config.client_id,
+      redirect_uri: redirectUri(),
+      launch,
+      scope: config.scope,
+      state: pending.state,
+      aud: config.aud,
+      code_challenge: await pkceChallenge(verifier),
+      code_challenge_method: "S256",
+    });
+    location.assign(`${config.authorization_endpoint}?${params}`);
+  }
+
+  // Step 2: the EHR sent the user back with ?code&state (or ?error). The state must be the one
+  // this tab sent: anything else could be someone else's sign-in (login CSRF) and is refused.
+  async function smartReturn(params) {
+    history.replaceState(null, "", location.pathname); // the code leaves the address at once
+    const saved = sessionStorage.getItem(SMART_PENDING);
+    sessionStorage.removeItem(SMART_PENDING);
+    let pending = null;
+    try {
+      pending = JSON.parse(saved);
+    } catch (error) {
+      pending = null;
+    }
+    if (params.get("error")) {
+      launchMessage(`The EHR did not authorise this page (${params.get("error").slice(0, 60)}). Launch it again from the EHR.`, true);
+      return;
+    }
+    if (!pending || !pending.state || params.get("state") !== pending.state) {
+      launchMessage(
+        "Sign-in refused: the answer does not belong to a launch started in this tab (state mismatch). Launch the page again from the EHR.",
+        true,
+      );
+      return;
+    }
+    launchMessage("Reading the patient's chart…", false);
+    let answer;
+    try {
+      answer = await launchCall("/ui/smart/session", {
+        iss: pending.iss,
+        code: params.get("code"),
+        code_verifier: pending.verifier,
+        redirect_uri: redirectUri(),
+      });
+    } catch (error) {
+      launchMessage(`The launch could not be completed: ${problemText(error)}`, true);
+      return;
+    }
+    state.smart = { ehr: answer.ehr, patient: answer.patient, models: answer.models, expires: answer.session.expires_at };
+    $("launch-status").hidden = true;
+    $("patient-id").value = answer.patient.id || "";
+    $("patient-name").value = answer.patient.name || "";
+    await connect(answer.session.token, true);
+  }
+
+  function showLaunch() {
+    const until = new Date(state.smart.expires);
+    const time = until.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+    $("key-status").textContent = `Launched from ${state.smart.ehr} · session until ${time}`;
+    $("key-forget").textContent = "End session";
+    $("launch-banner").hidden = false;
+    $("launch-ehr").textContent = state.smart.ehr;
+  }
+
+  const shownDate = (iso) => (iso ? new Date(`${iso}T00:00:00Z`).toLocaleDateString("en-GB", { ...DATE_FORMAT, timeZone: "UTC" }) : "");
+
+  // The chart's values for this model go into the form, each with where it came from; every
+  // value stays editable (what-if), and an edited one says so next to its source.
+  function applyChart(detail) {
+    state.chartValues.clear();
+    const chart = state.smart.models[detail.name];
+    const notes = clear($("chart-notes"));
+    notes.hidden = !chart;
+    if (!chart) return;
+    for (const spec of detail.features) {
+      const id = fieldId(spec.name);
+      const value = chart.features[spec.name];
+      if (value !== undefined && value !== null) {
+        if (spec.type === "binary") {
+          const radio = $(`${id}-${Number(value) === 1 ? "1" : "0"}`);
+          if (radio) radio.checked = true;
+        } else {
+          const unitSelect = $(`u-${spec.name}`);
+          const unit = typeof value === "object" ? value.unit : spec.unit;
+          if (unitSelect) {
+            unitSelect.value = unit;
+            applyUnitLimits(spec, $(id), unit);
+          }
+          // Charts store device precision (166.3956… mmHg); the form shows one decimal, as a
+          // clinician reads the value (the source line names the observation it came from).
+          const number = Number(typeof value === "object" ? value.value : value);
+          $(id).value = spec.type === "categorical" ? String(value) : String(Number(number.toFixed(1)));
+        }
+      }
+      state.chartValues.set(spec.name, JSON.stringify(readField(spec)));
+      const field = document.querySelector(`[data-feature="${spec.name}"]`);
+      const sources = chart.sources.filter((s) => s.feature === spec.name);
+      if (!field || !sources.length) continue;
+      const found = value !== undefined && value !== null;
+      const text = sources.map((s) => (s.date ? `${s.text}, ${shownDate(s.date)}` : s.text)).join("; ");
+      const line = el("p", { class: found ? "chart-source" : "chart-source absent", "data-source-for": spec.name }, [
+        el("span", { class: "chart-source-label", text: found ? "From the chart: " : "Not filled from the chart: " }),
+        text,
+        el("span", { class: "chart-edited", text: " · changed here (what-if)", hidden: true }),
+      ]);
+      field.insertBefore(line, field.querySelector(".hint"));
+    }
+    for (const [name, value] of Object.entries(chart.context || {})) {
+      const radio = $(`c-${name}-${value ? "true" : "false"}`);
+      if (radio) radio.checked = true;
+    }
+    const items = [...chart.warnings];
+    if (chart.missing_required.length) {
+      const labels = chart.missing_required.map((n) => (detail.features.find((f) => f.name === n) || { label: n }).label);
+      items.unshift(`Not in the chart, needed to calculate: ${labels.join(", ")}.`);
+    }
+    notes.appendChild(el("p", { class: "chart-notes-title", text: `Filled from ${state.smart.ehr} for this patient. Check each value before you rely on the result.` }));
+    if (items.length) notes.appendChild(el("ul", null, items.map((t) => el("li", { text: t }))));
+  }
+
+  function markEdited() {
+    if (!state.smart || !state.model) return;
+    for (const spec of state.model.features) {
+      const marker = document.querySelector(`[data-source-for="${spec.name}"] .chart-edited`);
+      if (marker) marker.hidden = JSON.stringify(readField(spec)) === state.chartValues.get(spec.name);
+    }
+  }
+
   /* ---------------------------------------------------------------- wiring */
 
   function init() {
@@ -2003,6 +2218,8 @@
     $("patient-form").addEventListener("submit", submitPatient);
     $("patient-form").addEventListener("input", formChanged);
     $("patient-form").addEventListener("change", formChanged);
+    $("patient-form").addEventListener("input", markEdited);
+    $("patient-form").addEventListener("change", markEdited);
     $("patient-form").addEventListener("reset", () => {
       clearFieldErrors();
       if (state.sent) clearResult("Result cleared with the form.");
@@ -2011,6 +2228,7 @@
           const unit = $(`u-${spec.name}`);
           if (unit) applyUnitLimits(spec, $(fieldId(spec.name)), unit.value);
         }
+        markEdited();
       });
     });
     $("typical-button").addEventListener("click", fillTypical);
@@ -2032,9 +2250,14 @@
     const today = new Date();
     $("today").dateTime = today.toISOString().slice(0, 10);
     $("today").textContent = today.toLocaleDateString("en-GB", DATE_FORMAT);
-    const saved = sessionStorage.getItem(KEY_STORAGE);
-    if (saved) connect(saved);
-    else $("api-key").focus();
+    const query = new URLSearchParams(location.search);
+    if (query.has("iss") && query.has("launch")) smartLaunch(query.get("iss"), query.get("launch"));
+    else if (query.has("code") || query.has("error")) smartReturn(query);
+    else {
+      const saved = sessionStorage.getItem(KEY_STORAGE);
+      if (saved) connect(saved);
+      else $("api-key").focus();
+    }
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

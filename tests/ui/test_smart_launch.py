@@ -1,0 +1,405 @@
+"""The clinician page launched by an EHR (SMART App Launch, issue 12), end to end.
+
+Three real HTTP servers: clinrisk, a test EHR's authorization server (Authlib: authorization code
+grant with PKCE required) and its FHIR server serving the Synthea patient Dirk Kuhlman
+(``tests/ui/smart_ehr.py``). Chromium opens ``/ui?iss=…&launch=…`` as an EHR would; the page
+goes to the EHR's sign-in and back, and clinrisk reads the chart with the granted token. The
+expected values are read from the Synthea bundle here, not through clinrisk's mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from service import smart
+from service.app import create_app
+from service.cds_hooks import fhir
+from service.settings import Settings, SmartEhr
+from tests.conftest import MODELS_DIR, Keys, make_keys, running_server
+from tests.ui.conftest import LAPTOP, BrowserLog, save_screenshot
+from tests.ui.smart_ehr import (
+    CLIENT_ID,
+    TAMPER_STATE_LAUNCH,
+    Client,
+    EhrState,
+    authorization_app,
+    fhir_app,
+    load_patient,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+PATIENT = "Dirk_Kuhlman"
+PSEUDONYM_KEY = "smart-test-pseudonym-key"
+
+
+@dataclass
+class Launchable:
+    clinrisk: str
+    fhir: str
+    ehr: EhrState
+    rogue_fhir: str
+    rogue: EhrState
+    keys: Keys
+    settings: Settings
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.clinrisk, timeout=httpx.Timeout(20.0))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launchable]:
+    # Authlib refuses plain http unless told: the test servers are on loopback only.
+    previous = os.environ.get("AUTHLIB_INSECURE_TRANSPORT")
+    os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
+    root = tmp_path_factory.mktemp("smart")
+    pid, resources = load_patient(PATIENT)
+    ehr = EhrState(patient_id=pid, resources=resources)
+    rogue = EhrState(patient_id=pid, resources=resources)
+    try:
+        with (
+            running_server(authorization_app(ehr)) as auth_url,
+            running_server(fhir_app(ehr)) as fhir_url,
+            running_server(fhir_app(rogue)) as rogue_url,
+        ):
+            ehr.auth_url, ehr.fhir_url = auth_url, fhir_url
+            rogue.auth_url, rogue.fhir_url = auth_url, rogue_url
+            keys = make_keys(root / "keys.json")
+            settings = Settings(
+                models_dir=MODELS_DIR,
+                database_url=f"sqlite:///{root / 'audit.db'}",
+                api_keys_file=keys.file,
+                pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
+                log_level="INFO",
+                smart_ehrs={fhir_url: SmartEhr(client_id=CLIENT_ID, name="Test EHR")},
+            )
+            with running_server(create_app(settings)) as clinrisk_url:
+                ehr.client = Client(CLIENT_ID, [f"{clinrisk_url}/ui"], " ".join(SCOPE_LIST))
+                yield Launchable(clinrisk_url, fhir_url, ehr, rogue_url, rogue, keys, settings)
+    finally:
+        if previous is None:
+            os.environ.pop("AUTHLIB_INSECURE_TRANSPORT", None)
+        else:
+            os.environ["AUTHLIB_INSECURE_TRANSPORT"] = previous
+
+
+SCOPE_LIST = [
+    "launch",
+    "patient/Patient.read",
+    "patient/Observation.read",
+    "patient/Condition.read",
+    "patient/MedicationRequest.read",
+]
+
+
+@pytest.fixture
+def smart_page(browser: Browser, servers: Launchable, browser_log: BrowserLog) -> Iterator[Page]:
+    context = browser.new_context(viewport=LAPTOP, base_url=servers.clinrisk)
+    context.set_default_timeout(20_000)
+    opened = context.new_page()
+    opened.on("pageerror", lambda error: browser_log.exceptions.append(str(error)))
+    opened.on("request", lambda request: browser_log.requests.append(request.url))
+    yield opened
+    context.close()
+    assert browser_log.exceptions == [], "the page threw"
+
+
+# --- what the chart says, read here without clinrisk's mapping ------------------------------
+
+
+def latest_value(servers: Launchable, loinc: str) -> tuple[float, str]:
+    """The latest value of a LOINC code, standalone or as a panel component, and its date."""
+    found: list[tuple[str, float]] = []
+    for obs in servers.ehr.resources["Observation"]:
+        when = obs.get("effectiveDateTime", "")
+        for holder in [obs, *obs.get("component", [])]:
+            codes = {c["code"] for c in holder["code"]["coding"]}
+            if loinc in codes and "valueQuantity" in holder:
+                found.append((when, holder["valueQuantity"]["value"]))
+    when, value = max(found)
+    return value, when[:10]
+
+
+def completed_years(birth: str, on: date) -> int:
+    born = date.fromisoformat(birth)
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def launch_url(iss: str, launch: str) -> str:
+    return f"/ui?iss={quote(iss, safe='')}&launch={quote(launch, safe='')}"
+
+
+# --- end to end in Chromium ------------------------------------------------------------------
+
+
+def test_ehr_launch_fills_the_form_from_the_chart_and_scores(
+    smart_page: Page, servers: Launchable, browser_log: BrowserLog, tmp_path: Path
+) -> None:
+    page = smart_page
+    ehr = servers.ehr
+    with page.expect_response(re.compile(r"/ui/smart/session$")) as session_answer:
+        page.goto(launch_url(servers.fhir, ehr.new_launch()))
+    answer = session_answer.value
+    assert answer.status == 200
+    body_text = answer.text()
+    page.locator("#score-view:not([hidden])").wait_for()
+    assert "Launched from Test EHR" in page.locator("#key-status").inner_text()
+    # Neither the launch nor the code stays in the address bar or the history entry.
+    assert urlsplit(page.url).query == ""
+    assert not page.locator("#api-key").is_visible()
+
+    page.select_option("#model-select", "cvd")
+    page.locator('[data-source-for="systolic_bp_mm_hg"]').wait_for()
+    systolic, when = latest_value(servers, "8480-6")
+    assert float(page.input_value("#f-systolic_bp_mm_hg")) == pytest.approx(systolic, abs=0.05)
+    source = page.locator('[data-source-for="systolic_bp_mm_hg"]').inner_text()
+    assert "From the chart" in source and "8480-6" in source
+    assert date.fromisoformat(when).strftime("%Y") in source
+    patient = ehr.resources["Patient"][0]
+    assert page.is_checked("#f-sex_male-1") == (patient["gender"] == "male")
+    # Age in completed years on the date the mapping states (the launch's date, or the one the
+    # CDS Hooks mapping names in the source).
+    age_source = page.locator('[data-source-for="age_years"]').inner_text()
+    stated = re.search(r"age on (\d{4}-\d{2}-\d{2})", age_source)
+    on = date.fromisoformat(stated.group(1)) if stated else date.today()
+    assert int(page.input_value("#f-age_years")) == completed_years(patient["birthDate"], on)
+    assert page.input_value("#patient-id") == ehr.patient_id
+    assert patient["name"][0]["family"] in page.input_value("#patient-name")
+    assert "Filled from Test EHR" in page.locator("#chart-notes").inner_text()
+
+    page.click("#submit-button")
+    probability = page.locator(".result-body").get_by_text(re.compile(r"\d+(\.\d+)?%")).first
+    probability.wait_for()
+    first = page.locator("#result-body").inner_text()
+    save_screenshot(page, tmp_path, "smart-launch-cvd")
+
+    # What-if: the chart's value stays editable; the source says it was changed here.
+    assert not page.locator('[data-source-for="systolic_bp_mm_hg"] .chart-edited').is_visible()
+    page.fill("#f-systolic_bp_mm_hg", "118")
+    assert page.locator('[data-source-for="systolic_bp_mm_hg"] .chart-edited').is_visible()
+    assert page.locator("#result-stale").is_visible()
+    page.click("#submit-button")
+    page.locator("#result-stale").wait_for(state="hidden")
+    assert page.locator("#result-body").inner_text() != first
+
+    # Where the tokens went: the EHR's access token never reached the page; the clinrisk session
+    # is in memory only; no address carried a token; the launch's PKCE record is gone.
+    assert ehr.tokens, "the EHR issued no token"
+    for access_token in ehr.tokens:
+        assert access_token not in body_text
+    session_token = answer.json()["session"]["token"]
+    assert session_token.startswith("crs_")
+    storage = page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}])")
+    assert storage == "[{},{}]"
+    for url in browser_log.requests:
+        assert session_token not in url and not any(t in url for t in ehr.tokens)
+    # The page's two scoring calls are in the audit trail as the EHR's session caller.
+    with servers.api() as api:
+        audit = api.get(
+            "/v1/audit",
+            headers=servers.keys.header("admin"),
+            params={"patient_id": ehr.patient_id, "model": "cvd"},
+        )
+    assert audit.status_code == 200, audit.text
+    callers = [record["caller"] for record in audit.json()["records"]]
+    caller = smart.session_caller(servers.fhir, servers.settings.smart_ehrs[servers.fhir])
+    assert callers == [caller.key_id, caller.key_id]
+
+
+def test_a_launch_from_a_server_not_allowlisted_is_refused_before_any_request_to_it(
+    smart_page: Page, servers: Launchable
+) -> None:
+    page = smart_page
+    page.goto(launch_url(servers.rogue_fhir, "anything"))
+    status = page.locator("#launch-status")
+    status.wait_for()
+    page.wait_for_function(
+        "() => !document.getElementById('launch-status').textContent.includes('Connecting')"
+    )
+    text = status.inner_text()
+    assert "refused" in text and "iss" in text
+    assert urlsplit(page.url).netloc == urlsplit(servers.clinrisk).netloc  # no redirect away
+    assert servers.rogue.fhir_requests == []  # not even its discovery document (no SSRF)
+    with servers.api() as api:
+        for iss in (servers.rogue_fhir, f"{servers.fhir}/../other", "javascript:alert(1)", 7):
+            response = api.post("/ui/smart/launch", json={"iss": iss})
+            assert response.status_code == 400, iss
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert response.json()["errors"][0]["field"] == "iss"
+    assert servers.rogue.fhir_requests == []
+
+
+def test_an_answer_with_another_state_is_refused_and_its_code_never_redeemed(
+    smart_page: Page, servers: Launchable
+) -> None:
+    ehr = servers.ehr
+    ehr.launches[TAMPER_STATE_LAUNCH] = ehr.patient_id
+    codes_before, token_requests = set(ehr.codes), ehr.token_requests
+    page = smart_page
+    page.goto(launch_url(servers.fhir, TAMPER_STATE_LAUNCH))
+    page.get_by_text("state mismatch").wait_for()
+    assert ehr.token_requests == token_requests  # the code was not sent to the token endpoint
+    assert set(ehr.codes) - codes_before, "the EHR issued a code, which stays unused"
+    assert urlsplit(page.url).query == ""
+    assert page.locator("#score-view").is_hidden()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+# --- the launch without a browser: what clinrisk accepts and refuses -------------------------
+
+
+def redeem(servers: Launchable, api: httpx.Client, *, verifier_ok: bool = True) -> dict[str, Any]:
+    """Step through the launch as the page does: discovery via clinrisk, the EHR's authorize
+    endpoint (which redirects with a code), then clinrisk's session call."""
+    launch = api.post("/ui/smart/launch", json={"iss": servers.fhir})
+    assert launch.status_code == 200, launch.text
+    config = launch.json()
+    verifier = "v" * 43 + "0123456789"
+    import base64
+    import hashlib
+
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    redirect_uri = f"{servers.clinrisk}/ui"
+    authorize = httpx.get(
+        config["authorization_endpoint"],
+        params={
+            "response_type": "code",
+            "client_id": config["client_id"],
+            "redirect_uri": redirect_uri,
+            "launch": servers.ehr.new_launch(),
+            "scope": config["scope"],
+            "state": "s-123",
+            "aud": config["aud"],
+            "code_challenge": challenge.decode(),
+            "code_challenge_method": "S256",
+        },
+    )
+    assert authorize.status_code == 302, authorize.text
+    query = parse_qs(urlsplit(authorize.headers["location"]).query)
+    assert query["state"] == ["s-123"]
+    body = {
+        "iss": servers.fhir,
+        "code": query["code"][0],
+        "code_verifier": verifier if verifier_ok else "w" * 43,
+        "redirect_uri": redirect_uri,
+    }
+    return body
+
+
+def test_session_tokens_are_checked_by_clinrisk(servers: Launchable) -> None:
+    with servers.api() as api, capture_logs() as logs:
+        body = redeem(servers, api)
+        session = api.post("/ui/smart/session", json=body)
+        assert session.status_code == 200, session.text
+        assert session.headers["cache-control"] == "no-store"
+        answer = session.json()
+        token = answer["session"]["token"]
+        features = answer["models"]["cvd"]["features"]
+        auth = {"Authorization": f"Bearer {token}"}
+        scored = api.post("/v1/models/cvd/predict", headers=auth, json={"features": features})
+        assert scored.status_code == 200, scored.text
+        # The session is a caller with the predict scope only.
+        assert api.get("/v1/audit", headers=auth).status_code == 403
+
+        # A code is used once; a replay is refused by the EHR, and clinrisk says so (no session).
+        replay = api.post("/ui/smart/session", json=body)
+        assert replay.status_code == 400
+        assert replay.json()["errors"][0]["field"] == "code"
+
+        refused: dict[str, str] = {}
+        header, payload, signature = token[len("crs_") :].split(".")
+        flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+        refused["tampered signature"] = f"crs_{header}.{payload}.{flipped}"
+        sessions = smart.sessions_for(servers.settings)
+        assert sessions is not None
+        past = datetime.now(UTC) - timedelta(hours=3)
+        refused["expired"] = sessions.issue(servers.fhir, now=past)[0]
+        other = smart.SmartSessions(b"another-secret", servers.settings.smart_ehrs, 60)
+        refused["signed with another key"] = other.issue(servers.fhir)[0]
+        refused["for an EHR not configured"] = sessions.issue(servers.rogue_fhir)[0]
+        refused["not a token"] = "crs_not-a-jwt"
+        for why, bad in refused.items():
+            response = api.post(
+                "/v1/models/cvd/predict",
+                headers={"Authorization": f"Bearer {bad}"},
+                json={"features": features},
+            )
+            assert response.status_code == 401, why
+            assert response.headers["www-authenticate"].startswith("Bearer"), why
+
+        # PKCE: the code with a verifier that does not match its challenge is refused.
+        wrong = api.post("/ui/smart/session", json=redeem(servers, api, verifier_ok=False))
+        assert wrong.status_code == 400
+        # A session call from a server that is not allowlisted never reaches it.
+        rogue = api.post("/ui/smart/session", json={**body, "iss": servers.rogue_fhir})
+        assert rogue.status_code == 400
+    assert servers.rogue.fhir_requests == []
+    # Nothing secret or identifying in the logs: no token, code, verifier or patient id.
+    logged = repr(logs)
+    for secret in [token, body["code"], body["code_verifier"], servers.ehr.patient_id]:
+        assert secret not in logged
+    for access_token in servers.ehr.tokens:
+        assert access_token not in logged
+
+
+def test_the_chart_goes_through_the_cds_hooks_mapping_with_every_page_read(
+    servers: Launchable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small pages make clinrisk follow the FHIR server's next links; the form values equal the
+    CDS Hooks mapping run on the patient's whole record."""
+    monkeypatch.setattr(smart, "PAGE_SIZE", 7)
+    with servers.api() as api:
+        answer = api.post("/ui/smart/session", json=redeem(servers, api))
+    assert answer.status_code == 200, answer.text
+    models = answer.json()["models"]
+    resources = servers.ehr.resources
+    registry_models = {name: servers_model(servers, name) for name in models}
+    for name, chart in models.items():
+        expected = fhir.extract_features(
+            registry_models[name].specs,
+            resources["Patient"][0],
+            resources["Observation"],
+            resources.get("Condition", []),
+            today=date.today(),
+            **(
+                {
+                    "medications": [
+                        m
+                        for m in resources.get("MedicationRequest", [])
+                        if m["status"] in ("active", "on-hold")
+                    ]
+                }
+                if "medications" in _parameters()
+                else {}
+            ),
+        )
+        assert chart["features"] == expected.features, name
+        assert [s["feature"] for s in chart["sources"]] == [s.feature for s in expected.sources]
+    assert set(models) >= {"cvd", "diabetes"}
+
+
+def _parameters() -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fhir.extract_features).parameters)
+
+
+def servers_model(servers: Launchable, name: str) -> Any:
+    from models.predictor import Predictor
+    from models.registry import Registry
+
+    registry: Registry[Predictor] = Registry(Predictor)
+    registry.load_dir(servers.settings.models_dir, trust=servers.settings.trust_policy())
+    return registry.get(name)

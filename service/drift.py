@@ -134,6 +134,8 @@ class FeatureReference:
     numeric: NumericBins | None = None
     categories: dict[str, int] = field(default_factory=dict)
     rates: Array = field(default_factory=lambda: np.zeros(0))
+    codes: tuple[Array, npt.NDArray[np.int64]] | None = None
+    """Categories whose codes are numbers ("0.0", "1.0"): the sorted numbers and their bins."""
     """Categorical: expected share of each category among present values ("other" last)."""
 
     @property
@@ -170,6 +172,11 @@ def feature_reference(feature: Any) -> FeatureReference | None:
     if dist.category_rates:
         codes = list(dist.category_rates)
         rates = np.array([dist.category_rates[c] for c in codes] + [0.0])
+        numbers = [_float_or_none(c) for c in codes]
+        numeric_codes = None
+        if all(v is not None for v in numbers):
+            order = np.argsort(np.array(numbers, dtype=np.float64), kind="stable")
+            numeric_codes = (np.array(numbers, dtype=np.float64)[order], order.astype(np.int64))
         return FeatureReference(
             name=feature.name,
             kind="categorical",
@@ -177,6 +184,7 @@ def feature_reference(feature: Any) -> FeatureReference | None:
             missing_rate=dist.missing_rate,
             categories={c: i for i, c in enumerate(codes)},
             rates=rates,
+            codes=numeric_codes,
         )
     if dist.quantiles:
         bins = _numeric(dist.quantiles)
@@ -210,8 +218,9 @@ class Reference:
     tier_names: list[str]
     tier_expected: Array | None
     tier_index: dict[str | None, int]
-    edges: list[list[float] | None]
-    """Per feature: the numeric edges as a Python list (the one-row path), None if categorical."""
+    plan: list[tuple[str, int, list[float] | None, dict[Any, int], int]]
+    """The one-row path, per feature: name, slot of bin 0, numeric edges as a list (else None),
+    categorical bin by value (numeric codes keyed by number: 1 and 1.0 hash alike), "other"."""
     risk_list: list[float]
 
     @classmethod
@@ -241,9 +250,24 @@ class Reference:
             tier_names=names,
             tier_expected=_tier_shares(manifest),
             tier_index={name: i for i, name in enumerate(names)},
-            edges=[r.numeric.edges.tolist() if r.numeric is not None else None for r in features],
+            plan=[
+                (
+                    r.name,
+                    offset + 1,
+                    r.numeric.edges.tolist() if r.numeric is not None else None,
+                    _by_value(r),
+                    r.size - 1,
+                )
+                for r, offset in zip(features, offsets.tolist(), strict=True)
+            ],
             risk_list=uppers.tolist(),
         )
+
+
+def _by_value(ref: FeatureReference) -> dict[Any, int]:
+    if ref.codes is None:
+        return dict(ref.categories)
+    return {float(code): i for code, i in ref.categories.items()}
 
 
 def _tier_shares(manifest: Manifest) -> Array | None:
@@ -281,6 +305,13 @@ def reference(manifest: Manifest) -> Reference:
 # --- observing: binning a batch ---------------------------------------------------------------
 
 
+def _float_or_none(code: str) -> float | None:
+    try:
+        return float(code)
+    except ValueError:
+        return None
+
+
 def _bin_feature(ref: FeatureReference, column: Sequence[Any]) -> npt.NDArray[np.int64]:
     """Bin index per value; MISSING_BIN for a missing one."""
     if ref.numeric is not None:
@@ -289,27 +320,45 @@ def _bin_feature(ref: FeatureReference, column: Sequence[Any]) -> npt.NDArray[np
         index[np.isnan(x)] = MISSING_BIN
         return index
     other = ref.size - 1
-    out = np.empty(len(column), dtype=np.int64)
-    for i, value in enumerate(column):
-        if value is None or value != value:
-            out[i] = MISSING_BIN
-        else:
-            # Binary features arrive as floats and are stored as "0.0"/"1.0" (str of a float).
-            key = str(float(value)) if isinstance(value, int | float) else str(value)
-            out[i] = ref.categories.get(key, other)
-    return out
+    if ref.codes is not None:
+        # Binary and numerically coded features arrive as floats and are stored as "0.0"/"1.0"
+        # (str of a float): matched as numbers, vectorised.
+        x = np.array(column, dtype=np.float64)
+        codes, order = ref.codes
+        at = np.minimum(np.searchsorted(codes, x), codes.size - 1)
+        index = np.where(codes[at] == x, order[at], other)
+        index[np.isnan(x)] = MISSING_BIN
+        return index.astype(np.int64)
+    get = ref.categories.get
+    return np.array([MISSING_BIN if v is None else get(v, other) for v in column], dtype=np.int64)
 
 
 @dataclass
 class Counts:
     """One model version's counters for one UTC day."""
 
-    slots: npt.NDArray[np.int64]
-    risk: npt.NDArray[np.int64]
-    tiers: npt.NDArray[np.int64]
-    tier_sum_p: Array
+    # NOTE: Python lists, not arrays: one patient's increments on numpy scalars cost ~1 us
+    # each; a batch adds its arrays element by element (a few hundred bins).
+    slots: list[int]
+    risk: list[int]
+    tiers: list[int]
+    tier_sum_p: list[float]
     logit: dict[int, list[float]] = field(default_factory=dict)
     """Fine logit bin -> [n, sum p]."""
+
+    def add(
+        self,
+        slots: Sequence[int],
+        risk: Sequence[int],
+        tiers: Sequence[int],
+        tier_sum_p: Sequence[float],
+    ) -> None:
+        for target, source in ((self.slots, slots), (self.risk, risk), (self.tiers, tiers)):
+            for i, n in enumerate(source):
+                if n:
+                    target[i] += n
+        for i, value in enumerate(tier_sum_p):
+            self.tier_sum_p[i] += value
 
 
 class Accumulator:
@@ -358,11 +407,12 @@ class Accumulator:
         fine_p = np.bincount(inverse, weights=p).tolist()
         with self._lock:
             counts = self._counts_for(key, ref, manifest)
-            if slots is not None:
-                counts.slots += slots
-            counts.risk += risk
-            counts.tiers += tier_n
-            counts.tier_sum_p += tier_p
+            counts.add(
+                slots.tolist() if slots is not None else [],
+                risk.tolist(),
+                tier_n.tolist(),
+                tier_p.tolist(),
+            )
             for b, n, s in zip(uniq.tolist(), fine_n, fine_p, strict=True):
                 cell = counts.logit.setdefault(b, [0, 0.0])
                 cell[0] += n
@@ -380,16 +430,14 @@ class Accumulator:
         """One row without numpy: a dozen numpy calls per feature would cost more than the
         scoring of a single patient (bisect on the edges as Python lists instead)."""
         slots = []
-        for f, offset, edges in zip(ref.features, ref.offsets.tolist(), ref.edges, strict=True):
-            value = row.get(f.name)
+        for name, first, edges, by_value, other in ref.plan:
+            value = row.get(name)
             if value is None or value != value:
-                b = MISSING_BIN
+                slots.append(first - 1)
             elif edges is not None:
-                b = bisect.bisect_left(edges, value)
+                slots.append(first + bisect.bisect_left(edges, value))
             else:
-                code = str(float(value)) if isinstance(value, int | float) else str(value)
-                b = f.categories.get(code, f.size - 1)
-            slots.append(offset + 1 + b)
+                slots.append(first + by_value.get(value, other))
         decile = bisect.bisect_left(ref.risk_list, p)
         t = ref.tier_index.get(tier, -1)
         clipped = min(max(p, 1e-12), 1 - 1e-12)
@@ -412,10 +460,7 @@ class Accumulator:
         if counts is None:
             n_tiers = len(ref.tier_names)
             counts = self._counts[key] = Counts(
-                np.zeros(ref.size, np.int64),
-                np.zeros(ref.risk_uppers.size + 1, np.int64),
-                np.zeros(n_tiers, np.int64),
-                np.zeros(n_tiers),
+                [0] * ref.size, [0] * (ref.risk_uppers.size + 1), [0] * n_tiers, [0.0] * n_tiers
             )
         return counts
 
@@ -432,10 +477,7 @@ class Accumulator:
                 if new is None:
                     self._counts[key] = old
                     continue
-                new.slots += old.slots
-                new.risk += old.risk
-                new.tiers += old.tiers
-                new.tier_sum_p += old.tier_sum_p
+                new.add(old.slots, old.risk, old.tiers, old.tier_sum_p)
                 for b, (n, s) in old.logit.items():
                     cell = new.logit.setdefault(b, [0, 0.0])
                     cell[0] += n
@@ -478,16 +520,16 @@ def observe(engine: sa.Engine, model: Any, scored: Sequence[Any]) -> None:
 def _rows(manifest: Manifest, day: date, counts: Counts) -> Iterator[dict[str, Any]]:
     ref = reference(manifest)
     base = {"model_name": manifest.name, "model_version": manifest.version, "day": day}
-    slots = counts.slots.tolist()
+    slots = counts.slots
     for f, offset in zip(ref.features, ref.offsets.tolist(), strict=True):
         for b in range(-1, f.size):
             n = slots[offset + 1 + b]
             if n:
                 yield {**base, "feature": f.name, "bin": b, "n": n, "sum_p": 0.0}
-    for b, n in enumerate(counts.risk.tolist()):
+    for b, n in enumerate(counts.risk):
         if n:
             yield {**base, "feature": RISK, "bin": b, "n": n, "sum_p": 0.0}
-    for b, (n, s) in enumerate(zip(counts.tiers.tolist(), counts.tier_sum_p.tolist(), strict=True)):
+    for b, (n, s) in enumerate(zip(counts.tiers, counts.tier_sum_p, strict=True)):
         if n:
             yield {**base, "feature": TIER, "bin": b, "n": n, "sum_p": s}
     for b, (n, s) in counts.logit.items():

@@ -226,6 +226,44 @@ def figures(data: Binned, thresholds: Sequence[tuple[str, float]]) -> dict[str, 
     }
 
 
+def calibration_curve(data: Binned, test: ValidationSummary) -> list[dict[str, Any]]:
+    """Live observed rate per validation decile of predicted risk, beside the validation's.
+    A live risk bin joins the decile of its centre (at most 0.0025 from any score in it on the
+    logit scale); the mean predicted risk is that of the bin centres."""
+    bins = test.calibration_bins
+    uppers = np.array([b.upper if b.upper is not None else 1.0 for b in bins[:-1]])
+    centre = 1.0 / (1.0 + np.exp(-data.bins.astype(np.float64) * RISK_BIN_WIDTH))
+    decile = np.searchsorted(uppers, centre, side="left")
+    n = np.bincount(decile, data.n, len(bins))
+    events = np.bincount(decile, data.events, len(bins))
+    predicted = np.bincount(decile, data.n * centre, len(bins))
+    curve = []
+    for i, ref in enumerate(bins):
+        count = int(n[i])
+        observed = _wilson(int(events[i]), count)
+        curve.append(
+            {
+                "lower": ref.lower,
+                "upper": ref.upper,
+                "validation": {
+                    "n": ref.n,
+                    "mean_predicted": ref.mean_predicted,
+                    "observed_rate": ref.observed_rate,
+                    "ci_low": ref.observed_ci_low,
+                    "ci_high": ref.observed_ci_high,
+                },
+                "live": {
+                    "n": count,
+                    "mean_predicted": float(predicted[i] / count) if count else None,
+                    "observed_rate": observed["value"] if observed else None,
+                    "ci_low": observed["ci_low"] if observed else None,
+                    "ci_high": observed["ci_high"] if observed else None,
+                },
+            }
+        )
+    return curve
+
+
 # --- judgement -------------------------------------------------------------------------------
 
 
@@ -407,6 +445,9 @@ def report(
         },
         tier_ref,
     )
+    if test is not None and not overall.get("suppressed", True):
+        data = Binned.merge([binned[label] for label in all_labels if label in binned], 0)
+        overall["calibration_curve"] = calibration_curve(data, test)
     subgroups = []
     for sub in validation.subgroups if validation is not None else []:
         key = subgroup_key(sub)

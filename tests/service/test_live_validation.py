@@ -180,6 +180,20 @@ def test_real_outcomes_match_independent_figures_and_validation(replay: Replay) 
     assert high["ppv"]["value"] == pytest.approx((flagged & (y == 1)).sum() / flagged.sum())
     assert overall["worse_than_validation"] == []
     assert overall["validation"]["auroc"]["judgement"] == "consistent with validation"
+    # The live calibration curve in the validation deciles: every outcome in one decile, and
+    # on the manifest's own test rows each decile's observed rate is the validation's.
+    curve = overall["calibration_curve"]
+    assert len(curve) == len(test["calibration_bins"])
+    assert sum(c["live"]["n"] for c in curve) == len(replay.ids)
+    uppers = [b["upper"] for b in test["calibration_bins"][:-1]]
+    decile = np.searchsorted(uppers, binned, side="left")
+    for i, point in enumerate(curve):
+        assert point["live"]["n"] == int((decile == i).sum())
+        assert point["live"]["observed_rate"] == pytest.approx(y[decile == i].mean())
+        if len(replay.ids) == test["n"]:
+            assert point["live"]["observed_rate"] == pytest.approx(
+                point["validation"]["observed_rate"], abs=0.02
+            )
 
     groups = {g["key"]: g for g in report["subgroups"]}
     female = groups["sex=female"]

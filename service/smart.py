@@ -275,9 +275,30 @@ async def redeem(
     return Grant(access_token=token, patient_id=patient)
 
 
+# The mapping's own Observation codes beyond the manifests' (HDL, creatinine / eGFR, smoking
+# intensity, ...), read by name so that this stays one list with the mapping; a name the mapping
+# does not define (yet) is skipped. ``OBSERVATION_CODES``, if the mapping exports it, is all.
+_MAPPING_CODE_NAMES = (
+    "OBSERVATION_CODES",
+    "CVD_OBSERVATION_CODES",
+    "HDL",
+    "TOTAL_CHOLESTEROL",
+    "EGFR_OTHER",
+    "CREATININE",
+    "CIGARETTES_PER_DAY",
+    "PACKS_PER_DAY",
+    "SMOKING_STATUS",
+)
+
+
 def observation_codes(models: Sequence[Predictor]) -> list[str]:
-    """Every LOINC code any model reads from Observations (with the accepted equivalents)."""
-    codes: dict[str, None] = dict.fromkeys(fhir.CVD_OBSERVATION_CODES)
+    """Every LOINC code the mapping or a model reads from Observations (with equivalents)."""
+    codes: dict[str, None] = {}
+    for name in _MAPPING_CODE_NAMES:
+        value = getattr(fhir, name, ())
+        codes.update(dict.fromkeys([value] if isinstance(value, str) else value))
+    for equivalents in fhir.LOINC_EQUIVALENTS.values():
+        codes.update(dict.fromkeys(equivalents))
     for model in models:
         for spec in model.specs:
             if spec.loinc is not None:
@@ -380,10 +401,18 @@ def extract_for(model: Predictor, chart: Chart, today: date) -> dict[str, Any]:
     contexts = model.population.contexts
     if extraction.deceased and "deceased" in contexts:
         context["deceased"] = True
-    ascvd = fhir.established_ascvd(chart.conditions)
-    if ascvd is not None and "established_ascvd" in contexts:
-        context["established_ascvd"] = True
-        extraction.warnings.append(f"Established ASCVD recorded in the chart ({ascvd}).")
+    # The mapping states applicability facts itself once it has ``facts`` (context -> code);
+    # until then, established ASCVD as the CDS Hooks router reads it.
+    facts: Mapping[str, str] | None = getattr(extraction, "facts", None)
+    if facts is None:
+        ascvd = fhir.established_ascvd(chart.conditions)
+        facts = {"established_ascvd": ascvd} if ascvd is not None else {}
+    for name, code in facts.items():
+        if name in contexts and name != "deceased":
+            context[name] = True
+            extraction.warnings.append(
+                f"The chart records {name.replace('_', ' ')} ({code}): the model may not apply."
+            )
     return {
         "features": extraction.features,
         "sources": [
@@ -391,6 +420,8 @@ def extract_for(model: Predictor, chart: Chart, today: date) -> dict[str, Any]:
                 "feature": s.feature,
                 "text": s.text,
                 "date": s.when.isoformat() if s.when else None,
+                # e.g. "Observation/<id>": the resource the value was read from, when known
+                "reference": getattr(s, "reference", None),
             }
             for s in extraction.sources
         ],

@@ -2168,7 +2168,8 @@
       if (!field || !sources.length) continue;
       const found = value !== undefined && value !== null;
       const text = sources.map((s) => (s.date ? `${s.text}, ${shownDate(s.date)}` : s.text)).join("; ");
-      const line = el("p", { class: found ? "chart-source" : "chart-source absent", "data-source-for": spec.name }, [
+      const references = sources.map((s) => s.reference).filter(Boolean).join(", ");
+      const line = el("p", { class: found ? "chart-source" : "chart-source absent", "data-source-for": spec.name, title: references || null }, [
         el("span", { class: "chart-source-label", text: found ? "From the chart: " : "Not filled from the chart: " }),
         text,
         el("span", { class: "chart-edited", text: " · changed here (what-if)", hidden: true }),

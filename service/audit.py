@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import hmac
 import os
 import socket
@@ -128,14 +127,15 @@ class Pseudonymizer:
     def __call__(self, patient_id: str | None) -> str | None:
         if patient_id is None:
             return None
-        return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C path, cheaper than hmac.new(...).hexdigest() per record.
+        return hmac.digest(self._key, patient_id.encode(), "sha256").hex()
 
     def input_hash(self, values: dict[str, Any]) -> str:
         """Of the canonical (validated, unit-converted) input, keys sorted. Keyed because inputs
         have little entropy: a plain hash of age, sex and a few lab values could be reversed by
         trying every plausible patient."""
         canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
-        return hmac.new(self._key, canonical, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, canonical, "sha256").hex()
 
 
 class WriterLock:
@@ -405,9 +405,9 @@ class SqlAuditStore:
 
     def _merge_patients(self, cursor: Any) -> None:
         """Move the pending patient-index rows into the index, sorted, once there are
-        ``merge_rows`` (default :data:`MERGE_ROWS`) of them. Runs in a write transaction: under the writer lock on
-        SQLite; on PostgreSQL one statement, so a row committed meanwhile by another worker
-        is either moved or left pending, never lost."""
+        ``merge_rows`` (default :data:`MERGE_ROWS`) of them. Runs in a write transaction: under
+        the writer lock on SQLite; on PostgreSQL as one statement, so a row committed meanwhile
+        by another worker is either moved or left pending, never lost."""
         cursor.execute("SELECT min(id), max(id) FROM audit_patient_pending")
         low, high = cursor.fetchone()
         if low is None or high - low + 1 < self._merge_rows:

@@ -1,23 +1,20 @@
 """What a CDS Hooks call must hold: the envelope, the prefetch, the feedback (no HTTP here).
 
 Each check raises a problem naming every bad field: ``InvalidHookRequest`` (400) for a malformed
-call, ``PrefetchMissing`` (412) for prefetch the EHR did not send.
+call, ``PrefetchMissing`` (412) for data the service could not obtain (a prefetch key the EHR did
+not fill, with no ``fhirServer`` to fetch it from, or a fetch that failed).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from service.cds_hooks import fhir
+from service.cds_hooks.services import ENCOUNTER_DISCHARGE, HookService
 from service.errors import InvalidHookRequest, PrefetchMissing
 
-HOOK = "patient-view"
-PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-    "observations": "Observation?patient={{context.patientId}}&code="
-    + ",".join(f"{fhir.LOINC}|{code}" for code in fhir.CVD_OBSERVATION_CODES),
-    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
-}
 FEEDBACK_OUTCOMES = ("accepted", "overridden")
 MAX_FEEDBACK_ITEMS = 100
 
@@ -29,53 +26,83 @@ def _error(
     return {"field": field, "message": message, "value": shown, "allowed": allowed}
 
 
-def hook_call(body: Any) -> tuple[str, dict[str, Any]]:
-    """Check the request envelope; return the patient id and the prefetch object."""
+def hook_call(body: Any, service: HookService) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the request envelope; return its context and its prefetch object."""
     if not isinstance(body, dict):
         raise InvalidHookRequest(
             "The hook request must be a JSON object.", errors=[_error("body", "not an object")]
         )
     errors = []
-    if body.get("hook") != HOOK:
-        errors.append(_error("hook", "this service answers one hook", body.get("hook"), HOOK))
+    if body.get("hook") != service.hook:
+        errors.append(
+            _error("hook", "this service answers one hook", body.get("hook"), service.hook)
+        )
     instance = body.get("hookInstance")
     if not isinstance(instance, str) or not instance:
         errors.append(_error("hookInstance", "required string is missing", instance, "a UUID"))
     context = body.get("context")
-    patient_id = context.get("patientId") if isinstance(context, dict) else None
+    context = context if isinstance(context, dict) else {}
+    patient_id = context.get("patientId")
     if not isinstance(patient_id, str) or not 0 < len(patient_id) <= 256:
         errors.append(
             _error("context.patientId", "required string is missing", patient_id, "a FHIR id")
         )
+    if service.hook == ENCOUNTER_DISCHARGE:
+        encounter_id = context.get("encounterId")
+        if not isinstance(encounter_id, str) or not 0 < len(encounter_id) <= 256:
+            errors.append(
+                _error(
+                    "context.encounterId",
+                    "required string is missing",
+                    encounter_id,
+                    "a FHIR id",
+                )
+            )
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         errors.append(_error("prefetch", "must be an object", None, "an object"))
+    server = body.get("fhirServer")
+    if server is not None and not isinstance(server, str):
+        errors.append(_error("fhirServer", "must be a URL", None, "an https URL"))
+    authorization = body.get("fhirAuthorization")
+    if authorization is not None and not (
+        isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str)
+    ):
+        errors.append(_error("fhirAuthorization", "must hold an access_token", None, "an object"))
     if errors:
         raise InvalidHookRequest(
-            "The hook request is not a valid patient-view call.", errors=errors
+            f"The hook request is not a valid {service.hook} call.", errors=errors
         )
-    assert isinstance(patient_id, str)
-    return patient_id, prefetch or {}
+    return context, prefetch or {}
 
 
-def check_prefetch(prefetch: dict[str, Any]) -> None:
-    errors = []
-    for key, template in PREFETCH.items():
-        if key not in prefetch:
-            errors.append(_error(f"prefetch.{key}", "prefetch key is missing", None, template))
-        elif isinstance(prefetch[key], dict) and prefetch[key].get("resourceType") == (
-            "OperationOutcome"
+def missing_keys(prefetch: dict[str, Any], service: HookService) -> list[str]:
+    """The keys the EHR did not fill: absent, or an OperationOutcome in place of the data."""
+    missing = []
+    for key in service.prefetch:
+        value = prefetch.get(key, ...)
+        if value is ... or (
+            isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
         ):
-            errors.append(
-                _error(f"prefetch.{key}", "the client could not fetch it", None, template)
-            )
-    if errors:
-        missing = ", ".join(e["field"].removeprefix("prefetch.") for e in errors)
-        raise PrefetchMissing(
-            f"Prefetch keys missing: {missing}. This service does not query the FHIR server; "
-            "configure the EHR to send every prefetch template of the discovery document.",
-            errors=errors,
+            missing.append(key)
+    return missing
+
+
+def prefetch_missing(
+    service: HookService, keys: list[str], why: str, reasons: dict[str, str] | None = None
+) -> PrefetchMissing:
+    """The 412 of CDS Hooks 2.0: the data needed could not be obtained."""
+    reasons = reasons or {}
+    errors = [
+        _error(
+            f"prefetch.{key}",
+            reasons.get(key, "prefetch key is missing"),
+            None,
+            service.prefetch[key].template,
         )
+        for key in keys
+    ]
+    return PrefetchMissing(f"Prefetch keys missing: {', '.join(keys)}. {why}", errors=errors)
 
 
 def patient(value: Any, patient_id: str) -> dict[str, Any] | None:
@@ -106,7 +133,29 @@ def resources(
         ) from None
 
 
-def feedback_outcomes(body: Any) -> list[str]:
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One validated feedback entry (CDS Hooks 2.0 "Feedback")."""
+
+    card: str
+    outcome: str
+    outcome_timestamp: datetime
+    accepted_suggestions: list[str]
+    reason_system: str | None
+    reason_code: str | None
+    reason_display: str | None
+    comment: str | None
+
+
+MAX_CARD_ID = 128
+MAX_COMMENT = 2000
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def feedback_items(body: Any) -> list[FeedbackItem]:
     items = body.get("feedback") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items or len(items) > MAX_FEEDBACK_ITEMS:
         raise InvalidHookRequest(
@@ -114,15 +163,17 @@ def feedback_outcomes(body: Any) -> list[str]:
             errors=[_error("feedback", "required array", None, f"1-{MAX_FEEDBACK_ITEMS} items")],
         )
     errors = []
-    outcomes = []
+    out = []
     for i, item in enumerate(items):
         where = f"feedback[{i}]"
         if not isinstance(item, dict):
             errors.append(_error(where, "must be an object"))
             continue
         card = item.get("card")
-        if not isinstance(card, str) or not card:
-            errors.append(_error(f"{where}.card", "required card uuid is missing"))
+        if not isinstance(card, str) or not 0 < len(card) <= MAX_CARD_ID:
+            errors.append(
+                _error(f"{where}.card", "required card uuid is missing", None, "a card uuid")
+            )
         outcome = item.get("outcome")
         if outcome not in FEEDBACK_OUTCOMES:
             errors.append(
@@ -130,26 +181,47 @@ def feedback_outcomes(body: Any) -> list[str]:
                     f"{where}.outcome", "unknown outcome", outcome, " or ".join(FEEDBACK_OUTCOMES)
                 )
             )
-        if fhir.parse_datetime(item.get("outcomeTimestamp")) is None:
-            errors.append(_error(f"{where}.outcomeTimestamp", "required instant is missing"))
+        timestamp = fhir.parse_datetime(item.get("outcomeTimestamp"))
+        if timestamp is None:
+            errors.append(
+                _error(f"{where}.outcomeTimestamp", "required instant is missing", None, "ISO 8601")
+            )
         accepted = item.get("acceptedSuggestions")
         if accepted is not None and not (
             isinstance(accepted, list)
             and all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)
         ):
             errors.append(_error(f"{where}.acceptedSuggestions", "must be [{'id': ...}]"))
+            accepted = None
         override = item.get("overrideReason")
+        reason: dict[str, Any] = {}
+        comment = None
         if override is not None:
-            reason = override.get("reason") if isinstance(override, dict) else None
+            raw_reason = override.get("reason") if isinstance(override, dict) else None
             comment = override.get("userComment") if isinstance(override, dict) else None
             if (
                 not isinstance(override, dict)
-                or (reason is not None and not isinstance(reason, dict))
+                or (raw_reason is not None and not isinstance(raw_reason, dict))
                 or (comment is not None and not isinstance(comment, str))
             ):
                 errors.append(_error(f"{where}.overrideReason", "must be {reason, userComment}"))
-        if isinstance(outcome, str):
-            outcomes.append(outcome)
+            elif isinstance(raw_reason, dict):
+                reason = raw_reason
+            if override is not None and outcome == "accepted":
+                errors.append(_error(f"{where}.overrideReason", "only with outcome 'overridden'"))
+        if isinstance(card, str) and outcome in FEEDBACK_OUTCOMES and timestamp is not None:
+            out.append(
+                FeedbackItem(
+                    card=card[:MAX_CARD_ID],
+                    outcome=str(outcome),
+                    outcome_timestamp=timestamp,
+                    accepted_suggestions=[a["id"][:MAX_CARD_ID] for a in accepted or []],
+                    reason_system=_text(reason.get("system"), 256),
+                    reason_code=_text(reason.get("code"), 128),
+                    reason_display=_text(reason.get("display"), 256),
+                    comment=_text(comment, MAX_COMMENT),
+                )
+            )
     if errors:
         raise InvalidHookRequest("The feedback is not valid CDS Hooks feedback.", errors=errors)
-    return outcomes
+    return out

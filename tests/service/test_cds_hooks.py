@@ -1,9 +1,8 @@
-"""The CDS Hooks service through the real app: discovery, one card per Synthea patient, errors."""
+"""The CDS Hooks services through the real app: discovery, all 18 Synthea patients through each
+service, card content, prefetch errors, feedback."""
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
 import hmac
 import json
@@ -14,27 +13,30 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.riskassessment import RiskAssessment
 from prometheus_client import REGISTRY
 
-from models.loader import load_artifact
 from service.cds_hooks import fhir
-from service.settings import REPO_ROOT
-from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
+from service.cds_hooks.services import ASCVD, DIABETES, READMISSION, SERVICES, HookService
+from tests.conftest import Keys
+from tests.service.synthea_fhir import BUNDLES, DATA, store
 
-DATA = REPO_ROOT.parent / "shared" / "data"
-BUNDLES = sorted((DATA / "synthea_fhir_r4").glob("*.json"))
 HOOK_EXAMPLE = DATA / "cds_hooks" / "patient-view-request.json"
 FEEDBACK_EXAMPLES = sorted((DATA / "cds_hooks").glob("feedback-*.json"))
-SERVICE = "/cds-services/clinrisk-cvd-risk"
-MODEL_PAGE = "http://testserver/ui#model/cvd"
+SERVICE = f"/cds-services/{ASCVD.id}"
 PSEUDONYM_KEY = b"test-pseudonym-key"  # tests/conftest.py settings
-BP_CODES = {"55284-4", "85354-9", "8480-6", "8462-4"}
-
-
-@functools.cache
-def resources(path: Path) -> tuple[dict[str, Any], ...]:
-    """The resources of one transaction bundle (each file parsed once per module)."""
-    return tuple(e["resource"] for e in json.loads(path.read_text())["entry"])
+CARD_KEYS = {
+    "uuid",
+    "summary",
+    "indicator",
+    "detail",
+    "source",
+    "links",
+    "overrideReasons",
+    "extension",
+    "suggestions",
+    "selectionBehavior",
+}
 
 
 def bundle_path(prefix: str) -> Path:
@@ -42,41 +44,25 @@ def bundle_path(prefix: str) -> Path:
     return path
 
 
-def searchset(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(items),
-        "entry": [{"resource": r, "search": {"mode": "match"}} for r in items],
-    }
+def prefetch(path: Path, service: HookService = ASCVD) -> tuple[str, dict[str, Any]]:
+    """What an EHR sends for the service's templates, from the FHIR server's searches."""
+    patient_id = store().patients[path.name.split("_")[0]]
+    return patient_id, store().prefetch(service, patient_id)
 
 
-def prefetch(path: Path) -> tuple[str, dict[str, Any]]:
-    """What an EHR would send for the discovery templates: the patient, its searches' results."""
-    everything = resources(path)
-    (patient,) = [r for r in everything if r["resourceType"] == "Patient"]
-    observations = [
-        r
-        for r in everything
-        if r["resourceType"] == "Observation"
-        and fhir.loinc_codes(r["code"]) & set(fhir.CVD_OBSERVATION_CODES)
-    ]
-    conditions = [
-        r
-        for r in everything
-        if r["resourceType"] == "Condition" and r["clinicalStatus"]["coding"][0]["code"] == "active"
-    ]
-    data = {
-        "patient": patient,
-        "observations": searchset(observations),
-        "conditions": searchset(conditions),
-    }
-    return patient["id"], copy.deepcopy(data)  # tests edit it; the parsed bundle stays intact
-
-
-def hook_request(patient_id: str, data: dict[str, Any] | None) -> dict[str, Any]:
+def hook_request(
+    patient_id: str,
+    data: dict[str, Any] | None,
+    hook: str = "patient-view",
+    encounter_id: str | None = None,
+) -> dict[str, Any]:
+    """The spec's example request for this patient (its fhirServer is never called: the
+    prefetch is complete)."""
     request: dict[str, Any] = json.loads(HOOK_EXAMPLE.read_text())
+    request["hook"] = hook
     request["context"]["patientId"] = patient_id
+    if encounter_id is not None:
+        request["context"]["encounterId"] = encounter_id
     if data is None:
         del request["prefetch"]
     else:
@@ -84,19 +70,158 @@ def hook_request(patient_id: str, data: dict[str, Any] | None) -> dict[str, Any]
     return request
 
 
-def call(client: TestClient, keys: Keys, request: Any) -> Any:
-    return client.post(SERVICE, headers=keys.header("predict"), json=request)
+def discharge(name: str) -> tuple[str, str, dict[str, Any]]:
+    """The encounter-discharge call for a patient's latest inpatient stay (else latest
+    encounter): patient id, encounter id, prefetch."""
+    patient_id = store().patients[name]
+    encounters = sorted(store().of("Encounter", patient_id), key=lambda e: e["period"]["start"])
+    stays = [e for e in encounters if e["class"]["code"] == "IMP"]
+    encounter_id = (stays or encounters)[-1]["id"]
+    return patient_id, encounter_id, store().prefetch(READMISSION, patient_id, encounter_id)
+
+
+def call(client: TestClient, keys: Keys, request: Any, service: HookService = ASCVD) -> Any:
+    return client.post(f"/cds-services/{service.id}", headers=keys.header("predict"), json=request)
+
+
+def cards_of(response: Any) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    cards: list[dict[str, Any]] = response.json()["cards"]
+    for card in cards:
+        check_well_formed(card)
+    return cards
 
 
 def only_card(response: Any) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    cards = response.json()["cards"]
-    assert len(cards) == 1
-    card: dict[str, Any] = cards[0]
+    (card,) = cards_of(response)
     return card
 
 
-def test_discovery_describes_one_patient_view_service_with_prefetch(
+def check_well_formed(card: dict[str, Any]) -> None:
+    """CDS Hooks 2.0 card rules, and the RiskAssessment a suggestion creates is valid FHIR."""
+    assert set(card) <= CARD_KEYS and {"uuid", "summary", "indicator", "source"} <= set(card)
+    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) <= 140
+    assert card["indicator"] in ("info", "warning")  # the indicator policy: never critical
+    assert card["source"]["label"] and card["source"]["url"].startswith("http")
+    assert "log-odds" not in card["detail"] and "log_odds" not in card["detail"]
+    for reason in card["overrideReasons"]:
+        assert {"code", "system", "display"} <= set(reason)
+    for link in card["links"]:
+        assert link["type"] in ("absolute", "smart") and link["url"].startswith("http")
+    suggestions = card.get("suggestions", [])
+    if suggestions:
+        assert card["selectionBehavior"] == "at-most-one"
+    for suggestion in suggestions:
+        (action,) = suggestion["actions"]
+        assert action["type"] == "create"
+        RiskAssessment.model_validate(action["resource"])
+
+
+# Each patient's expected answer per service, with the reason (the 18 Synthea patients; ages
+# are taken today, as the hooks fire today; the readmission call closes the patient's latest
+# inpatient stay, else their latest encounter).
+NO_CARD = "none"
+EXPECTED: dict[str, dict[str, str]] = {
+    ASCVD.id: {
+        # Coronary heart disease on the problem list: established ASCVD, not primary prevention.
+        "Adalberto": NO_CARD,
+        # Deceased in 2013.
+        "Reginald": NO_CARD,
+        # No creatinine or eGFR in the chart (the controls): PREVENT needs eGFR.
+        "Israel": "not_computed",
+        "Joie": "not_computed",
+    },
+    DIABETES.id: {
+        # Diagnosed diabetes: screening does not apply.
+        **dict.fromkeys(
+            ["Dirk", "Emery", "Estrella", "Fabian", "Leonel", "Leonor", "Louis", "Morris"],
+            NO_CARD,
+        ),
+        **dict.fromkeys(["Patria", "Renato"], NO_CARD),
+        # Deceased (and the model has no age limit to stop it first).
+        "Reginald": NO_CARD,
+        # Everyone else: eight survey answers (activity, diet, general health...) are not in
+        # a FHIR chart, so the card names them.
+        **dict.fromkeys(
+            ["Adalberto", "Alfreda", "Israel", "Joie", "Lupe", "Maida", "Reuben"], "not_computed"
+        ),
+    },
+    READMISSION.id: {
+        # The one inpatient stay of an adult with every input: scored.
+        "Dirk": "scored",
+        # Maida's surgical admission has no diagnosis or reason coded: primary diagnosis missing.
+        "Maida": "not_computed",
+        # Adalberto's only inpatient stay was at age 2 (1951): the model is for adults.
+        "Adalberto": NO_CARD,
+        # Everyone else's latest encounter is ambulatory or emergency: not a hospital discharge.
+    },
+}
+
+
+def expected(service: HookService, name: str) -> str:
+    default = "scored" if service is ASCVD else NO_CARD
+    return EXPECTED[service.id].get(name, default)
+
+
+def run(client: TestClient, keys: Keys, service: HookService, name: str) -> list[dict[str, Any]]:
+    if service is READMISSION:
+        patient_id, encounter_id, data = discharge(name)
+        request = hook_request(patient_id, data, "encounter-discharge", encounter_id)
+    else:
+        patient_id, data = prefetch(bundle_path(name), service)
+        request = hook_request(patient_id, data)
+    return cards_of(call(client, keys, request, service))
+
+
+def kind(cards: list[dict[str, Any]]) -> str:
+    if not cards:
+        return NO_CARD
+    (card,) = cards
+    extension = card["extension"]["dev.clinrisk.prediction"]
+    if extension["computed"]:
+        return "scored"
+    return "out_of_range" if extension.get("status") == "not_applicable" else "not_computed"
+
+
+@pytest.mark.parametrize("service", list(SERVICES.values()), ids=list(SERVICES))
+def test_all_18_synthea_patients_get_a_well_formed_card_or_a_reasoned_none(
+    client: TestClient, keys: Keys, subtests: pytest.Subtests, service: HookService
+) -> None:
+    assert len(BUNDLES) == 18
+    seen: dict[str, int] = {}
+    for name in sorted(store().patients):
+        with subtests.test(patient=name):
+            cards = run(client, keys, service, name)
+            assert kind(cards) == expected(service, name)
+            seen[kind(cards)] = seen.get(kind(cards), 0) + 1
+            for card in cards:
+                if kind(cards) == "scored":
+                    check_risk_card(card, service)
+    assert sum(seen.values()) == 18
+
+
+def check_risk_card(card: dict[str, Any], service: HookService) -> None:
+    extension = card["extension"]["dev.clinrisk.prediction"]
+    assert card["uuid"] == extension["prediction_id"]
+    percent = f"{extension['probability'] * 100:.1f}%"
+    assert card["summary"].startswith(f"{service.outcome} ")
+    assert percent in card["summary"] or "<" in card["summary"]
+    assert card["indicator"] == ("warning" if extension["tier"] == "high" else "info")
+    model = extension["model"]
+    assert card["source"]["label"] == f"clinrisk {model['name']} {model['version']}"
+    assert card["source"]["url"] == f"http://testserver/ui#model/{model['name']}"
+    detail = card["detail"]
+    assert "**Main drivers**" in detail and "percentage points)" in detail
+    assert "**Chart data used**" in detail and "| Input | Value | From | Date |" in detail
+    (suggestion,) = card["suggestions"]
+    resource = suggestion["actions"][0]["resource"]
+    assert resource["prediction"][0]["probabilityDecimal"] == pytest.approx(
+        extension["probability"], abs=1e-6
+    )
+    assert resource["basis"] and all("/" in b["reference"] for b in resource["basis"])
+
+
+def test_discovery_offers_three_services_with_narrow_prefetch(
     client: TestClient, keys: Keys
 ) -> None:
     # No EHR issuer configured: the API key is the development door (EHR JWTs:
@@ -105,93 +230,62 @@ def test_discovery_describes_one_patient_view_service_with_prefetch(
     response = client.get("/cds-services", headers=keys.header("predict"))
 
     assert response.status_code == 200
-    (service,) = response.json()["services"]
-    assert service["id"] == "clinrisk-cvd-risk"
-    assert service["hook"] == "patient-view"
-    assert service["title"]
-    assert service["description"]
-    templates = service["prefetch"]
-    assert templates["patient"] == "Patient/{{context.patientId}}"
-    assert templates["conditions"] == (
-        "Condition?patient={{context.patientId}}&clinical-status=active"
+    services = {s["id"]: s for s in response.json()["services"]}
+    assert {k: s["hook"] for k, s in services.items()} == {
+        "clinrisk-ascvd-risk": "patient-view",
+        "clinrisk-diabetes-risk": "patient-view",
+        "clinrisk-readmission-risk": "encounter-discharge",
+    }
+    for service in services.values():
+        assert service["title"] and service["description"]
+        assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+        for template in service["prefetch"].values():
+            # Every search is bounded: a count, and observations newest first.
+            if "?" in template:
+                assert "_count=" in template
+            if template.startswith("Observation?") and "encounter=" not in template:
+                assert "_sort=-date" in template
+    ascvd = services["clinrisk-ascvd-risk"]["prefetch"]
+    assert (
+        "MedicationRequest?patient={{context.patientId}}&status=active"
+        in (ascvd["medicationRequests"])
     )
-    observations = templates["observations"]
-    assert observations.startswith("Observation?patient={{context.patientId}}&code=")
-    codes = observations.split("&code=", 1)[1].split(",")
-    expected = {"55284-4", "85354-9", "8480-6", "8462-4", "39156-5", "2093-3", "2345-7"}
-    expected |= {"2339-0", "8867-4", "72166-2"}
-    assert set(codes) == {f"http://loinc.org|{code}" for code in expected}
+    readmission = services["clinrisk-readmission-risk"]["prefetch"]
+    assert readmission["encounter"] == "Encounter/{{context.encounterId}}"
 
 
-def test_every_synthea_patient_gets_exactly_one_risk_card(
-    client: TestClient, keys: Keys, subtests: pytest.Subtests
+def test_every_observation_code_a_model_reads_is_in_its_services_templates(
+    client: TestClient,
 ) -> None:
-    assert len(BUNDLES) == 18
-    for path in BUNDLES:  # one app for all 18 patients: subtests report each on its own
-        with subtests.test(patient=path.name.split("_")[0]):
-            check_risk_card(client, keys, path)
-
-
-# Outside the intended population (issue 14): established ASCVD (coronary arteriosclerosis on
-# the problem list) and, as the bundles' birth dates age, over 70; Reginald is also deceased.
-NOT_APPLICABLE = {"Adalberto", "Reginald"}
-
-
-def check_risk_card(client: TestClient, keys: Keys, path: Path) -> None:
-    patient_id, data = prefetch(path)
-
-    card = only_card(call(client, keys, hook_request(patient_id, data)))
-
-    extension = card["extension"]["dev.clinrisk.prediction"]
-    if path.name.split("_")[0] in NOT_APPLICABLE:
-        assert extension["computed"] is False
-        assert "no_established_ascvd" in extension["not_applicable"]
-        assert "probability" not in extension
-        assert card["summary"].startswith("10-year CHD risk not applicable: ")
-        assert card["indicator"] == "info"
-        return
-    assert extension["computed"] is True
-    assert card["uuid"] == extension["prediction_id"]
-    assert len(card["summary"]) < 140
-    assert card["summary"] == (
-        f"10-year CHD risk {extension['probability'] * 100:.1f}% ({extension['tier']}, ACC/AHA)"
-    )
-    expected_indicator = {
-        "low": "info",
-        "borderline": "info",
-        "intermediate": "warning",
-        "high": "critical",
-    }[extension["tier"]]
-    assert card["indicator"] == expected_indicator
-    assert card["source"]["label"] == f"clinrisk cvd {SHIPPED_VERSION}"
-    assert card["links"] == [
-        {
-            "label": "clinrisk: model 'cvd' card and validation",
-            "url": MODEL_PAGE,
-            "type": "absolute",
-        }
-    ]
-    detail = card["detail"]
-    assert extension["model"]["sha256"] in detail
-    assert "**Main drivers**" in detail
-    assert "On blood-pressure medication not in the chart" in detail  # never prefetched
-    assert "| Systolic BP |" in detail
+    state = client.app.state.clinrisk  # type: ignore[attr-defined]
+    for service in (ASCVD, DIABETES):
+        specs = state.registry.get(service.model, None).specs
+        templates = " ".join(p.template for p in service.prefetch.values())
+        for code in fhir.observation_codes(specs):
+            if code in ("85354-9", "8462-4"):  # other BP panel / diastolic: not read by these
+                continue
+            assert f"{fhir.LOINC}|{code}" in templates, (service.id, code)
 
 
 def test_the_card_scores_exactly_like_the_predict_endpoint_and_is_audited(
     client: TestClient, keys: Keys
 ) -> None:
-    patient_id, data = prefetch(bundle_path("Dirk_Kuhlman"))  # every input incl. glucose
-    patient = data["patient"]
-    observations, _ = fhir.bundle_resources(data["observations"], "Observation", patient_id)
-    conditions, _ = fhir.bundle_resources(data["conditions"], "Condition", patient_id)
-    specs = load_artifact(MODELS_DIR / "cvd" / SHIPPED_VERSION).manifest.features
-    extracted = fhir.extract_features(specs, patient, observations, conditions, today=date.today())
-    assert "glucose_mg_dl" in extracted.features
+    patient_id, data = prefetch(bundle_path("Dirk_Kuhlman"))
+    chart = fhir.Chart.from_resources(
+        [
+            r
+            for v in data.values()
+            for r in ([v] if "entry" not in v else [e["resource"] for e in v["entry"]])
+        ],
+        patient_id,
+    )
+    state = client.app.state.clinrisk  # type: ignore[attr-defined]
+    specs = state.registry.get(ASCVD.model, None).specs
+    extracted = fhir.chart_features(specs, chart, on=date.today())
 
     card = only_card(call(client, keys, hook_request(patient_id, data)))
     direct = client.post(
-        "/v1/models/cvd/predict",
+        f"/v1/models/{ASCVD.model}/predict",
         headers=keys.header("predict"),
         json={"features": extracted.features},
     ).json()
@@ -207,135 +301,159 @@ def test_the_card_scores_exactly_like_the_predict_endpoint_and_is_audited(
     assert record["prediction_id"] == card["uuid"]
     assert record["probability"] == direct["probability"]
     assert record["caller"] == keys.predict.split("_")[1]
-    expected = hmac.new(PSEUDONYM_KEY, patient_id.encode(), hashlib.sha256).hexdigest()
-    assert record["patient_pseudonym"] == expected
+    expected_pseudonym = hmac.new(PSEUDONYM_KEY, patient_id.encode(), hashlib.sha256).hexdigest()
+    assert record["patient_pseudonym"] == expected_pseudonym
 
 
-@pytest.mark.parametrize("control", ["Israel_Sanford", "Joie_Morissette"])
-def test_controls_without_hba1c_or_glucose_still_get_a_risk_card(
-    client: TestClient, keys: Keys, control: str
+def table_row(detail: str, label: str) -> list[str]:
+    (row,) = [line for line in detail.splitlines() if line.startswith(f"| {label} |")]
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_the_ascvd_card_reads_medications_egfr_and_age_at_the_hooks_date(
+    client: TestClient, keys: Keys
 ) -> None:
-    patient_id, data = prefetch(bundle_path(control))
+    patient_id, data = prefetch(bundle_path("Alfreda_Wyman"))  # hydrochlorothiazide, no statin
 
     card = only_card(call(client, keys, hook_request(patient_id, data)))
 
-    assert card["extension"]["dev.clinrisk.prediction"]["computed"] is True
-    assert "Glucose not in the chart" in card["detail"]
+    detail = card["detail"]
+    treated = table_row(detail, "Treated for high blood pressure")
+    assert treated[1] == "Yes" and "Hydrochlorothiazide" in treated[2]
+    assert table_row(detail, "Statin")[1] == "No"
+    egfr = table_row(detail, "eGFR")
+    assert "derived: CKD-EPI 2021 from LOINC 38483-4" in egfr[2] and egfr[3]
+    age = table_row(detail, "Age")
+    assert f"age on {date.today().isoformat()}" in age[2]
+    birth = date.fromisoformat(data["patient"]["birthDate"])
+    assert age[1] == f"{fhir.age_in_years(birth, date.today())} years"
+    (suggestion,) = card["suggestions"]
+    basis = {b["reference"] for b in suggestion["actions"][0]["resource"]["basis"]}
+    medication = [b for b in basis if b.startswith("MedicationRequest/")]
+    creatinine = [b for b in basis if b.startswith("Observation/")]
+    assert medication and creatinine
+    assert "Treated for high blood pressure: yes, raised" in detail
 
 
-def test_the_deceased_patients_card_says_so(client: TestClient, keys: Keys) -> None:
-    patient_id, data = prefetch(bundle_path("Reginald_Auer"))
-
-    card = only_card(call(client, keys, hook_request(patient_id, data)))
-
-    assert "deceased on 2013-02-18" in card["detail"]
-    assert "age on 2013-02-18" in card["detail"]
-    # Issue 14: a deceased patient is outside the intended population: no score.
-    assert card["extension"]["dev.clinrisk.prediction"]["status"] == "not_applicable"
+def test_a_deceased_or_established_ascvd_patient_gets_no_card_and_no_audit_record(
+    client: TestClient, keys: Keys
+) -> None:
+    for name in ("Reginald_Auer", "Adalberto_Hartmann"):
+        patient_id, data = prefetch(bundle_path(name))
+        assert cards_of(call(client, keys, hook_request(patient_id, data))) == []
+    assert client.get("/v1/audit", headers=keys.header("admin")).json()["records"] == []
+    reasons = {
+        reason: REGISTRY.get_sample_value(
+            "clinrisk_cds_hook_results_total", {"service": ASCVD.id, "result": reason}
+        )
+        for reason in ("no_card_deceased", "no_card_established_ascvd")
+    }
+    assert all(value and value >= 1 for value in reasons.values()), reasons
 
 
 def test_missing_blood_pressure_gives_one_info_card_and_no_score(
     client: TestClient, keys: Keys
 ) -> None:
     patient_id, data = prefetch(bundle_path("Leonel_Hand"))
-    data["observations"]["entry"] = [
-        e
-        for e in data["observations"]["entry"]
-        if not fhir.loinc_codes(e["resource"]["code"]) & BP_CODES
-    ]
+    data["bloodPressure"] = None  # the EHR has no such data
 
     card = only_card(call(client, keys, hook_request(patient_id, data)))
 
     assert card["indicator"] == "info"
-    assert card["summary"] == "10-year CHD risk not computed: missing Systolic BP, Diastolic BP"
+    assert card["summary"] == "10-year ASCVD risk not computed: missing Systolic BP"
     assert card["extension"]["dev.clinrisk.prediction"] == {
         "computed": False,
-        "missing": ["systolic_bp_mm_hg", "diastolic_bp_mm_hg"],
+        "missing": ["systolic_bp_mm_hg"],
         "invalid": [],
     }
     assert "no usable LOINC 8480-6 observation" in card["detail"]
-    assert card["source"]["label"] == f"clinrisk cvd {SHIPPED_VERSION}"
-    assert card["links"][0]["url"] == MODEL_PAGE
-    audit = client.get("/v1/audit", headers=keys.header("admin")).json()
-    assert audit["records"] == []
+    assert client.get("/v1/audit", headers=keys.header("admin")).json()["records"] == []
 
 
-def test_an_implausible_value_gives_one_info_card(client: TestClient, keys: Keys) -> None:
-    patient_id, data = prefetch(bundle_path("Lupe_Little"))
-    data["patient"]["birthDate"] = "2012-01-01"  # a child: outside the model's 20-100 years
-
-    card = only_card(call(client, keys, hook_request(patient_id, data)))
-
-    assert card["indicator"] == "info"
-    assert card["summary"] == "10-year CHD risk not computed: implausible Age"
-    assert "outside the plausible range" in card["detail"]
-
-
-def test_a_value_in_mmol_per_litre_is_converted(client: TestClient, keys: Keys) -> None:
-    patient_id, data = prefetch(bundle_path("Lupe_Little"))
-    for entry in data["observations"]["entry"]:
-        if "2093-3" in fhir.loinc_codes(entry["resource"]["code"]):
-            entry["resource"]["valueQuantity"] = {
-                "value": 4.5,
-                "unit": "mmol/L",
-                "system": "http://unitsofmeasure.org",
-                "code": "mmol/L",
-            }
-
-    card = only_card(call(client, keys, hook_request(patient_id, data)))
-
-    assert "Total cholesterol converted from 4.5 mmol/L to 174 mg/dL" in card["detail"]
-
-
-def test_missing_prefetch_is_412_naming_the_keys(
-    client: TestClient, keys: Keys, subtests: pytest.Subtests
+def test_a_value_outside_the_equations_range_gives_an_info_card_without_a_score(
+    client: TestClient, keys: Keys
 ) -> None:
-    for missing in (["patient"], ["observations"], ["conditions", "patient"], None):
-        with subtests.test(missing=missing or "the whole prefetch"):
-            patient_id, data = prefetch(bundle_path("Lupe_Little"))
-            for key in missing or []:
-                del data[key]
+    patient_id, data = prefetch(bundle_path("Leonel_Hand"))
+    panel = data["bloodPressure"]["entry"][0]["resource"]
+    for component in panel["component"]:
+        if fhir.loinc_codes(component["code"]) == {"8480-6"}:
+            component["valueQuantity"]["value"] = 230
 
-            response = call(
-                client, keys, hook_request(patient_id, None if missing is None else data)
-            )
+    card = only_card(call(client, keys, hook_request(patient_id, data)))
 
-            assert response.status_code == 412
-            assert response.headers["content-type"] == "application/problem+json"
-            errors = response.json()["errors"]
-            expected = missing or ["patient", "observations", "conditions"]
-            assert sorted(e["field"] for e in errors) == sorted(f"prefetch.{k}" for k in expected)
-            templates = ("Patient/", "Observation?", "Condition?")
-            assert all(e["allowed"].startswith(templates) for e in errors)
+    extension = card["extension"]["dev.clinrisk.prediction"]
+    assert extension["status"] == "not_applicable" and "probability" not in extension
+    assert "systolic_bp_mm_hg_90_to_200" in extension["not_applicable"]
+    assert card["summary"].startswith("10-year ASCVD risk not computed: systolic bp 230")
 
 
-def test_an_operation_outcome_in_place_of_a_prefetch_is_412(client: TestClient, keys: Keys) -> None:
+def test_cholesterol_in_mmol_per_litre_is_converted(client: TestClient, keys: Keys) -> None:
+    patient_id, data = prefetch(bundle_path("Leonel_Hand"))
+    quantity = data["totalCholesterol"]["entry"][0]["resource"]["valueQuantity"]
+    mg_dl = quantity["value"]
+    quantity.update(value=round(mg_dl / 38.67, 2), unit="mmol/L", code="mmol/L")
+
+    card = only_card(call(client, keys, hook_request(patient_id, data)))
+
+    assert card["extension"]["dev.clinrisk.prediction"]["computed"] is True
+    assert "Total cholesterol converted from" in card["detail"]
+
+
+def test_missing_prefetch_without_a_fhir_server_is_412_naming_the_keys(
+    client: TestClient, keys: Keys
+) -> None:
     patient_id, data = prefetch(bundle_path("Lupe_Little"))
-    data["conditions"] = {"resourceType": "OperationOutcome", "issue": []}
+    del data["hdlCholesterol"]
+    data["smokingStatus"] = {"resourceType": "OperationOutcome", "issue": []}
+    request = hook_request(patient_id, data)
+    del request["fhirServer"]
+
+    response = call(client, keys, request)
+
+    assert response.status_code == 412
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = {e["field"]: e for e in response.json()["errors"]}
+    assert set(errors) == {"prefetch.hdlCholesterol", "prefetch.smokingStatus"}
+    assert errors["prefetch.hdlCholesterol"]["allowed"] == ASCVD.prefetch["hdlCholesterol"].template
+
+
+def test_an_http_fhir_server_off_this_machine_is_not_sent_the_token(
+    client: TestClient, keys: Keys
+) -> None:
+    # The spec's example points at http://hooks.smarthealthit.org:9080: not https, not loopback.
+    patient_id, data = prefetch(bundle_path("Lupe_Little"))
+    del data["hdlCholesterol"]
 
     response = call(client, keys, hook_request(patient_id, data))
 
     assert response.status_code == 412
-    assert [e["field"] for e in response.json()["errors"]] == ["prefetch.conditions"]
+    assert "must be https" in response.json()["detail"]
 
 
-def test_null_prefetch_means_no_data(client: TestClient, keys: Keys) -> None:
+def test_the_specs_example_request_validates_and_its_prefetch_key_is_ignored(
+    client: TestClient, keys: Keys
+) -> None:
+    example = json.loads(HOOK_EXAMPLE.read_text())
     patient_id, data = prefetch(bundle_path("Lupe_Little"))
-    data["observations"] = None
-    data["conditions"] = None
+    example["context"]["patientId"] = patient_id
+    example["prefetch"].update(data)  # the example's own "patientToGreet" stays
 
-    card = only_card(call(client, keys, hook_request(patient_id, data)))
+    card = only_card(call(client, keys, example))
 
-    assert card["extension"]["dev.clinrisk.prediction"]["computed"] is False
-    assert "current_smoker" in card["extension"]["dev.clinrisk.prediction"]["missing"]
+    assert card["extension"]["dev.clinrisk.prediction"]["computed"] is True
 
 
-MALFORMED: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
-    (lambda r: r.update(hook="order-sign"), "hook"),
-    (lambda r: r["context"].pop("patientId"), "context.patientId"),
+MALFORMED: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (lambda r: r.update(hook="order-select"), "hook"),
     (lambda r: r.pop("hookInstance"), "hookInstance"),
-    (lambda r: r["prefetch"]["patient"].update(id="someone-else"), "prefetch.patient.id"),
-    (lambda r: r["prefetch"].update(observations=[]), "prefetch.observations"),
+    (lambda r: r["context"].pop("patientId"), "context.patientId"),
+    (lambda r: r.update(prefetch=[]), "prefetch"),
+    (lambda r: r["prefetch"].update(patient={"resourceType": "Observation"}), "prefetch.patient"),
+    (
+        lambda r: r["prefetch"].update(hdlCholesterol={"resourceType": "Patient"}),
+        "prefetch.hdlCholesterol",
+    ),
+    (lambda r: r.update(fhirAuthorization={"token": 1}), "fhirAuthorization"),
 ]
 
 
@@ -353,6 +471,13 @@ def test_a_malformed_hook_request_is_400(
             assert response.status_code == 400
             assert response.headers["content-type"] == "application/problem+json"
             assert field in [e["field"] for e in response.json()["errors"]]
+    with subtests.test(field="context.encounterId"):
+        patient_id, _, data = discharge("Dirk")
+        request = hook_request(patient_id, data, "encounter-discharge")
+        del request["context"]["encounterId"]  # the example patient-view call carries one
+        response = call(client, keys, request, READMISSION)
+        assert response.status_code == 400
+        assert "context.encounterId" in [e["field"] for e in response.json()["errors"]]
     with subtests.test(field="body"):
         not_json = client.post(
             SERVICE,
@@ -376,51 +501,43 @@ def test_the_service_needs_a_key_with_the_predict_scope(client: TestClient, keys
     assert feedback.status_code == 401
 
 
-def feedback_count(outcome: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "clinrisk_cds_feedback_total", {"service": "clinrisk-cvd-risk", "outcome": outcome}
-    )
-    return value or 0.0
+def test_the_readmission_card_reads_the_stay_being_closed(client: TestClient, keys: Keys) -> None:
+    patient_id, encounter_id, data = discharge("Dirk")
+    request = hook_request(patient_id, data, "encounter-discharge", encounter_id)
 
+    card = only_card(call(client, keys, request, READMISSION))
 
-def test_feedback_examples_are_accepted_and_counted(
-    client: TestClient, keys: Keys, subtests: pytest.Subtests
-) -> None:
-    assert {p.stem for p in FEEDBACK_EXAMPLES} == {
-        "feedback-overridden-with-reason",
-        "feedback-suggestion-accepted",
+    detail = card["detail"]
+    assert table_row(detail, "Length of stay")[1] == "1 days"
+    assert table_row(detail, "Primary diagnosis")[1] == "injury or poisoning"
+    assert table_row(detail, "HbA1c this stay")[1] == "not measured"
+    assert table_row(detail, "Insulin at discharge")[1] == "unchanged dose"
+    assert "dose changes are not coded" in detail
+    (suggestion,) = card["suggestions"]
+    resource = suggestion["actions"][0]["resource"]
+    assert resource["encounter"] == {"reference": f"Encounter/{encounter_id}"}
+    assert resource["prediction"][0]["whenRange"]["high"] == {
+        "value": 30,
+        "unit": "days",
+        "system": "http://unitsofmeasure.org",
+        "code": "d",
     }
-    for path in FEEDBACK_EXAMPLES:
-        with subtests.test(example=path.stem):
-            body = json.loads(path.read_text())
-            outcome = body["feedback"][0]["outcome"]
-            before = feedback_count(outcome)
-
-            response = client.post(f"{SERVICE}/feedback", headers=keys.header("predict"), json=body)
-
-            assert response.status_code == 200
-            assert response.json() == {"received": 1}
-            assert feedback_count(outcome) == before + 1
-    assert "A comment entered by the clinician" not in client.get("/metrics").text
 
 
-INVALID_FEEDBACK: list[dict[str, Any]] = [
-    {},
-    {"feedback": []},
-    {"feedback": [{"card": "c", "outcome": "ignored", "outcomeTimestamp": "2021-01-01"}]},
-    {"feedback": [{"card": "c", "outcome": "accepted"}]},
-    {"feedback": [{"outcome": "overridden", "outcomeTimestamp": "2021-01-01T00:00:00Z"}]},
-]
-
-
-def test_invalid_feedback_is_400_and_not_counted(
-    client: TestClient, keys: Keys, subtests: pytest.Subtests
+def test_the_diabetes_card_names_the_survey_answers_a_chart_does_not_hold(
+    client: TestClient, keys: Keys
 ) -> None:
-    for index, body in enumerate(INVALID_FEEDBACK):
-        with subtests.test(case=index):
-            before = feedback_count("overridden") + feedback_count("accepted")
+    patient_id, data = prefetch(bundle_path("Lupe_Little"), DIABETES)
 
-            response = client.post(f"{SERVICE}/feedback", headers=keys.header("predict"), json=body)
+    card = only_card(call(client, keys, hook_request(patient_id, data), DIABETES))
 
-            assert response.status_code == 400
-            assert feedback_count("overridden") + feedback_count("accepted") == before
+    extension = card["extension"]["dev.clinrisk.prediction"]
+    assert extension["computed"] is False
+    assert set(extension["missing"]) == set(fhir.SURVEY_ITEMS)
+    assert "a survey answer the chart does not hold" in card["detail"]
+    # What the chart does hold is read: BMI, smoking, problem list, cholesterol checked.
+    assert table_row(card["detail"], "Ever smoker")[1] == "Never smoker"
+    assert (
+        table_row(card["detail"], "Cholesterol checked in last 5 years")[2].startswith("derived")
+        or "no LOINC 2093-3" in table_row(card["detail"], "Cholesterol checked in last 5 years")[2]
+    )

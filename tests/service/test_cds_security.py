@@ -35,7 +35,7 @@ JKU_ISS = "https://other-ehr.example.org"  # keys from its allowlisted jku
 URL_ISS = "https://url-ehr.example.org"  # keys from a configured JWKS URL
 ORIGIN = "https://ehr.example.org"
 DISCOVERY = "/cds-services"
-HOOK = "/cds-services/clinrisk-cvd-risk"
+HOOK = "/cds-services/clinrisk-ascvd-risk"
 
 
 def b64(data: bytes) -> str:
@@ -203,7 +203,7 @@ def test_es384_and_rs384_tokens_are_accepted_on_discovery_and_the_hook(
     for signer in (ehr.ec, ehr.rsa):
         discovery = ehr.discovery(mint(signer, claims(DISCOVERY)))
         assert discovery.status_code == 200, (signer.alg, discovery.text)
-        assert discovery.json()["services"][0]["id"] == "clinrisk-cvd-risk"
+        assert discovery.json()["services"][0]["id"] == "clinrisk-ascvd-risk"
 
         hook = ehr.hook(mint(signer, claims(HOOK)))
         assert hook.status_code == 200, (signer.alg, hook.text)

@@ -222,11 +222,11 @@ def test_a_patient_without_glucose_has_every_required_input() -> None:
     assert "glucose_mg_dl" in missing
 
 
-def test_age_is_taken_at_the_latest_observation_used() -> None:
-    result = extract()
+def test_age_is_taken_at_the_hooks_date_not_at_the_latest_observation() -> None:
+    result = extract()  # observations of 2020-01-01
 
-    assert result.age_reference == date(2020, 1, 1)
-    assert result.features["age_years"] == 59  # born 1960-06-15
+    assert result.age_reference == TODAY
+    assert result.features["age_years"] == 61  # born 1960-06-15, on 2022-06-01
 
 
 def test_age_is_taken_today_when_no_observation_is_dated() -> None:
@@ -425,3 +425,262 @@ def test_synthea_patients_match_the_published_latest_values(name: str) -> None:
     assert f["current_smoker"] == 0  # only never / former smokers in this set
     assert result.missing_required == []
     validator.validate(result.features)  # scorable as extracted
+
+
+# --- the published equations, medications and the other models (issues 11 and 12) -----------
+
+
+@functools.cache
+def specs_of(name: str) -> list[FeatureSpec]:
+    from models.registry import artifact_folder
+
+    return list(load_artifact(artifact_folder(MODELS_DIR, name)).manifest.features)
+
+
+def medication(
+    name: str,
+    status: str = "active",
+    kind: str = "MedicationRequest",
+    authored: str = "2019-01-01",
+    **extra: Any,
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": kind,
+        "id": name.split()[0].lower(),
+        "status": status,
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "display": name}],
+            "text": name,
+        },
+        **extra,
+    }
+    if kind == "MedicationRequest":
+        resource.setdefault("intent", "order")
+        resource["authoredOn"] = authored
+    else:
+        resource["effectiveDateTime"] = authored
+    return resource
+
+
+def prevent(
+    observations: list[dict[str, Any]],
+    medications: list[dict[str, Any]] | None = None,
+    patient: dict[str, Any] = PATIENT,
+) -> fhir.Extraction:
+    chart = fhir.Chart(patient, observations, [], medications or [])
+    return fhir.chart_features(specs_of("ascvd-prevent"), chart, on=TODAY)
+
+
+def source(result: fhir.Extraction, feature: str) -> fhir.Source:
+    (found,) = [s for s in result.sources if s.feature == feature]
+    return found
+
+
+def test_egfr_is_derived_with_ckd_epi_2021_from_the_latest_creatinine() -> None:
+    from models.equations import ckd_epi_2021
+
+    creatinine = obs("38483-4", 1.1, when="2021-05-01T08:00:00Z", id="cr1")
+    mdrd = obs("33914-3", 70.0, "mL/min/{1.73_m2}", when="2021-05-01T08:00:00Z", id="md1")
+
+    result = prevent([creatinine, mdrd])
+
+    expected = round(ckd_epi_2021(1.1, 60, True), 1)  # born 1960-06-15, aged 60 on 2021-05-01
+    assert result.features["egfr_ml_min_1_73m2"] == expected
+    used = source(result, "egfr_ml_min_1_73m2")
+    assert used.derived and used.reference == "Observation/cr1"
+    assert used.when == date(2021, 5, 1) and "CKD-EPI 2021" in used.text
+
+
+def test_a_newer_ckd_epi_2021_egfr_is_used_as_is_and_creatinine_in_umol_per_litre_converts() -> (
+    None
+):
+    egfr = obs("98979-8", 88.0, "mL/min/{1.73_m2}", when="2021-06-01", id="e1")
+    older = obs("2160-0", 97.0, "umol/L", when="2021-01-01", id="c1")
+    newer = obs("2160-0", 97.0, "umol/L", when="2021-07-01", id="c2")
+
+    assert prevent([egfr, older]).features["egfr_ml_min_1_73m2"] == 88.0
+    derived = prevent([egfr, newer])
+    assert source(derived, "egfr_ml_min_1_73m2").reference == "Observation/c2"
+    assert "1.10 mg/dL" in source(derived, "egfr_ml_min_1_73m2").text  # 97 / 88.42
+
+
+def test_an_mdrd_egfr_alone_is_used_with_a_warning() -> None:
+    result = prevent([obs("33914-3", 70.0, "mL/min/{1.73_m2}", id="m1")])
+
+    assert result.features["egfr_ml_min_1_73m2"] == 70.0
+    assert any("not CKD-EPI 2021" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("medications", "treated", "statin"),
+    [
+        ([medication("Amlodipine 5 MG Oral Tablet")], 1, 0),
+        ([medication("Lisinopril 10 MG", kind="MedicationStatement")], 1, 0),
+        ([medication("Amlodipine 5 MG / Atorvastatin 10 MG Oral Tablet")], 1, 1),
+        ([medication("Simvastatin 20 MG Oral Tablet", status="stopped")], 0, 0),
+        ([medication("Hydrochlorothiazide 25 MG", status="completed")], 0, 0),
+        ([medication("Amlodipine 5 MG", authored="2023-01-01")], 0, 0),  # after the hook date
+        ([medication("Amlodipine 5 MG", intent="proposal")], 0, 0),
+        ([medication("Acetaminophen 325 MG Oral Tablet")], 0, 0),
+        ([], 0, 0),
+    ],
+)
+def test_treatment_and_statin_from_current_medications(
+    medications: list[dict[str, Any]], treated: int, statin: int
+) -> None:
+    result = prevent(BASE_OBSERVATIONS, medications)
+
+    assert result.features["bp_medication"] == treated
+    assert result.features["statin"] == statin
+    if treated:
+        assert source(result, "bp_medication").reference is not None
+
+
+def test_a_current_smoker_without_an_amount_is_missing_never_averaged() -> None:
+    result = extract([*BASE_OBSERVATIONS[:3], smoking("449868002")])
+
+    assert result.features["current_smoker"] == 1
+    assert "cigarettes_per_day" not in result.features
+    assert any("cigarettes per day is left missing" in w for w in result.warnings)
+    packs = obs("8664-8", 1.5, "{packs}/d", when="2020-02-01")
+    with_amount = extract([*BASE_OBSERVATIONS[:3], smoking("449868002"), packs])
+    assert with_amount.features["cigarettes_per_day"] == 30.0
+
+
+def test_the_diabetes_models_chart_features() -> None:
+    chart = fhir.Chart(
+        PATIENT,
+        [
+            obs("39156-5", 31.0, "kg/m2", when="2021-01-01"),
+            obs("2093-3", 250.0, when="2019-01-01", id="tc"),
+            smoking("8517006"),  # former smoker: smoked 100 cigarettes
+        ],
+        [condition("38341003", status="resolved")],  # "ever told": resolved counts
+    )
+
+    result = fhir.chart_features(specs_of("diabetes"), chart, on=TODAY)
+
+    features = result.features
+    assert features["smoked_100_cigarettes"] == 1
+    assert features["high_blood_pressure"] == 1
+    assert features["high_cholesterol"] == 1  # 250 mg/dL >= 240, derived
+    assert source(result, "high_cholesterol").derived
+    assert features["cholesterol_checked_5y"] == 1
+    assert set(result.missing_required) == set(fhir.SURVEY_ITEMS)
+    old = fhir.chart_features(specs_of("diabetes"), chart, on=date(2025, 6, 1))
+    assert old.features["cholesterol_checked_5y"] == 0
+
+
+def test_chart_from_resources_keeps_this_patients_resources_only() -> None:
+    other = {**obs("2093-3", 300.0), "subject": {"reference": "Patient/other"}}
+    resources = [PATIENT, *BASE_OBSERVATIONS, other, medication("Amlodipine 5 MG")]
+
+    chart = fhir.Chart.from_resources(resources, PATIENT_ID)
+
+    assert chart.patient == PATIENT
+    assert len(chart.observations) == len(BASE_OBSERVATIONS)
+    assert len(chart.medications) == 1
+
+
+def stay(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": "stay",
+        "status": "finished",
+        "class": {"code": "IMP"},
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "period": {"start": "2022-05-20T10:00:00Z", "end": "2022-05-24T12:00:00Z"},
+        "reasonCode": [concept("I21.4", "http://hl7.org/fhir/sid/icd-10-cm")],
+        **extra,
+    }
+
+
+def visit(cls: str, start: str, end: str | None = None, rid: str = "v") -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": rid,
+        "class": {"code": cls},
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "period": {"start": start, "end": end or start},
+    }
+
+
+def readmission(
+    encounters: list[dict[str, Any]],
+    observations: list[dict[str, Any]] | None = None,
+    medications: list[dict[str, Any]] | None = None,
+) -> fhir.Extraction:
+    chart = fhir.Chart(
+        PATIENT,
+        observations or [],
+        [condition("44054006", onsetDateTime="2010-01-01")],
+        medications or [],
+        encounters,
+    )
+    return fhir.chart_features(
+        specs_of("readmission"), chart, on=date(2022, 5, 24), encounter_id="stay"
+    )
+
+
+def test_the_stay_features_of_the_readmission_model() -> None:
+    encounters = [
+        stay(
+            hospitalization={
+                "admitSource": concept("emd"),
+                "dischargeDisposition": concept("06", "http://www.nubc.org/patient-discharge"),
+            },
+            priority=concept("EM"),
+        ),
+        visit("AMB", "2022-01-10T09:00:00Z", rid="a1"),
+        visit("AMB", "2020-01-10T09:00:00Z", rid="a0"),  # more than a year before
+        visit("EMER", "2021-12-01T09:00:00Z", rid="e1"),
+        visit("IMP", "2021-10-01T09:00:00Z", "2021-10-05T09:00:00Z", rid="i1"),
+        visit("IMP", "2021-10-20T09:00:00Z", "2021-10-22T09:00:00Z", rid="i2"),
+    ]
+    observations = [
+        obs("4548-4", 8.4, "%", when="2022-05-21T08:00:00Z"),
+        obs("2339-0", 250.0, when="2022-05-21T09:00:00Z"),
+        obs("2339-0", 140.0, when="2022-05-22T09:00:00Z"),
+    ]
+    medications = [
+        medication(
+            "insulin glargine 100 UNT/ML",
+            authored="2022-05-22",
+            encounter={"reference": "Encounter/stay"},
+        ),
+        medication("Metformin 500 MG", authored="2015-01-01"),
+    ]
+
+    result = readmission(encounters, observations, medications)
+
+    f = result.features
+    assert f["time_in_hospital_days"] == 4
+    assert f["outpatient_visits_prior_year"] == 1
+    assert f["emergency_visits_prior_year"] == 1
+    assert f["inpatient_admissions_prior_year"] == 2
+    assert f["prior_encounters"] == 2 and f["prior_readmissions_30d"] == 1
+    assert f["hba1c_result"] == "above_8" and f["max_glucose_serum"] == "above_200"
+    assert f["insulin"] == "steady" and f["diabetes_medication"] == 1
+    assert f["medication_change"] == 1  # insulin ordered during the stay
+    assert f["medications"] == 1
+    assert f["discharge_disposition"] == "home_health"
+    assert f["admission_source"] == "emergency_room" and f["admission_type"] == "emergency"
+    assert f["primary_diagnosis"] == "circulatory"
+    assert result.missing_required == []
+    assert "not_inpatient" not in result.facts
+
+
+def test_an_unknown_diagnosis_code_is_missing_not_other_and_an_outpatient_visit_is_flagged() -> (
+    None
+):
+    unknown = stay(reasonCode=[concept("999999999")])
+    result = readmission([unknown])
+    assert "primary_diagnosis" in result.missing_required
+    assert result.features["discharge_disposition"] == "unknown"
+
+    ambulatory = readmission([{**stay(), "class": {"code": "AMB"}}])
+    assert "not_inpatient" in ambulatory.facts
+
+    hospice = stay(hospitalization={"dischargeDisposition": concept("hosp")})
+    assert "discharged_to_hospice" in readmission([hospice]).facts

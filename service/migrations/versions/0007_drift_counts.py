@@ -3,7 +3,7 @@ scored inputs fell there (and their summed predicted risk, for the tier and risk
 input value is stored; workers add their counts to the same row.
 
 Revision ID: 0007
-Revises: 0005 (0006 belongs to another change; the coordinator chains them)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -19,6 +19,8 @@ from service.ui.smart import router as smart_router
 STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "monitoring.js": "text/javascript; charset=utf-8",
+    "monitoring.css": "text/css; charset=utf-8",
 }
 # NOTE: `form-action 'none'` means a form can never be submitted by the browser itself, so patient
 # values cannot end up in a URL even if the script fails; the script sends them in POST bodies.
@@ -55,6 +57,12 @@ def _serve(request: Request, name: str, media_type: str, cache: str) -> Response
 def read_clinician_page(request: Request) -> Response:
     """The clinician page."""
     return _serve(request, "index.html", "text/html; charset=utf-8", "no-store")
+
+
+@router.get("/monitoring", operation_id="read_monitoring_page")
+def read_monitoring_page(request: Request) -> Response:
+    """The model monitoring page: live validation and drift (issue 13)."""
+    return _serve(request, "monitoring.html", "text/html; charset=utf-8", "no-store")
 
 
 @router.get("/static/{filename}", operation_id="read_clinician_page_file")

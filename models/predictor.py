@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -417,20 +417,23 @@ class Predictor:
         """
         shown = order if top_k is None else order[:top_k]
         remembered = self._items
-        items: list[ContributionDict] = []
-        for i in shown:
-            key = (i, values[i], amounts[i])
-            item = remembered.get(key)
-            if item is None:
-                item = self._item(i, values[i], amounts[i], signs[i])
-                if len(remembered) < MAX_REMEMBERED:
-                    remembered[key] = item
-            items.append(item)
+        get = remembered.get
+        # A comprehension of lookups, then a pass for the few items not seen before: the
+        # explicit loop cost a quarter of the batch path's scoring time.
+        items: list[ContributionDict | None] = [get((i, values[i], amounts[i])) for i in shown]
+        if None in items:
+            for position, i in enumerate(shown):
+                if items[position] is None:
+                    item = self._item(i, values[i], amounts[i], signs[i])
+                    if len(remembered) < MAX_REMEMBERED:
+                        remembered[(i, values[i], amounts[i])] = item
+                    items[position] = item
+        explained = cast(list[ContributionDict], items)
         if len(shown) < len(order):
             rest = math.fsum(amounts[i] for i in order[len(shown) :])
             n_rest = len(order) - len(shown)
             direction = _direction(rest)
-            items.append(
+            explained.append(
                 {
                     "feature": "other_features",
                     "label": f"{n_rest} other inputs",
@@ -441,7 +444,7 @@ class Predictor:
                     "text": describe.others_text(n_rest, SIGN_OF[direction]),
                 }
             )
-        return items
+        return explained
 
     def _item(
         self, feature: int, value: float | str | None, amount: float, sign: int
@@ -535,9 +538,10 @@ class Predictor:
         out_of_range: list[list[OutOfRangeDict]] = [[] for _ in range(n)]
         conversions: list[list[UnitConversionDict]] = [[] for _ in range(n)]
         rules = self.validator.rules
-        for position, j in zip(*np.nonzero(frame.missing[accepted]), strict=True):
+        # tolist(): iterating numpy integers costs several times more than Python ints.
+        for position, j in np.argwhere(frame.missing[accepted]).tolist():
             missing[position].append(self._missing[j])
-        for position, j in zip(*np.nonzero(frame.out_of_range[accepted]), strict=True):
+        for position, j in np.argwhere(frame.out_of_range[accepted]).tolist():
             rule = rules[j]
             assert rule.training is not None
             out_of_range[position].append(
@@ -548,7 +552,7 @@ class Predictor:
                     "training_p99": rule.training[1],
                 }
             )
-        for position, j in zip(*np.nonzero(frame.converted[accepted]), strict=True):
+        for position, j in np.argwhere(frame.converted[accepted]).tolist():
             rule = rules[j]
             row = accepted[position]
             original, units = frame.conversions[rule.name]

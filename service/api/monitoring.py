@@ -11,10 +11,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import drift
 from service.api.audit import QueryTime
-from service.api.deps import AdminCaller, ModelDep, StateDep, declare_version, problem_responses
+from service.api.deps import (
+    AdminCaller,
+    AnyCaller,
+    ModelDep,
+    StateDep,
+    declare_version,
+    problem_responses,
+)
 from service.errors import AuditUnavailable, InvalidFeatures
 from service.monitoring import Window, export, report
 from service.settings import Settings
+from service.transparency import source_attributes
 
 router = APIRouter(prefix="/v1/models", tags=["monitoring"])
 
@@ -115,3 +123,47 @@ def read_drift(
     if until is None and days is None:
         drift.export(result)  # the gauges carry the configured window up to today
     return result
+
+
+def monitoring_process(settings: Settings) -> dict[str, Any]:
+    """How this service monitors validity and fairness (the HTI-1 maintenance attributes)."""
+    return {
+        "live_validation": (
+            "Continuous, on outcomes recorded through POST /v1/outcomes or `clinrisk outcomes "
+            "record`: per model version, time window and manifest subgroup, AUROC with DeLong "
+            "CI, calibration slope and intercept, observed/expected, Brier, sensitivity and PPV "
+            "per tier, each judged against the validation value (worse when the 95% CI excludes "
+            f"it); groups under {settings.monitoring_min_group} known outcomes are suppressed."
+        ),
+        "drift": (
+            "Daily counts of scored inputs, predicted risks and tiers, compared over the last "
+            f"{settings.drift_window_days} days with the training distribution and validation "
+            f"(PSI; warning {settings.drift_psi_warning}, alert {settings.drift_psi_alert}, from "
+            f"{settings.drift_min_rows} rows), and the AUROC expected from the risks alone "
+            f"(alert {settings.drift_expected_auroc_drop} below validation)."
+        ),
+        "alerting": (
+            "Prometheus gauges refreshed every "
+            f"{settings.drift_flush_seconds:g} s; alert rules in "
+            "deploy/prometheus/clinrisk-alerts.yml; the monitoring page /ui/monitoring."
+        ),
+    }
+
+
+@router.get(
+    "/{name}/versions/{version}/transparency",
+    operation_id="read_source_attributes",
+    responses=problem_responses(401, 403, 404, 422),
+    dependencies=[Depends(declare_version)],
+)
+def read_source_attributes(_caller: AnyCaller, model: ModelDep, state: StateDep) -> dict[str, Any]:
+    """The ONC HTI-1 source attributes of this model version (45 CFR 170.315(b)(11)(iv)(B)),
+    from its manifest and live validation; a value the artifact does not state is shown as
+    missing, with the reason. Any valid key: users are meant to read these."""
+    live: dict[str, Any] | None
+    try:
+        with state.audit.engine.connect() as connection:
+            live = report(connection, model.manifest, min_group=state.settings.monitoring_min_group)
+    except SQLAlchemyError:
+        live = None  # shown as missing with the reason, never as a 503 for the whole sheet
+    return source_attributes(model.manifest, live, monitoring_process(state.settings))

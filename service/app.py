@@ -16,7 +16,7 @@ from models.predictor import Predictor
 from models.registry import Registry
 from service import drift
 from service.api import audit as audit_api
-from service.api import curves, health, predict
+from service.api import curves, fhir_out, health, predict
 from service.api import models as models_api
 from service.api import monitoring as monitoring_api
 from service.api import outcomes as outcomes_api
@@ -25,6 +25,7 @@ from service.api.monitoring import drift_thresholds
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import KeyStore
 from service.cds_hooks import router as cds_hooks
+from service.cds_hooks.feedback import admin_router as cds_feedback
 from service.cds_hooks.security import CdsCors
 from service.docs import install_docs
 from service.errors import EXCEPTION_HANDLERS
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(outcomes_api.router)
     app.include_router(monitoring_api.router)
     app.include_router(cds_hooks.router)
+    app.include_router(cds_feedback)
+    app.include_router(fhir_out.router)
     app.include_router(ui_router)
     install_docs(app)
 

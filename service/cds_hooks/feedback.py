@@ -72,16 +72,19 @@ class FeedbackStore:
             }
             for item in items
         ]
-        insert = (
+        upsert = (
             postgresql.insert(TABLE)
             if self._engine.dialect.name == "postgresql"
             else sqlite.insert(TABLE)
         ).on_conflict_do_nothing(index_elements=["card_uuid"])
+        # RETURNING names the rows really inserted (a repeat returns none); psycopg reports no
+        # rowcount for ON CONFLICT DO NOTHING through SQLAlchemy.
+        insert = upsert.returning(TABLE.c.card_uuid)
         try:
             stored = 0
             with self._engine.begin() as connection:
-                for row in rows:  # one by one: rowcount tells a new card from a repeat
-                    stored += connection.execute(insert, row).rowcount
+                for row in rows:  # one by one: what returns tells a new card from a repeat
+                    stored += len(connection.execute(insert, row).all())
             return stored
         except SQLAlchemyError as exc:
             log.warning("cds_feedback_store_failed", error=type(exc).__name__)

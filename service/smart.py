@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import re
 import secrets
 import time
@@ -117,14 +116,11 @@ class SmartConfiguration:
 
 
 @dataclass(frozen=True)
-class Chart:
-    """The launch patient's resources as read from the EHR (dropped after the request)."""
+class Launched:
+    """The launch patient's chart as read from the EHR (dropped after the request)."""
 
     patient_id: str
-    patient: Mapping[str, Any]
-    observations: list[Mapping[str, Any]]
-    conditions: list[Mapping[str, Any]]
-    medications: list[Mapping[str, Any]]
+    chart: fhir.Chart
 
 
 _DISCOVERY: dict[str, tuple[float, SmartConfiguration]] = {}
@@ -275,34 +271,11 @@ async def redeem(
     return Grant(access_token=token, patient_id=patient)
 
 
-# The mapping's own Observation codes beyond the manifests' (HDL, creatinine / eGFR, smoking
-# intensity, ...), read by name so that this stays one list with the mapping; a name the mapping
-# does not define (yet) is skipped. ``OBSERVATION_CODES``, if the mapping exports it, is all.
-_MAPPING_CODE_NAMES = (
-    "OBSERVATION_CODES",
-    "CVD_OBSERVATION_CODES",
-    "HDL",
-    "TOTAL_CHOLESTEROL",
-    "EGFR_OTHER",
-    "CREATININE",
-    "CIGARETTES_PER_DAY",
-    "PACKS_PER_DAY",
-    "SMOKING_STATUS",
-)
-
-
 def observation_codes(models: Sequence[Predictor]) -> list[str]:
-    """Every LOINC code the mapping or a model reads from Observations (with equivalents)."""
+    """Every LOINC code a model's features are read from (the mapping's own list per model)."""
     codes: dict[str, None] = {}
-    for name in _MAPPING_CODE_NAMES:
-        value = getattr(fhir, name, ())
-        codes.update(dict.fromkeys([value] if isinstance(value, str) else value))
-    for equivalents in fhir.LOINC_EQUIVALENTS.values():
-        codes.update(dict.fromkeys(equivalents))
     for model in models:
-        for spec in model.specs:
-            if spec.loinc is not None:
-                codes.update(dict.fromkeys(fhir.LOINC_EQUIVALENTS.get(spec.loinc, (spec.loinc,))))
+        codes.update(dict.fromkeys(fhir.observation_codes(model.specs)))
     return list(codes)
 
 
@@ -340,7 +313,9 @@ async def _search(
     return found
 
 
-async def read_chart(base: str, grant: Grant, models: Sequence[Predictor], timeout: float) -> Chart:
+async def read_chart(
+    base: str, grant: Grant, models: Sequence[Predictor], timeout: float
+) -> Launched:
     """The launch patient's Patient, Observations (the codes the models read, latest first),
     Conditions and current (active, on-hold) MedicationRequests, read with the granted token."""
     headers = {"Authorization": f"Bearer {grant.access_token}", "Accept": "application/fhir+json"}
@@ -375,39 +350,25 @@ async def read_chart(base: str, grant: Grant, models: Sequence[Predictor], timeo
             grant.patient_id,
             headers,
         )
-    return Chart(grant.patient_id, patient, observations, conditions, medications)
+    chart = fhir.Chart(
+        patient=patient, observations=observations, conditions=conditions, medications=medications
+    )
+    return Launched(grant.patient_id, chart)
 
 
 # --- chart -> features (the CDS Hooks mapping) ----------------------------------------------
 
 
-def _extract(model: Predictor, chart: Chart, today: date) -> fhir.Extraction:
-    # NOTE: a thin adapter over the CDS Hooks mapping, which is being extended (medications,
-    # the hook's date): it passes what the current signature takes, so both stay one mapping.
-    parameters = inspect.signature(fhir.extract_features).parameters
-    extra: dict[str, Any] = {}
-    if "medications" in parameters:
-        extra["medications"] = chart.medications
-    return fhir.extract_features(
-        model.specs, chart.patient, chart.observations, chart.conditions, today=today, **extra
-    )
-
-
-def extract_for(model: Predictor, chart: Chart, today: date) -> dict[str, Any]:
-    """One model's form values from the chart: features, where each came from, warnings, and the
-    applicability facts the chart states (as the CDS Hooks service sends them)."""
-    extraction = _extract(model, chart, today)
-    context: dict[str, bool] = {}
+def extract_for(model: Predictor, chart: fhir.Chart, today: date) -> dict[str, Any]:
+    """One model's form values from the chart through the CDS Hooks mapping
+    (``fhir.chart_features``): features, where each came from (text, resource, date), warnings,
+    and the applicability facts the chart states (sent as the request's ``context``)."""
+    extraction = fhir.chart_features(model.specs, chart, on=today)
     contexts = model.population.contexts
+    context: dict[str, bool] = {}
     if extraction.deceased and "deceased" in contexts:
         context["deceased"] = True
-    # The mapping states applicability facts itself once it has ``facts`` (context -> code);
-    # until then, established ASCVD as the CDS Hooks router reads it.
-    facts: Mapping[str, str] | None = getattr(extraction, "facts", None)
-    if facts is None:
-        ascvd = fhir.established_ascvd(chart.conditions)
-        facts = {"established_ascvd": ascvd} if ascvd is not None else {}
-    for name, code in facts.items():
+    for name, code in extraction.facts.items():
         if name in contexts and name != "deceased":
             context[name] = True
             extraction.warnings.append(
@@ -420,8 +381,7 @@ def extract_for(model: Predictor, chart: Chart, today: date) -> dict[str, Any]:
                 "feature": s.feature,
                 "text": s.text,
                 "date": s.when.isoformat() if s.when else None,
-                # e.g. "Observation/<id>": the resource the value was read from, when known
-                "reference": getattr(s, "reference", None),
+                "reference": s.reference,  # e.g. "Observation/<id>", when known
             }
             for s in extraction.sources
         ],
@@ -431,9 +391,10 @@ def extract_for(model: Predictor, chart: Chart, today: date) -> dict[str, Any]:
     }
 
 
-def patient_summary(chart: Chart) -> dict[str, Any]:
+def patient_summary(launched: Launched) -> dict[str, Any]:
     """What the page shows about whom it is scoring (kept in the page's memory only)."""
-    names = chart.patient.get("name")
+    patient = launched.chart.patient or {}
+    names = patient.get("name")
     shown = ""
     for name in names if isinstance(names, list) else []:
         if not isinstance(name, dict):
@@ -445,7 +406,7 @@ def patient_summary(chart: Chart) -> dict[str, Any]:
             shown = " ".join(p for p in parts if isinstance(p, str)).strip()
         if shown:
             break
-    return {"id": chart.patient_id, "name": shown[:120]}
+    return {"id": launched.patient_id, "name": shown[:120]}
 
 
 # --- clinrisk sessions -----------------------------------------------------------------------

@@ -79,7 +79,7 @@ async def smart_session(request: Request, state: StateDep) -> Response:
     )
     names = [name for name in state.registry.names() if ehr.models is None or name in ehr.models]
     models = [state.registry.get(name) for name in names]
-    chart = await smart.read_chart(base, grant, models, settings.smart_timeout_seconds)
+    launched = await smart.read_chart(base, grant, models, settings.smart_timeout_seconds)
     del grant  # the EHR's token is not kept past this request
     today = date.today()
     token, expires = sessions.issue(base)
@@ -88,7 +88,9 @@ async def smart_session(request: Request, state: StateDep) -> Response:
         {
             "session": {"token": token, "expires_at": expires.isoformat()},
             "ehr": ehr.name,
-            "patient": smart.patient_summary(chart),
-            "models": {model.name: smart.extract_for(model, chart, today) for model in models},
+            "patient": smart.patient_summary(launched),
+            "models": {
+                model.name: smart.extract_for(model, launched.chart, today) for model in models
+            },
         }
     )

@@ -161,6 +161,7 @@ def test_ehr_launch_fills_the_form_from_the_chart_and_scores(
     assert not page.locator("#api-key").is_visible()
 
     page.select_option("#model-select", "cvd")
+    page.wait_for_function("() => location.hash === '#score/cvd'")
     page.locator('[data-source-for="systolic_bp_mm_hg"]').wait_for()
     systolic, when = latest_value(servers, "8480-6")
     assert float(page.input_value("#f-systolic_bp_mm_hg")) == pytest.approx(systolic, abs=0.05)
@@ -366,34 +367,16 @@ def test_the_chart_goes_through_the_cds_hooks_mapping_with_every_page_read(
     models = answer.json()["models"]
     resources = servers.ehr.resources
     registry_models = {name: servers_model(servers, name) for name in models}
+    # The whole record, as the CDS Hooks tests read a Synthea bundle.
+    everything = fhir.Chart.from_resources(
+        [r for kind in resources.values() for r in kind], servers.ehr.patient_id
+    )
     for name, chart in models.items():
-        expected = fhir.extract_features(
-            registry_models[name].specs,
-            resources["Patient"][0],
-            resources["Observation"],
-            resources.get("Condition", []),
-            today=date.today(),
-            **(
-                {
-                    "medications": [
-                        m
-                        for m in resources.get("MedicationRequest", [])
-                        if m["status"] in ("active", "on-hold")
-                    ]
-                }
-                if "medications" in _parameters()
-                else {}
-            ),
-        )
+        expected = fhir.chart_features(registry_models[name].specs, everything, on=date.today())
         assert chart["features"] == expected.features, name
         assert [s["feature"] for s in chart["sources"]] == [s.feature for s in expected.sources]
+        assert [s["reference"] for s in chart["sources"]] == [s.reference for s in expected.sources]
     assert set(models) >= {"cvd", "diabetes"}
-
-
-def _parameters() -> set[str]:
-    import inspect
-
-    return set(inspect.signature(fhir.extract_features).parameters)
 
 
 def servers_model(servers: Launchable, name: str) -> Any:

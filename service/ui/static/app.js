@@ -540,6 +540,8 @@
         return;
       }
       state.details.set(name, detail);
+      // Another model was picked while this one loaded: the later choice wins.
+      if ($("model-select").value !== name) return;
     }
     const changed = !state.model || state.model.name !== name;
     state.model = detail;

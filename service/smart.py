@@ -187,6 +187,9 @@ async def discover(base: str, timeout: float) -> SmartConfiguration:
 class Grant:
     access_token: str = field(repr=False)
     patient_id: str
+    model: str | None = None
+    """The model the launch asks for: ``{"model": NAME}`` in the token answer's ``appContext``
+    (what a CDS Hooks card's SMART link carries, CDS Hooks 2.0 §Link)."""
 
 
 def check_redemption(code: Any, verifier: Any, redirect_uri: Any) -> tuple[str, str, str]:
@@ -268,7 +271,21 @@ async def redeem(
             "The EHR granted no patient context: launch the page from a patient's chart.",
             errors=[{"field": "patient", "message": "missing from the EHR's token answer"}],
         )
-    return Grant(access_token=token, patient_id=patient)
+    return Grant(access_token=token, patient_id=patient, model=_app_context_model(body))
+
+
+def _app_context_model(body: Mapping[str, Any]) -> str | None:
+    """The model named in ``appContext`` (a JSON object as a string), else None: anything else
+    in it is ignored, and an unknown name is dropped by the caller."""
+    raw = body.get("appContext")
+    if not isinstance(raw, str) or len(raw) > 1024:
+        return None
+    try:
+        context = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    model = context.get("model") if isinstance(context, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def observation_codes(models: Sequence[Predictor]) -> list[str]:

@@ -80,6 +80,7 @@ async def smart_session(request: Request, state: StateDep) -> Response:
     names = [name for name in state.registry.names() if ehr.models is None or name in ehr.models]
     models = [state.registry.get(name) for name in names]
     launched = await smart.read_chart(base, grant, models, settings.smart_timeout_seconds)
+    model_asked = grant.model if grant.model in names else None
     del grant  # the EHR's token is not kept past this request
     today = date.today()
     token, expires = sessions.issue(base)
@@ -89,6 +90,7 @@ async def smart_session(request: Request, state: StateDep) -> Response:
             "session": {"token": token, "expires_at": expires.isoformat()},
             "ehr": ehr.name,
             "patient": smart.patient_summary(launched),
+            "model": model_asked,
             "models": {
                 model.name: smart.extract_for(model, launched.chart, today) for model in models
             },

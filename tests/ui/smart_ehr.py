@@ -80,6 +80,7 @@ class AuthorizationCode:
     scope: str
     user: str
     patient: str
+    app_context: str | None
     code_challenge: str | None
     code_challenge_method: str | None
     issued_at: float = field(default_factory=time.time)
@@ -108,6 +109,8 @@ class EhrState:
     patient_id: str
     resources: dict[str, list[dict[str, Any]]]
     launches: dict[str, str] = field(default_factory=dict)
+    app_contexts: dict[str, str] = field(default_factory=dict)
+    """Launch -> the ``appContext`` the token answer carries (a CDS Hooks card's SMART link)."""
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
     token_requests: int = 0
@@ -116,9 +119,11 @@ class EhrState:
     auth_url: str = ""
     client: Client | None = None
 
-    def new_launch(self) -> str:
+    def new_launch(self, app_context: str | None = None) -> str:
         launch = secrets.token_urlsafe(12)
         self.launches[launch] = self.patient_id
+        if app_context is not None:
+            self.app_contexts[launch] = app_context
         return launch
 
 
@@ -208,6 +213,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
             scope=request.client.get_allowed_scope(data.get("scope", "")),
             user=request.user,
             patient=ehr.launches[data["launch"]],
+            app_context=ehr.app_contexts.get(data["launch"]),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
         )
@@ -227,15 +233,18 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
 class LaunchContext:
     """An Authlib grant extension (as ``CodeChallenge`` is one): SMART's token answer names the
-    launch patient."""
+    launch patient, and carries the launch's ``appContext`` when it has one."""
 
     def __call__(self, grant: _CodeGrant) -> None:
         grant.register_hook("after_create_token_response", self.add_patient)
 
     def add_patient(self, grant: _CodeGrant, result: tuple[int, dict[str, Any], Any]) -> None:
         status, token, _headers = result
+        code: AuthorizationCode = grant.request.authorization_code
         if status == 200:
-            token["patient"] = grant.request.authorization_code.patient
+            token["patient"] = code.patient
+            if code.app_context is not None:
+                token["appContext"] = code.app_context
 
 
 def authorization_app(ehr: EhrState) -> FastAPI:

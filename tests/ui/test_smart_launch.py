@@ -219,6 +219,23 @@ def test_ehr_launch_fills_the_form_from_the_chart_and_scores(
     assert callers == [caller.key_id, caller.key_id]
 
 
+def test_a_launch_from_a_cds_card_opens_the_model_its_app_context_names(
+    smart_page: Page, servers: Launchable
+) -> None:
+    page = smart_page
+    launch = servers.ehr.new_launch(app_context='{"model": "diabetes"}')
+    page.goto(launch_url(servers.fhir, launch))
+    page.locator("#score-view:not([hidden])").wait_for()
+    assert page.evaluate("() => location.hash") == "#score/diabetes"
+    assert page.input_value("#model-select") == "diabetes"
+    page.locator('[data-source-for="age_years"]').wait_for()
+    # An appContext naming no model this service has is ignored (the first model opens).
+    other = servers.ehr.new_launch(app_context='{"model": "no-such-model"}')
+    page.goto(launch_url(servers.fhir, other))
+    page.locator("#score-view:not([hidden])").wait_for()
+    assert page.evaluate("() => location.hash") != "#score/no-such-model"
+
+
 def test_a_launch_from_a_server_not_allowlisted_is_refused_before_any_request_to_it(
     smart_page: Page, servers: Launchable
 ) -> None:

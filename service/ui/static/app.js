@@ -2119,6 +2119,8 @@
       return;
     }
     state.smart = { ehr: answer.ehr, patient: answer.patient, models: answer.models, expires: answer.session.expires_at };
+    // The model the launch asked for (a CDS Hooks card's link), else the address's or the first.
+    if (answer.model) history.replaceState(null, "", `${location.pathname}#score/${answer.model}`);
     $("launch-status").hidden = true;
     $("patient-id").value = answer.patient.id || "";
     $("patient-name").value = answer.patient.name || "";

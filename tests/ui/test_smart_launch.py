@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 PATIENT = "Dirk_Kuhlman"
 PSEUDONYM_KEY = "smart-test-pseudonym-key"
+DOWN_EHR = "http://127.0.0.1:9/fhir"  # allowlisted, but nothing listens there (discard port)
 
 
 @dataclass
@@ -83,7 +84,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launchable]:
                 api_keys_file=keys.file,
                 pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
                 log_level="INFO",
-                smart_ehrs={fhir_url: SmartEhr(client_id=CLIENT_ID, name="Test EHR")},
+                smart_ehrs={
+                    fhir_url: SmartEhr(client_id=CLIENT_ID, name="Test EHR"),
+                    DOWN_EHR: SmartEhr(client_id=CLIENT_ID, name="EHR that is down"),
+                },
             )
             with running_server(create_app(settings)) as clinrisk_url:
                 ehr.client = Client(CLIENT_ID, [f"{clinrisk_url}/ui"], " ".join(SCOPE_LIST))
@@ -274,6 +278,16 @@ def test_an_answer_with_another_state_is_refused_and_its_code_never_redeemed(
     assert page.locator("#score-view").is_hidden()
     assert page.evaluate("() => sessionStorage.length") == 0
 
+    # Login CSRF: a link carrying someone else's code, in a tab that started no launch.
+    code = next(iter(set(ehr.codes) - codes_before))
+    page.goto(f"/ui?code={quote(code)}&state=whatever")
+    page.get_by_text("state mismatch").wait_for()
+    assert ehr.token_requests == token_requests
+    # The EHR's own refusal (the user declined) is shown, and nothing is redeemed either.
+    page.goto("/ui?error=access_denied&state=whatever")
+    page.get_by_text("did not authorise").wait_for()
+    assert ehr.token_requests == token_requests
+
 
 # --- the launch without a browser: what clinrisk accepts and refuses -------------------------
 
@@ -403,3 +417,49 @@ def servers_model(servers: Launchable, name: str) -> Any:
     registry: Registry[Predictor] = Registry(Predictor)
     registry.load_dir(servers.settings.models_dir, trust=servers.settings.trust_policy())
     return registry.get(name)
+
+
+def test_bad_launch_requests_are_problems_naming_the_field(servers: Launchable) -> None:
+    good = {
+        "iss": servers.fhir,
+        "code": "abc",
+        "code_verifier": "v" * 43,
+        "redirect_uri": f"{servers.clinrisk}/ui",
+    }
+    token_requests = servers.ehr.token_requests
+    cases: list[tuple[Any, str | None]] = [
+        ({**good, "code_verifier": "short"}, "code_verifier"),
+        ({**good, "code_verifier": "v" * 42 + "!"}, "code_verifier"),
+        ({**good, "code": ""}, "code"),
+        ({**good, "redirect_uri": "https://evil.example/cb"}, "redirect_uri"),
+        ({k: v for k, v in good.items() if k != "iss"}, "iss"),
+        ([good], None),
+    ]
+    with servers.api() as api:
+        for body, field in cases:
+            response = api.post("/ui/smart/session", json=body)
+            assert 400 <= response.status_code < 500, (body, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            if field is not None:
+                assert response.json()["errors"][0]["field"] == field, body
+        not_json = api.post(
+            "/ui/smart/launch", content=b"{", headers={"Content-Type": "application/json"}
+        )
+        assert not_json.status_code == 422
+        # An allowlisted EHR that cannot be reached: 502 naming what failed, quickly.
+        down = api.post("/ui/smart/launch", json={"iss": DOWN_EHR})
+        assert down.status_code == 502
+        assert "SMART configuration" in down.json()["detail"]
+    assert servers.ehr.token_requests == token_requests  # nothing above reached the EHR
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://ehr.example.org/fhir", "https://ehr.example.org/fhir/", "ehr.example.org"]
+)
+def test_an_allowlist_entry_must_be_an_http_fhir_base_url(url: str) -> None:
+    with pytest.raises(ValueError, match="FHIR base URL"):
+        Settings(
+            models_dir=MODELS_DIR,
+            pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
+            smart_ehrs={url: SmartEhr(client_id=CLIENT_ID)},
+        )

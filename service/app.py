@@ -17,6 +17,7 @@ from models.registry import Registry
 from service import drift
 from service.api import audit as audit_api
 from service.api import curves, fhir_out, health, predict
+from service.api import lifecycle as lifecycle_api
 from service.api import models as models_api
 from service.api import monitoring as monitoring_api
 from service.api import outcomes as outcomes_api
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(curves.router)
     app.include_router(outcomes_api.router)
     app.include_router(monitoring_api.router)
+    app.include_router(lifecycle_api.router)
     app.include_router(cds_hooks.router)
     app.include_router(cds_feedback)
     app.include_router(fhir_out.router)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.batch.job import BatchError, ScoreOptions, ScoreSummary
+from service.lifecycle_cli import add_lifecycle_commands
 from service.signing_cli import signing_app
 
 PLUGIN_GROUP = "clinrisk.commands"
@@ -56,9 +57,17 @@ def print_summary(title: str, summary: dict[str, object]) -> None:
     console.print(table)
 
 
-@app.command("models")
-def list_models(models_dir: ModelsDir = REPO_MODELS) -> None:
+# `clinrisk models` lists; its subcommands govern versions (service/lifecycle_cli.py).
+models_app = typer.Typer(help="The registry's models and their lifecycle.")
+app.add_typer(models_app, name="models")
+add_lifecycle_commands(models_app)
+
+
+@models_app.callback(invoke_without_command=True)
+def list_models(ctx: typer.Context, models_dir: ModelsDir = REPO_MODELS) -> None:
     """List the registry: name, versions, default version, test AUROC."""
+    if ctx.invoked_subcommand is not None:
+        return
     from models.manifest import Manifest
     from models.registry import Registry
 

@@ -1,0 +1,192 @@
+"""Governed model versions (issue 13 part 4): lifecycle states changed only by recorded
+decisions (who, when, why, evidence), through the admin API and `clinrisk models`; every change
+kept. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from service.app import create_app
+from service.cli import app as cli
+from service.settings import Settings, get_settings
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
+
+MODEL = "cvd"
+
+
+def _next(version: str) -> str:
+    major, minor, patch = (int(p) for p in version.split("."))
+    return f"{major}.{minor}.{patch + 1}"
+
+
+NEW_VERSION = _next(SHIPPED_VERSION)
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """The shipped cvd artifact and an (unsigned) copy of it as the next patch version."""
+    root = tmp_path / "models"
+    shutil.copytree(MODELS_DIR / MODEL / SHIPPED_VERSION, root / MODEL / SHIPPED_VERSION)
+    target = root / MODEL / NEW_VERSION
+    shutil.copytree(MODELS_DIR / MODEL / SHIPPED_VERSION, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["version"] = NEW_VERSION
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    (target / "manifest.sig").unlink(missing_ok=True)
+    return root
+
+
+@pytest.fixture
+def client(keys: Keys, database_url: str, models_dir: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        models_dir=models_dir,
+        database_url=database_url,
+        api_keys_file=keys.file,
+        pseudonym_key="test-pseudonym-key",  # type: ignore[arg-type]
+        allow_unsigned_models=True,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _lifecycle(client: TestClient, keys: Keys) -> dict[str, Any]:
+    answer = client.get(f"/v1/models/{MODEL}/lifecycle", headers=keys.header("admin"))
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _change(client: TestClient, keys: Keys, version: str, body: Any, key: str = "admin") -> Any:
+    return client.post(
+        f"/v1/models/{MODEL}/versions/{version}/lifecycle", json=body, headers=keys.header(key)
+    )
+
+
+def test_versions_start_as_candidates_and_approval_needs_a_shadow_period(
+    client: TestClient, keys: Keys
+) -> None:
+    before = _lifecycle(client, keys)
+    direct = _change(client, keys, NEW_VERSION, {"state": "approved", "reason": "looks good"})
+
+    assert [v["state"] for v in before["versions"]] == ["candidate", "candidate"]
+    assert before["versions"][0]["reason"] == "no decision recorded"
+    assert before["approved"] is None and before["served_default"] == NEW_VERSION
+    assert direct.status_code == 409
+    problem = direct.json()
+    assert problem["errors"][0]["field"] == "state"
+    assert problem["errors"][0]["allowed"] == "shadow, retired"
+    assert _lifecycle(client, keys)["history"] == []  # a refused change records nothing
+
+
+def test_an_approval_is_recorded_with_who_why_and_evidence_and_supersedes(
+    client: TestClient, keys: Keys
+) -> None:
+    manifest = json.loads((MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text())
+    steps = [
+        (SHIPPED_VERSION, "shadow", "first review"),
+        (SHIPPED_VERSION, "approved", "governance board 2026-11, minutes 14"),
+        (NEW_VERSION, "shadow", "recalibrated on local data"),
+        (NEW_VERSION, "approved", "local calibration better; board 2026-12"),
+    ]
+    for version, state, reason in steps:
+        answer = _change(client, keys, version, {"state": state, "reason": reason, "note": "n"})
+        assert answer.status_code == 200, answer.text
+
+    result = _lifecycle(client, keys)
+    again = _change(client, keys, SHIPPED_VERSION, {"state": "shadow", "reason": "retry"})
+
+    states = {v["version"]: v for v in result["versions"]}
+    assert states[NEW_VERSION]["state"] == "approved"
+    assert states[SHIPPED_VERSION]["state"] == "retired"
+    assert states[SHIPPED_VERSION]["reason"].startswith(f"superseded by {NEW_VERSION}")
+    assert result["approved"] == NEW_VERSION
+    history = result["history"]
+    assert [(e["model_version"], e["from_state"], e["to_state"]) for e in history] == [
+        (SHIPPED_VERSION, "candidate", "shadow"),
+        (SHIPPED_VERSION, "shadow", "approved"),
+        (NEW_VERSION, "candidate", "shadow"),
+        (SHIPPED_VERSION, "approved", "retired"),
+        (NEW_VERSION, "shadow", "approved"),
+    ]
+    approval = history[-1]
+    assert approval["changed_by"].startswith("auditor (")  # the admin key's name and id
+    assert approval["reason"] == "local calibration better; board 2026-12"
+    evidence = approval["evidence"]
+    assert evidence["validation"]["auroc"] == manifest["validation"]["test"]["auroc"]
+    assert evidence["local"]["predictions"] == 0 and evidence["local"]["suppressed"] is True
+    assert evidence["drift_breaches"] == [] and evidence["note"] == "n"
+    assert evidence["model_file_sha256"] == manifest["files"][manifest["model_file"]]
+    assert again.status_code == 409 and "stays retired" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"state": "shadow"}, "reason"),
+        ({"state": "shadow", "reason": "   "}, "reason"),
+        ({"state": "live", "reason": "x"}, "state"),
+        ({"state": "shadow", "reason": "x", "by": "me"}, "by"),
+        (["shadow"], "body"),
+    ],
+)
+def test_a_bad_change_is_refused_naming_the_field(
+    client: TestClient, keys: Keys, body: Any, field: str
+) -> None:
+    answer = _change(client, keys, NEW_VERSION, body)
+
+    assert answer.status_code == 422
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["errors"][0]["field"] == field
+
+
+def test_only_admin_keys_govern_and_unknown_versions_are_404(
+    client: TestClient, keys: Keys
+) -> None:
+    forbidden = _change(client, keys, NEW_VERSION, {"state": "shadow", "reason": "x"}, "predict")
+    unknown = _change(client, keys, "9.9.9", {"state": "shadow", "reason": "x"})
+    read = client.get(f"/v1/models/{MODEL}/lifecycle", headers=keys.header("predict"))
+
+    assert forbidden.status_code == 403
+    assert unknown.status_code == 404
+    assert read.status_code == 403
+
+
+def test_the_cli_approves_with_the_same_trail(
+    models_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLINRISK_DATABASE_URL", database_url)
+    monkeypatch.setenv("CLINRISK_ALLOW_UNSIGNED_MODELS", "true")  # the copied version
+    get_settings.cache_clear()
+    runner = CliRunner()
+    base = ["models"]
+    where = ["--models-dir", str(models_dir)]
+    try:
+        refused = runner.invoke(
+            cli, [*base, "approve", MODEL, NEW_VERSION, "--reason", "x", *where]
+        )
+        shadow = runner.invoke(
+            cli, [*base, "set-state", MODEL, NEW_VERSION, "shadow", "--reason", "pilot", *where]
+        )
+        approved = runner.invoke(
+            cli, [*base, "approve", MODEL, NEW_VERSION, "--reason", "board", *where]
+        )
+        shown = runner.invoke(cli, [*base, "lifecycle", MODEL, *where])
+        listed = runner.invoke(cli, [*base, *where])
+    finally:
+        get_settings.cache_clear()
+
+    assert refused.exit_code == 1 and "cannot become approved" in refused.output
+    assert shadow.exit_code == 0, shadow.output
+    assert approved.exit_code == 0, approved.output
+    assert f"shadow -> approved by cli:{getpass.getuser()}" in approved.output
+    assert shown.exit_code == 0 and f"approved: {NEW_VERSION}" in shown.output
+    assert listed.exit_code == 0 and MODEL in listed.output

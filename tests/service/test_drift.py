@@ -213,3 +213,62 @@ def test_a_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
     assert written > 0
     assert report["scored"] == 10
     assert report["tiers"]["shares"][0]["share"] == 1.0
+
+
+def test_counts_are_flushed_at_shutdown_and_the_flusher_sets_the_gauges(
+    keys: Keys, database_url: str
+) -> None:
+    settings = Settings(
+        models_dir=MODELS_DIR,
+        database_url=database_url,
+        api_keys_file=keys.file,
+        pseudonym_key="test-pseudonym-key",  # type: ignore[arg-type]
+        max_batch_size=1000,
+        max_body_bytes=8 * 1024 * 1024,
+        drift_flush_seconds=3600,  # only the shutdown flush can write them
+    )
+    frame = _held_out().head(40)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        _score(client, keys, _rows(frame))
+
+    from prometheus_client import REGISTRY
+
+    from models.manifest import Manifest
+
+    manifest = Manifest.model_validate_json(
+        (MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text()
+    )
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(sa.func.sum(drift.drift_counts.c.n)).where(
+                drift.drift_counts.c.feature == drift.RISK
+            )
+        ).scalar_one()
+        low = drift.report(connection, manifest)["tiers"]["shares"][0]
+    engine.dispose()
+    assert stored == 40
+    # The flusher's last round exported this store's figures without anyone asking.
+    value = REGISTRY.get_sample_value(
+        "clinrisk_drift_tier_share",
+        {"model": MODEL, "version": SHIPPED_VERSION, "tier": low["tier"], "source": "live"},
+    )
+    assert value == pytest.approx(low["share"])
+
+
+@pytest.mark.parametrize(
+    ("params", "field"), [({"days": "0"}, "days"), ({"until": "yesterday"}, "until")]
+)
+def test_a_bad_window_is_a_problem_naming_the_parameter(
+    client: TestClient, keys: Keys, params: dict[str, str], field: str
+) -> None:
+    answer = client.get(
+        f"/v1/models/{MODEL}/versions/{SHIPPED_VERSION}/drift",
+        params=params,
+        headers=keys.header("admin"),
+    )
+
+    assert answer.status_code == 422
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert field in json.dumps(answer.json()["errors"])

@@ -141,10 +141,14 @@ def _local_fairness(live: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def source_attributes(
-    manifest: Manifest, live: dict[str, Any] | None, monitoring: dict[str, Any]
+    manifest: Manifest,
+    live: dict[str, Any] | None,
+    monitoring: dict[str, Any],
+    decisions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The source attributes, grouped as the rule groups them. ``live``: the live-validation
-    report (None if unavailable); ``monitoring``: how this service monitors (thresholds)."""
+    report (None if unavailable); ``monitoring``: how this service monitors (thresholds);
+    ``decisions``: this version's lifecycle events (None if unavailable)."""
     target = manifest.target
     users = _governance(manifest, "intended_users")
     output = (
@@ -273,6 +277,17 @@ def source_attributes(
                 ),
                 "monitoring_plan": _governance(manifest, "monitoring_plan"),
                 "update_process_and_frequency": _governance(manifest, "update_plan"),
+                "lifecycle_decisions": (
+                    _present(
+                        {
+                            "state": decisions[-1]["to_state"] if decisions else "candidate",
+                            "decisions": decisions,
+                        },
+                        "lifecycle events recorded here (who, when, why, evidence)",
+                    )
+                    if decisions is not None
+                    else _missing("the audit store could not be read")
+                ),
             },
         },
     ]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import drift
+from service import drift, lifecycle
 from service.api.audit import QueryTime
 from service.api.deps import (
     AdminCaller,
@@ -160,10 +160,14 @@ def read_source_attributes(_caller: AnyCaller, model: ModelDep, state: StateDep)
     """The ONC HTI-1 source attributes of this model version (45 CFR 170.315(b)(11)(iv)(B)),
     from its manifest and live validation; a value the artifact does not state is shown as
     missing, with the reason. Any valid key: users are meant to read these."""
-    live: dict[str, Any] | None
+    live: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] | None = None
     try:
         with state.audit.engine.connect() as connection:
             live = report(connection, model.manifest, min_group=state.settings.monitoring_min_group)
+            decisions = [
+                e.as_dict() for e in lifecycle.history(connection, model.name, model.version)
+            ]
     except SQLAlchemyError:
-        live = None  # shown as missing with the reason, never as a 503 for the whole sheet
-    return source_attributes(model.manifest, live, monitoring_process(state.settings))
+        pass  # shown as missing with the reason, never as a 503 for the whole sheet
+    return source_attributes(model.manifest, live, monitoring_process(state.settings), decisions)

@@ -96,6 +96,7 @@ def test_every_attribute_is_from_the_manifest_or_missing_with_a_reason(
         if stated:
             assert attributes[key]["value"] == stated
     assert attributes["intended_use"]["value"] == manifest["intended_use"]
+    assert attributes["lifecycle_decisions"]["value"] == {"state": "candidate", "decisions": []}
     assert attributes["out_of_scope"]["value"] == manifest["out_of_scope"]
     # No outcomes recorded yet: the local figures are missing, with the count.
     assert attributes["validity_local_data"]["status"] == "missing"
@@ -117,6 +118,13 @@ def test_local_validity_and_fairness_come_from_recorded_outcomes(
     counts = simulation.replay(client, replay_keys, frame, y, simulation.real_outcomes)
     live, _ = simulation.reports(client, replay_keys)
 
+    shadow = client.post(
+        f"/v1/models/{simulation.MODEL}/versions/{simulation.version()}/lifecycle",
+        json={"state": "shadow", "reason": "local pilot"},
+        headers=keys.header("admin"),
+    )
+    assert shadow.status_code == 200, shadow.text
+
     sheet = _sheet(client, keys, simulation.MODEL, simulation.version())
 
     attributes = _attributes(sheet)
@@ -131,6 +139,10 @@ def test_local_validity_and_fairness_come_from_recorded_outcomes(
             assert "auroc" not in shown and shown["suppressed"] == group["reason"]
         else:
             assert shown["auroc"] == group["live"]["auroc"]
+    decisions = attributes["lifecycle_decisions"]["value"]
+    assert decisions["state"] == "shadow"
+    assert decisions["decisions"][0]["reason"] == "local pilot"
+    assert decisions["decisions"][0]["evidence"]["local"]["outcomes_known"] == counts["scored"]
     monitoring = attributes["monitoring_of_validity_and_fairness"]["value"]
     assert "fewer" not in monitoring["live_validation"]
     assert "under 50 known outcomes are suppressed" in monitoring["live_validation"]

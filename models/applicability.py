@@ -394,7 +394,6 @@ class Population:
         """Per scored row the warning codes, semicolon-joined ('' for none), in the order a
         single result lists them."""
         n = len(withheld)
-        rows: list[list[str]] = [[] for _ in range(n)]
         flags: list[tuple[str, npt.NDArray[np.bool_]]] = []
         unstated = [r for r in self.rules if r.kind == "context_false" and r.context is not None]
         if unstated:
@@ -410,14 +409,19 @@ class Population:
             column = values[subgroup.feature or ""]
             flags.append((warning["code"], _members(subgroup, column)))
         flags.append(("value_outside_training_range", out_of_range))
-        for code, mask in flags:
-            # One code per warning, as a single result lists them (two unreliable subgroups:
-            # two subgroup_unreliable warnings).
-            for row in np.flatnonzero(mask & ~withheld).tolist():
-                rows[row].append(code)
-        return pa.array(
-            [None if withheld[i] else ";".join(r) for i, r in enumerate(rows)], pa.string()
-        )
+        # Each row's flags as the bits of one number; the text is built once per pattern. One
+        # code per warning, as a single result lists them (two unreliable subgroups: two
+        # subgroup_unreliable warnings).
+        patterns = np.zeros(n, dtype=object if len(flags) > 62 else np.int64)
+        for bit, (_, mask) in enumerate(flags):
+            patterns |= np.asarray(mask, dtype=bool).astype(patterns.dtype) << bit
+        unique, inverse = np.unique(patterns, return_inverse=True)
+        texts = [
+            ";".join(code for bit, (code, _) in enumerate(flags) if int(u) >> bit & 1)
+            for u in unique.tolist()
+        ]
+        codes = pa.array(inverse.reshape(-1).astype(np.int32), pa.int32(), mask=withheld)
+        return pa.DictionaryArray.from_arrays(codes, pa.array(texts, pa.string())).cast(pa.string())
 
     @staticmethod
     def _statement(b: Any) -> UncertaintyDict:

@@ -42,10 +42,11 @@ class CdsIssuer(BaseModel):
 
 
 # Least privilege for the clinician page (issue 12): read the launch patient's chart, nothing
-# else. No ``openid fhirUser``: clinrisk keeps no clinician identity (the audit names the EHR).
+# else (Encounter and Procedure: the readmission model's stay, with an encounter context). No
+# ``openid fhirUser``: clinrisk keeps no clinician identity (the audit names the EHR).
 SMART_DEFAULT_SCOPE = (
     "launch patient/Patient.read patient/Observation.read patient/Condition.read "
-    "patient/MedicationRequest.read"
+    "patient/MedicationRequest.read patient/Encounter.read patient/Procedure.read"
 )
 
 

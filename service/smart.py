@@ -60,6 +60,8 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_PAGES = 5
 """Search result pages followed per query (``_sort=-date`` puts the latest first)."""
 PAGE_SIZE = 200
+STAY_FEATURE = "time_in_hospital_days"
+"""A model with this feature scores a hospital stay: the launch's encounter is read for it."""
 _VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
 _FHIR_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")  # FHIR R4 id datatype
 
@@ -121,6 +123,8 @@ class Launched:
 
     patient_id: str
     chart: fhir.Chart
+    encounter_id: str | None = None
+    """The launch's encounter, when a stay model's resources were read for it."""
 
 
 _DISCOVERY: dict[str, tuple[float, SmartConfiguration]] = {}
@@ -187,6 +191,8 @@ async def discover(base: str, timeout: float) -> SmartConfiguration:
 class Grant:
     access_token: str = field(repr=False)
     patient_id: str
+    encounter_id: str | None = None
+    """The launch's encounter context (SMART ``encounter``), e.g. the stay being discharged."""
     model: str | None = None
     """The model the launch asks for: ``{"model": NAME}`` in the token answer's ``appContext``
     (what a CDS Hooks card's SMART link carries, CDS Hooks 2.0 §Link)."""
@@ -271,7 +277,15 @@ async def redeem(
             "The EHR granted no patient context: launch the page from a patient's chart.",
             errors=[{"field": "patient", "message": "missing from the EHR's token answer"}],
         )
-    return Grant(access_token=token, patient_id=patient, model=_app_context_model(body))
+    encounter = body.get("encounter")
+    return Grant(
+        access_token=token,
+        patient_id=patient,
+        encounter_id=encounter
+        if isinstance(encounter, str) and _FHIR_ID.fullmatch(encounter)
+        else None,
+        model=_app_context_model(body),
+    )
 
 
 def _app_context_model(body: Mapping[str, Any]) -> str | None:
@@ -334,7 +348,8 @@ async def read_chart(
     base: str, grant: Grant, models: Sequence[Predictor], timeout: float
 ) -> Launched:
     """The launch patient's Patient, Observations (the codes the models read, latest first),
-    Conditions and current (active, on-hold) MedicationRequests, read with the granted token."""
+    Conditions and current (active, on-hold) MedicationRequests, read with the granted token;
+    with an encounter context, also the stay's resources (see below)."""
     headers = {"Authorization": f"Bearer {grant.access_token}", "Accept": "application/fhir+json"}
     pid = quote(grant.patient_id, safe="")
     codes = ",".join(f"{fhir.LOINC}|{code}" for code in observation_codes(models))
@@ -367,20 +382,66 @@ async def read_chart(
             grant.patient_id,
             headers,
         )
+        encounters: list[Mapping[str, Any]] = []
+        procedures: list[Mapping[str, Any]] = []
+        stay = grant.encounter_id is not None and any(
+            spec.name == STAY_FEATURE for model in models for spec in model.specs
+        )
+        if stay:
+            # A stay model (readmission) counts what happened in the launch's encounter: every
+            # observation, procedure and order linked to it, and the earlier encounters.
+            eid = quote(str(grant.encounter_id), safe="")
+            encounters = await _search(
+                client,
+                base,
+                f"patient={pid}&_sort=-date&_count={PAGE_SIZE}",
+                "Encounter",
+                grant.patient_id,
+                headers,
+            )
+            linked = f"patient={pid}&encounter={eid}&_count={PAGE_SIZE}"
+            observations += await _search(
+                client, base, linked, "Observation", grant.patient_id, headers
+            )
+            procedures = await _search(client, base, linked, "Procedure", grant.patient_id, headers)
+            medications += await _search(
+                client, base, linked, "MedicationRequest", grant.patient_id, headers
+            )
     chart = fhir.Chart(
-        patient=patient, observations=observations, conditions=conditions, medications=medications
+        patient=patient,
+        observations=_unique(observations),
+        conditions=conditions,
+        medications=_unique(medications),
+        encounters=encounters,
+        procedures=procedures,
     )
-    return Launched(grant.patient_id, chart)
+    return Launched(grant.patient_id, chart, grant.encounter_id if stay else None)
+
+
+def _unique(resources: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each resource once (two searches may both return it), by id; resources without one kept."""
+    seen: set[str] = set()
+    kept = []
+    for resource in resources:
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            if rid in seen:
+                continue
+            seen.add(rid)
+        kept.append(resource)
+    return kept
 
 
 # --- chart -> features (the CDS Hooks mapping) ----------------------------------------------
 
 
-def extract_for(model: Predictor, chart: fhir.Chart, today: date) -> dict[str, Any]:
+def extract_for(
+    model: Predictor, chart: fhir.Chart, today: date, encounter_id: str | None = None
+) -> dict[str, Any]:
     """One model's form values from the chart through the CDS Hooks mapping
     (``fhir.chart_features``): features, where each came from (text, resource, date), warnings,
     and the applicability facts the chart states (sent as the request's ``context``)."""
-    extraction = fhir.chart_features(model.specs, chart, on=today)
+    extraction = fhir.chart_features(model.specs, chart, on=today, encounter_id=encounter_id)
     contexts = model.population.contexts
     context: dict[str, bool] = {}
     if extraction.deceased and "deceased" in contexts:

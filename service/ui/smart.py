@@ -92,7 +92,8 @@ async def smart_session(request: Request, state: StateDep) -> Response:
             "patient": smart.patient_summary(launched),
             "model": model_asked,
             "models": {
-                model.name: smart.extract_for(model, launched.chart, today) for model in models
+                model.name: smart.extract_for(model, launched.chart, today, launched.encounter_id)
+                for model in models
             },
         }
     )

@@ -81,6 +81,7 @@ class AuthorizationCode:
     user: str
     patient: str
     app_context: str | None
+    encounter: str | None
     code_challenge: str | None
     code_challenge_method: str | None
     issued_at: float = field(default_factory=time.time)
@@ -110,6 +111,8 @@ class EhrState:
     resources: dict[str, list[dict[str, Any]]]
     launches: dict[str, str] = field(default_factory=dict)
     app_contexts: dict[str, str] = field(default_factory=dict)
+    encounters: dict[str, str] = field(default_factory=dict)
+    """Launch -> the encounter in context (the token answer's ``encounter``)."""
     """Launch -> the ``appContext`` the token answer carries (a CDS Hooks card's SMART link)."""
     codes: dict[str, AuthorizationCode] = field(default_factory=dict)
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
@@ -119,27 +122,34 @@ class EhrState:
     auth_url: str = ""
     client: Client | None = None
 
-    def new_launch(self, app_context: str | None = None) -> str:
+    def new_launch(self, app_context: str | None = None, encounter: str | None = None) -> str:
         launch = secrets.token_urlsafe(12)
         self.launches[launch] = self.patient_id
         if app_context is not None:
             self.app_contexts[launch] = app_context
+        if encounter is not None:
+            self.encounters[launch] = encounter
         return launch
 
 
 def load_patient(name_prefix: str) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-    """A Synthea bundle as a FHIR server holds it: resources by type, each subject reference
-    rewritten from the transaction's ``urn:uuid:`` to ``Patient/<id>``."""
+    """A Synthea bundle as a FHIR server holds it: resources by type, subject and encounter
+    references rewritten from the transaction's ``urn:uuid:`` to ``Patient/<id>`` and
+    ``Encounter/<id>``."""
     path = next(SYNTHEA.glob(f"{name_prefix}*.json"))
     entries = [e["resource"] for e in json.loads(path.read_text())["entry"]]
     patient = next(r for r in entries if r["resourceType"] == "Patient")
     pid = patient["id"]
+    encounters = {r["id"] for r in entries if r["resourceType"] == "Encounter"}
     by_type: dict[str, list[dict[str, Any]]] = {}
     for resource in entries:
         for key in ("subject", "patient"):
             ref = resource.get(key)
             if isinstance(ref, dict) and ref.get("reference") == f"urn:uuid:{pid}":
                 resource[key] = {"reference": f"Patient/{pid}"}
+        ref = resource.get("encounter")
+        if isinstance(ref, dict) and ref.get("reference", "")[9:] in encounters:
+            resource["encounter"] = {"reference": f"Encounter/{ref['reference'][9:]}"}
         by_type.setdefault(resource["resourceType"], []).append(resource)
     return pid, by_type
 
@@ -214,6 +224,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
             user=request.user,
             patient=ehr.launches[data["launch"]],
             app_context=ehr.app_contexts.get(data["launch"]),
+            encounter=ehr.encounters.get(data["launch"]),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
         )
@@ -245,6 +256,8 @@ class LaunchContext:
             token["patient"] = code.patient
             if code.app_context is not None:
                 token["appContext"] = code.app_context
+            if code.encounter is not None:
+                token["encounter"] = code.encounter
 
 
 def authorization_app(ehr: EhrState) -> FastAPI:
@@ -292,6 +305,8 @@ SCOPE_FOR = {
     "Observation": "patient/Observation.read",
     "Condition": "patient/Condition.read",
     "MedicationRequest": "patient/MedicationRequest.read",
+    "Encounter": "patient/Encounter.read",
+    "Procedure": "patient/Procedure.read",
 }
 
 
@@ -311,8 +326,9 @@ def _codes(resource: dict[str, Any]) -> set[str]:
 
 
 def fhir_app(ehr: EhrState) -> FastAPI:
-    """Read and search as a SMART app uses them: ``Patient/{id}``; ``Observation``, ``Condition``
-    and ``MedicationRequest`` by ``patient`` (+ ``code`` as system|code lists, ``status``,
+    """Read and search as a SMART app uses them: ``Patient/{id}``; ``Observation``,
+    ``Condition``, ``MedicationRequest``, ``Encounter`` and ``Procedure`` by ``patient`` (+
+    ``encounter``, ``code`` as system|code lists, ``status``,
     ``_sort=-date``, ``_count`` with ``next`` pages). Every call needs a token the authorization
     server issued, for this patient and with the resource's scope."""
     app = FastAPI()
@@ -373,6 +389,9 @@ def fhir_app(ehr: EhrState) -> FastAPI:
         if "code" in q:
             wanted = set(q["code"].split(","))
             found = [r for r in found if _codes(r) & wanted]
+        if "encounter" in q:
+            linked = {"reference": f"Encounter/{q['encounter']}"}
+            found = [r for r in found if r.get("encounter") == linked]
         if "status" in q:
             found = [r for r in found if r.get("status") in q["status"].split(",")]
         if q.get("_sort") == "-date":

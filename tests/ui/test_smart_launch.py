@@ -105,6 +105,8 @@ SCOPE_LIST = [
     "patient/Observation.read",
     "patient/Condition.read",
     "patient/MedicationRequest.read",
+    "patient/Encounter.read",
+    "patient/Procedure.read",
 ]
 
 
@@ -292,7 +294,13 @@ def test_an_answer_with_another_state_is_refused_and_its_code_never_redeemed(
 # --- the launch without a browser: what clinrisk accepts and refuses -------------------------
 
 
-def redeem(servers: Launchable, api: httpx.Client, *, verifier_ok: bool = True) -> dict[str, Any]:
+def redeem(
+    servers: Launchable,
+    api: httpx.Client,
+    *,
+    verifier_ok: bool = True,
+    encounter: str | None = None,
+) -> dict[str, Any]:
     """Step through the launch as the page does: discovery via clinrisk, the EHR's authorize
     endpoint (which redirects with a code), then clinrisk's session call."""
     launch = api.post("/ui/smart/launch", json={"iss": servers.fhir})
@@ -310,7 +318,7 @@ def redeem(servers: Launchable, api: httpx.Client, *, verifier_ok: bool = True) 
             "response_type": "code",
             "client_id": config["client_id"],
             "redirect_uri": redirect_uri,
-            "launch": servers.ehr.new_launch(),
+            "launch": servers.ehr.new_launch(encounter=encounter),
             "scope": config["scope"],
             "state": "s-123",
             "aud": config["aud"],
@@ -463,3 +471,25 @@ def test_an_allowlist_entry_must_be_an_http_fhir_base_url(url: str) -> None:
             pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
             smart_ehrs={url: SmartEhr(client_id=CLIENT_ID)},
         )
+
+
+def test_a_launch_in_an_encounter_fills_the_stay_model_from_that_stay(servers: Launchable) -> None:
+    """With an encounter in the launch context, the readmission model's stay features come from
+    that encounter's linked resources, as the discharge hook reads them."""
+    resources = servers.ehr.resources
+    stay = next(e for e in resources["Encounter"] if e["class"]["code"] == "IMP")
+    with servers.api() as api:
+        answer = api.post("/ui/smart/session", json=redeem(servers, api, encounter=stay["id"]))
+    assert answer.status_code == 200, answer.text
+    chart = answer.json()["models"]["readmission"]
+    everything = fhir.Chart.from_resources(
+        [r for kind in resources.values() for r in kind], servers.ehr.patient_id
+    )
+    model = servers_model(servers, "readmission")
+    expected = fhir.chart_features(
+        model.specs, everything, on=date.today(), encounter_id=stay["id"]
+    )
+    assert chart["features"] == expected.features
+    assert chart["features"]["time_in_hospital_days"] >= 1
+    stay_source = next(s for s in chart["sources"] if s["feature"] == "time_in_hospital_days")
+    assert stay_source["reference"] == f"Encounter/{stay['id']}"

@@ -16,15 +16,20 @@ live-validation and drift figures at the moment of the decision, plus the approv
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from models.manifest import Manifest
 from service.audit import metadata
+from service.errors import ServiceError
 
 STATES = ("candidate", "shadow", "approved", "retired")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -248,4 +253,96 @@ def decide(
             connection, manifest, days=days, thresholds=thresholds or drift.Thresholds()
         )
         evidence = evidence_of(manifest, live, drifted, note)
-        return change(connection, manifest, wanted, who=who[:64], reason=reason, evidence=evidence)
+        events = change(
+            connection, manifest, wanted, who=who[:64], reason=reason, evidence=evidence
+        )
+    policy_for(engine).refresh()  # this process applies its own decision at once
+    return events
+
+
+# --- what the scoring routes serve ------------------------------------------------------------
+
+
+class VersionRetired(ServiceError):
+    status = 410
+    title = "Model version retired"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    approved: dict[str, str]
+    retired: dict[tuple[str, str], Event]
+
+
+class ServingPolicy:
+    """The lifecycle decisions as the scoring routes apply them: a model's approved version is
+    its default, a retired version is refused (410, saying when and why). Read from an
+    immutable snapshot (no database call per request), refreshed by a thread every ``every``
+    seconds and at once after a change made through this process."""
+
+    def __init__(self, engine: sa.Engine, every: float = 5.0) -> None:
+        self.engine, self.every = engine, every
+        self._snapshot = Snapshot({}, {})
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(lifecycle_events).order_by(lifecycle_events.c.id)
+            ).all()
+        latest: dict[tuple[str, str], Event] = {}
+        for row in rows:
+            event = _event(row)
+            latest[(event.model_name, event.model_version)] = event
+        self._snapshot = Snapshot(
+            approved={n: v for (n, v), e in latest.items() if e.to_state == "approved"},
+            retired={k: e for k, e in latest.items() if e.to_state == "retired"},
+        )
+
+    def version_to_score(self, name: str, requested: str | None, loaded: list[str]) -> str | None:
+        """The version to score: the requested one unless retired (VersionRetired), else the
+        approved one when it is loaded, else None (the registry's default)."""
+        snapshot = self._snapshot
+        if requested is None:
+            approved = snapshot.approved.get(name)
+            return approved if approved in loaded else None
+        event = snapshot.retired.get((name, requested))
+        if event is not None:
+            current = snapshot.approved.get(name)
+            raise VersionRetired(
+                f"Model '{name}' {requested} was retired on {event.changed_at.date()} "
+                f"({event.reason}); it is no longer used for scores."
+                + (f" The approved version is {current}." if current else "")
+            )
+        return requested
+
+    def start(self) -> ServingPolicy:
+        with contextlib.suppress(SQLAlchemyError):
+            self.refresh()
+        self._thread = threading.Thread(target=self._run, name="lifecycle-policy", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(SQLAlchemyError):
+                self.refresh()  # the store may be down: the last snapshot stays in force
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+_policies: weakref.WeakKeyDictionary[sa.Engine, ServingPolicy] = weakref.WeakKeyDictionary()
+_policies_lock = threading.Lock()
+
+
+def policy_for(engine: sa.Engine) -> ServingPolicy:
+    """The serving policy of an audit database (one per engine, as drift's accumulators)."""
+    found = _policies.get(engine)
+    if found is None:
+        with _policies_lock:
+            found = _policies.setdefault(engine, ServingPolicy(engine))
+    return found

@@ -190,3 +190,36 @@ def test_the_cli_approves_with_the_same_trail(
     assert f"shadow -> approved by cli:{getpass.getuser()}" in approved.output
     assert shown.exit_code == 0 and f"approved: {NEW_VERSION}" in shown.output
     assert listed.exit_code == 0 and MODEL in listed.output
+
+
+def test_the_serving_policy_scores_the_approved_version_and_refuses_retired_ones(
+    client: TestClient, keys: Keys
+) -> None:
+    from service import lifecycle
+
+    engine = client.app.state.clinrisk.audit.engine  # type: ignore[attr-defined]
+    loaded = [SHIPPED_VERSION, NEW_VERSION]
+    policy = lifecycle.policy_for(engine)
+    policy.refresh()
+    undecided = policy.version_to_score(MODEL, None, loaded)
+    for version, state in [
+        (NEW_VERSION, "shadow"),
+        (NEW_VERSION, "approved"),
+        (SHIPPED_VERSION, "retired"),
+    ]:
+        answer = _change(client, keys, version, {"state": state, "reason": f"to {state}"})
+        assert answer.status_code == 200, answer.text
+
+    default = policy.version_to_score(MODEL, None, loaded)
+    pinned = policy.version_to_score(MODEL, NEW_VERSION, loaded)
+    with pytest.raises(lifecycle.VersionRetired) as retired:
+        policy.version_to_score(MODEL, SHIPPED_VERSION, loaded)
+    fresh = lifecycle.ServingPolicy(engine)  # another worker, on its next refresh
+    fresh.refresh()
+
+    assert undecided is None  # no decision: the registry's default
+    assert default == pinned == NEW_VERSION
+    assert retired.value.status == 410
+    assert "to retired" in retired.value.detail and NEW_VERSION in retired.value.detail
+    assert fresh.version_to_score(MODEL, None, loaded) == NEW_VERSION
+    assert policy.version_to_score("diabetes", None, ["1.0.0"]) is None

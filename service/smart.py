@@ -137,6 +137,14 @@ async def _get_json(
     # NOTE: messages name what was asked for and the HTTP status, never a URL with a patient id.
     try:
         async with client.stream("GET", url, headers=headers) as response:
+            if response.status_code in (401, 403):
+                # NOTE: never fill the form from part of the chart: a problem list that could
+                # not be read would look like one without diabetes or hypertension.
+                raise EhrUnavailable(
+                    f"The EHR did not let this page read {what} ({response.status_code}): the "
+                    "form is not filled from an incomplete chart. The page needs the scopes "
+                    "configured for this EHR (CLINRISK_SMART_EHRS)."
+                )
             if response.status_code != 200:
                 raise EhrUnavailable(f"The EHR answered {response.status_code} for {what}.")
             body = bytearray()

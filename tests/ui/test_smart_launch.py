@@ -493,3 +493,21 @@ def test_a_launch_in_an_encounter_fills_the_stay_model_from_that_stay(servers: L
     assert chart["features"]["time_in_hospital_days"] >= 1
     stay_source = next(s for s in chart["sources"] if s["feature"] == "time_in_hospital_days")
     assert stay_source["reference"] == f"Encounter/{stay['id']}"
+
+
+def test_a_chart_the_ehr_lets_be_read_only_in_part_fills_nothing(servers: Launchable) -> None:
+    """Without the Condition grant the problem list would look empty (no diabetes, no
+    hypertension): the launch stops with a 502 saying what could not be read."""
+    client = servers.ehr.client
+    assert client is not None
+    full = client.scope
+    client.scope = " ".join(s for s in SCOPE_LIST if s != "patient/Condition.read")
+    try:
+        with servers.api() as api:
+            answer = api.post("/ui/smart/session", json=redeem(servers, api))
+    finally:
+        client.scope = full
+    assert answer.status_code == 502
+    problem = answer.json()
+    assert "Condition" in problem["detail"] and "not filled" in problem["detail"]
+    assert "session" not in problem

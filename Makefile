@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/api_load.py && $(BIN)/python bench/batch.py
 	$(BIN)/python bench/startup.py && $(BIN)/python bench/image_deps.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/cds_latency.py
 
 openapi: install
 	$(BIN)/python -m service.openapi > openapi.yaml

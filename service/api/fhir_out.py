@@ -85,16 +85,25 @@ def _fhir_fields(body: Any) -> tuple[dict[str, Any], list[str], str | None]:
                         "type": "object",
                         "required": ["patient_id", "features"],
                         "properties": {
-                            "patient_id": {"type": "string", "description": "FHIR Patient id"},
+                            "patient_id": {
+                                "type": "string",
+                                "pattern": FHIR_ID.pattern,
+                                "description": "FHIR Patient id (the subject)",
+                            },
                             "features": {"type": "object"},
                             "top_k": {"type": "integer", "minimum": 1},
                             "context": {"type": "object"},
                             "basis": {
                                 "type": "array",
-                                "items": {"type": "string"},
+                                "maxItems": MAX_BASIS,
+                                "items": {"type": "string", "pattern": REFERENCE.pattern},
                                 "description": "References the inputs were read from.",
                             },
-                            "encounter": {"type": "string", "description": "Encounter id"},
+                            "encounter": {
+                                "type": "string",
+                                "pattern": FHIR_ID.pattern,
+                                "description": "Encounter id",
+                            },
                         },
                     }
                 }

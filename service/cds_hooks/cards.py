@@ -24,7 +24,7 @@ from typing import Any
 from models import describe
 from models.predictor import Predictor
 from service.cds_hooks import fhir
-from service.cds_hooks.points import points_phrase
+from service.cds_hooks.points import driver_text, points_phrase
 from service.cds_hooks.riskassessment import risk_assessment
 
 EXTENSION = "dev.clinrisk.prediction"
@@ -105,14 +105,7 @@ class Cards:
         return describe.value_text(spec, value)
 
     def _driver(self, contribution: dict[str, Any]) -> str:
-        """The contribution's sentence; a bare "Yes"/"No" (the published equations' value
-        labels) is named: "Treated for high blood pressure: yes, raised the predicted risk"."""
-        text: str = contribution["text"]
-        spec = self.specs.get(contribution["feature"])
-        for bare in ("Yes", "No"):
-            if spec is not None and text.startswith(bare + " "):
-                return f"{spec.label}: {bare.lower()},{text[len(bare) :]}"
-        return text
+        return driver_text(self.specs, contribution)
 
     def _model_line(self, prediction_id: str | None) -> str:
         core = self.model.core

@@ -62,10 +62,10 @@ def hook_call(body: Any, service: HookService) -> tuple[dict[str, Any], dict[str
     if prefetch is not None and not isinstance(prefetch, dict):
         errors.append(_error("prefetch", "must be an object", None, "an object"))
     server = body.get("fhirServer")
-    if server is not None and not isinstance(server, str):
+    if "fhirServer" in body and not isinstance(server, str):
         errors.append(_error("fhirServer", "must be a URL", None, "an https URL"))
     authorization = body.get("fhirAuthorization")
-    if authorization is not None and not (
+    if "fhirAuthorization" in body and not (
         isinstance(authorization, dict) and isinstance(authorization.get("access_token"), str)
     ):
         errors.append(_error("fhirAuthorization", "must hold an access_token", None, "an object"))
@@ -186,36 +186,33 @@ def feedback_items(body: Any) -> list[FeedbackItem]:
             errors.append(
                 _error(f"{where}.outcomeTimestamp", "required instant is missing", None, "ISO 8601")
             )
-        accepted = item.get("acceptedSuggestions")
-        if accepted is not None and not (
+        # Present means of the right type: null is not an absent field (a schema violation).
+        accepted = item.get("acceptedSuggestions", [])
+        if not (
             isinstance(accepted, list)
             and all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted)
         ):
             errors.append(_error(f"{where}.acceptedSuggestions", "must be [{'id': ...}]"))
-            accepted = None
-        override = item.get("overrideReason")
+            accepted = []
+        override = item.get("overrideReason", {})
         reason: dict[str, Any] = {}
         comment = None
-        if override is not None:
-            raw_reason = override.get("reason") if isinstance(override, dict) else None
-            comment = override.get("userComment") if isinstance(override, dict) else None
-            if (
-                not isinstance(override, dict)
-                or (raw_reason is not None and not isinstance(raw_reason, dict))
-                or (comment is not None and not isinstance(comment, str))
-            ):
-                errors.append(_error(f"{where}.overrideReason", "must be {reason, userComment}"))
-            elif isinstance(raw_reason, dict):
-                reason = raw_reason
-            if override is not None and outcome == "accepted":
-                errors.append(_error(f"{where}.overrideReason", "only with outcome 'overridden'"))
+        if not (
+            isinstance(override, dict)
+            and isinstance(override.get("reason", {}), dict)
+            and isinstance(override.get("userComment", ""), str)
+        ):
+            errors.append(_error(f"{where}.overrideReason", "must be {reason, userComment}"))
+        elif outcome == "overridden":  # a reason belongs to an override only
+            reason = override.get("reason", {})
+            comment = override.get("userComment")
         if isinstance(card, str) and outcome in FEEDBACK_OUTCOMES and timestamp is not None:
             out.append(
                 FeedbackItem(
                     card=card[:MAX_CARD_ID],
                     outcome=str(outcome),
                     outcome_timestamp=timestamp,
-                    accepted_suggestions=[a["id"][:MAX_CARD_ID] for a in accepted or []],
+                    accepted_suggestions=[a["id"][:MAX_CARD_ID] for a in accepted],
                     reason_system=_text(reason.get("system"), 256),
                     reason_code=_text(reason.get("code"), 128),
                     reason_display=_text(reason.get("display"), 256),

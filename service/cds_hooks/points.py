@@ -1,4 +1,5 @@
-"""A contribution in percentage points of this patient's risk, on the explanation's own scale.
+"""How a contribution reads on a card or in a RiskAssessment: its sentence, and its size in
+percentage points of this patient's risk on the explanation's own scale.
 
 ``models.describe.points_change`` undoes a contribution on the log-odds scale; a Cox-type
 published equation (PCE, Framingham) explains on the log cumulative hazard scale, where
@@ -31,3 +32,14 @@ def points(result: Mapping[str, Any], contribution: float) -> float:
 def points_phrase(result: Mapping[str, Any], contribution: float) -> str:
     """ "+3.2 percentage points" (``models.describe`` wording)."""
     return describe.points_text(points(result, contribution))
+
+
+def driver_text(specs: Mapping[str, Any], contribution: Mapping[str, Any]) -> str:
+    """The contribution's sentence (``models.describe``); a bare "Yes"/"No" (the published
+    equations' value labels) is named: "Treated for high blood pressure: yes, raised ..."."""
+    text: str = contribution["text"]
+    spec = specs.get(contribution["feature"])
+    for bare in ("Yes", "No"):
+        if spec is not None and text.startswith(bare + " "):
+            return f"{spec.label}: {bare.lower()},{text[len(bare) :]}"
+    return text

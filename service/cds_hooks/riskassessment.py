@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from models.predictor import Predictor
-from service.cds_hooks.points import points_phrase
+from service.cds_hooks.points import driver_text, points_phrase
 
 MODEL_SYSTEM = "https://clinrisk.dev/fhir/CodeSystem/models"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
@@ -45,12 +45,14 @@ def qualitative(tiers: Sequence[Mapping[str, Any]], tier: Mapping[str, Any]) -> 
     return "low" if index == 0 else "high" if index == len(names) - 1 else "moderate"
 
 
-def rationale(result: Mapping[str, Any], top: int = TOP_REASONS) -> str:
+def rationale(result: Mapping[str, Any], specs: Mapping[str, Any], top: int = TOP_REASONS) -> str:
     explanation = result["explanation"]
     drivers = [c for c in explanation["contributions"] if c["direction"] != "no effect"][:top]
     if not drivers:
         return "No single input moved the risk noticeably."
-    reasons = [f"{c['text']} ({points_phrase(result, c['contribution'])})" for c in drivers]
+    reasons = [
+        f"{driver_text(specs, c)} ({points_phrase(result, c['contribution'])})" for c in drivers
+    ]
     return "Main reasons: " + "; ".join(reasons) + "."
 
 
@@ -92,7 +94,7 @@ def risk_assessment(
             ],
             "text": tier["label"],
         },
-        "rationale": rationale(result),
+        "rationale": rationale(result, {spec.name: spec for spec in model.specs}),
     }
     notes = [
         f"probabilityDecimal is on the 0-1 scale: {probability:.4f} = {probability * 100:.1f}%."

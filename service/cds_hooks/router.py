@@ -132,7 +132,11 @@ def _request_schema(service: HookService) -> dict[str, Any]:
             "hook": {"type": "string", "enum": [service.hook]},
             "hookInstance": {"type": "string", "minLength": 1},
             "fhirServer": {"type": "string"},
-            "fhirAuthorization": {"type": "object"},
+            "fhirAuthorization": {
+                "type": "object",
+                "required": ["access_token"],
+                "properties": {"access_token": {"type": "string"}},
+            },
             "context": {
                 "type": "object",
                 "required": context_required,
@@ -142,7 +146,7 @@ def _request_schema(service: HookService) -> dict[str, Any]:
                     "encounterId": {"type": "string", "minLength": 1, "maxLength": 256},
                 },
             },
-            "prefetch": {"type": "object"},
+            "prefetch": {"type": ["object", "null"]},
         },
     }
 
@@ -159,11 +163,24 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "required": ["card", "outcome", "outcomeTimestamp"],
                 "properties": {
-                    "card": {"type": "string", "minLength": 1},
+                    "card": {"type": "string", "minLength": 1, "maxLength": hook.MAX_CARD_ID},
                     "outcome": {"type": "string", "enum": list(hook.FEEDBACK_OUTCOMES)},
                     "outcomeTimestamp": {"type": "string", "format": "date-time"},
-                    "overrideReason": {"type": "object"},
-                    "acceptedSuggestions": {"type": "array"},
+                    "overrideReason": {
+                        "type": "object",
+                        "properties": {
+                            "reason": {"type": "object"},
+                            "userComment": {"type": "string"},
+                        },
+                    },
+                    "acceptedSuggestions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id"],
+                            "properties": {"id": {"type": "string"}},
+                        },
+                    },
                 },
             },
         }

@@ -134,8 +134,8 @@ INVALID: list[dict[str, Any]] = [
         "feedback": [
             {
                 "card": "c",
-                "outcome": "accepted",
-                "overrideReason": {"userComment": "x"},
+                "outcome": "overridden",
+                "overrideReason": {"userComment": 5},
                 "outcomeTimestamp": "2021-01-01T00:00:00Z",
             }
         ]

@@ -125,6 +125,8 @@ class Launched:
     chart: fhir.Chart
     encounter_id: str | None = None
     """The launch's encounter, when a stay model's resources were read for it."""
+    notes: list[str] = field(default_factory=list)
+    """What could not be read (search pages left over): shown with every model's values."""
 
 
 _DISCOVERY: dict[str, tuple[float, SmartConfiguration]] = {}
@@ -325,11 +327,20 @@ async def _search(
     resource_type: str,
     patient_id: str,
     headers: Mapping[str, str],
+    notes: list[str],
 ) -> list[Mapping[str, Any]]:
+    """Every page of a search (at most ``MAX_PAGES``); what was left unread goes to ``notes``,
+    which the page shows with the values."""
     url: str | None = f"{base}/{resource_type}?{query}"
     found: list[Mapping[str, Any]] = []
-    for _ in range(MAX_PAGES):
+    for page in range(MAX_PAGES + 1):
         if url is None:
+            break
+        if page == MAX_PAGES:
+            notes.append(
+                f"Only the first {len(found)} {resource_type} resources were read: values from "
+                "older ones may be missing."
+            )
             break
         bundle = await _get_json(client, url, f"the patient's {resource_type} resources", headers)
         try:
@@ -348,6 +359,10 @@ async def _search(
         )
         # Only pages of the same server: a next link elsewhere would take the token with it.
         if url is not None and (not isinstance(url, str) or not url.startswith(f"{base}/")):
+            notes.append(
+                f"The EHR's next page of {resource_type} resources is on another server and was "
+                "not read: values from it may be missing."
+            )
             url = None
     return found
 
@@ -360,6 +375,7 @@ async def read_chart(
     with an encounter context, also the stay's resources (see below)."""
     headers = {"Authorization": f"Bearer {grant.access_token}", "Accept": "application/fhir+json"}
     pid = quote(grant.patient_id, safe="")
+    notes: list[str] = []
     codes = ",".join(f"{fhir.LOINC}|{code}" for code in observation_codes(models))
     async with _client(timeout) as client:
         patient = await _get_json(client, f"{base}/Patient/{pid}", "the patient", headers)
@@ -372,6 +388,7 @@ async def read_chart(
             "Observation",
             grant.patient_id,
             headers,
+            notes,
         )
         # Every clinical status: history features (stroke, established ASCVD) count resolved ones.
         conditions = await _search(
@@ -381,6 +398,7 @@ async def read_chart(
             "Condition",
             grant.patient_id,
             headers,
+            notes,
         )
         medications = await _search(
             client,
@@ -389,6 +407,7 @@ async def read_chart(
             "MedicationRequest",
             grant.patient_id,
             headers,
+            notes,
         )
         encounters: list[Mapping[str, Any]] = []
         procedures: list[Mapping[str, Any]] = []
@@ -406,14 +425,17 @@ async def read_chart(
                 "Encounter",
                 grant.patient_id,
                 headers,
+                notes,
             )
             linked = f"patient={pid}&encounter={eid}&_count={PAGE_SIZE}"
             observations += await _search(
-                client, base, linked, "Observation", grant.patient_id, headers
+                client, base, linked, "Observation", grant.patient_id, headers, notes
             )
-            procedures = await _search(client, base, linked, "Procedure", grant.patient_id, headers)
+            procedures = await _search(
+                client, base, linked, "Procedure", grant.patient_id, headers, notes
+            )
             medications += await _search(
-                client, base, linked, "MedicationRequest", grant.patient_id, headers
+                client, base, linked, "MedicationRequest", grant.patient_id, headers, notes
             )
     chart = fhir.Chart(
         patient=patient,
@@ -423,7 +445,7 @@ async def read_chart(
         encounters=encounters,
         procedures=procedures,
     )
-    return Launched(grant.patient_id, chart, grant.encounter_id if stay else None)
+    return Launched(grant.patient_id, chart, grant.encounter_id if stay else None, notes)
 
 
 def _unique(resources: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -443,13 +465,14 @@ def _unique(resources: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 # --- chart -> features (the CDS Hooks mapping) ----------------------------------------------
 
 
-def extract_for(
-    model: Predictor, chart: fhir.Chart, today: date, encounter_id: str | None = None
-) -> dict[str, Any]:
+def extract_for(model: Predictor, launched: Launched, today: date) -> dict[str, Any]:
     """One model's form values from the chart through the CDS Hooks mapping
     (``fhir.chart_features``): features, where each came from (text, resource, date), warnings,
     and the applicability facts the chart states (sent as the request's ``context``)."""
-    extraction = fhir.chart_features(model.specs, chart, on=today, encounter_id=encounter_id)
+    extraction = fhir.chart_features(
+        model.specs, launched.chart, on=today, encounter_id=launched.encounter_id
+    )
+    extraction.warnings.extend(launched.notes)
     contexts = model.population.contexts
     context: dict[str, bool] = {}
     if extraction.deceased and "deceased" in contexts:

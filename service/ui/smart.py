@@ -91,9 +91,6 @@ async def smart_session(request: Request, state: StateDep) -> Response:
             "ehr": ehr.name,
             "patient": smart.patient_summary(launched),
             "model": model_asked,
-            "models": {
-                model.name: smart.extract_for(model, launched.chart, today, launched.encounter_id)
-                for model in models
-            },
+            "models": {model.name: smart.extract_for(model, launched, today) for model in models},
         }
     )

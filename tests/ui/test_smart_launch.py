@@ -511,3 +511,16 @@ def test_a_chart_the_ehr_lets_be_read_only_in_part_fills_nothing(servers: Launch
     problem = answer.json()
     assert "Condition" in problem["detail"] and "not filled" in problem["detail"]
     assert "session" not in problem
+
+
+def test_search_pages_left_unread_are_said_with_the_values(
+    servers: Launchable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smart, "PAGE_SIZE", 3)
+    monkeypatch.setattr(smart, "MAX_PAGES", 1)
+    with servers.api() as api:
+        answer = api.post("/ui/smart/session", json=redeem(servers, api))
+    assert answer.status_code == 200, answer.text
+    warnings = answer.json()["models"]["cvd"]["warnings"]
+    assert "Only the first 3 Observation resources were read" in " ".join(warnings)
+    assert "Only the first 3 Condition resources were read" in " ".join(warnings)

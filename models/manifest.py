@@ -163,6 +163,14 @@ class Target(_Strict):
     positive_rate_test: float
 
 
+class PopulationExclusion(_Strict):
+    """Training rows outside the intended population (an applicability rule), left out."""
+
+    rule: str
+    description: str
+    rows: int
+
+
 class DatasetRef(_Strict):
     path: str
     sha256: str
@@ -170,6 +178,47 @@ class DatasetRef(_Strict):
     rows_used: int
     description: str
     exclusions: list[str] = Field(default_factory=list)
+    population_exclusions: list[PopulationExclusion] = Field(default_factory=list)
+
+
+ClinicalUseStatus = Literal["validated", "evaluation_only", "teaching_data_only"]
+
+
+class ClinicalUse(_Strict):
+    """Whether a score may inform care, and why (issue 10): shown wherever a score is."""
+
+    status: ClinicalUseStatus
+    reason: str
+
+
+DEFAULT_CLINICAL_USE = ClinicalUse(status="evaluation_only", reason="not stated by this artifact")
+"""Older artifacts state no status: read conservatively, never as validated."""
+
+
+class Governance(_Strict):
+    """The ONC HTI-1 source attributes a card must state that are not fitted figures."""
+
+    developer: str
+    contact: str
+    funding: str
+    data_licence: str
+    data_provenance: str
+    data_collection_dates: str
+    intended_users: str
+    decision_role: str
+    outcome_timing: str
+    fairness_approach: str
+    external_validation: str
+    update_plan: str
+    monitoring_plan: str
+
+
+class ModelSpecification(_Strict):
+    """The full fitted model where it is short enough to print (linear models)."""
+
+    intercept: float
+    coefficients: dict[str, float] = Field(description="Per model column, raw units.")
+    means: dict[str, float] = Field(description="Training means (the value a gap is given).")
 
 
 class Split(_Strict):
@@ -232,6 +281,14 @@ class ThresholdMetrics(_Strict):
     ppv: float | None
     npv: float | None
     flagged_fraction: float
+    net_benefit: float | None = Field(
+        default=None,
+        description="Decision-curve net benefit of acting at or above this threshold "
+        "(TP/n - FP/n * t/(1-t)); acting on no one scores 0.",
+    )
+    net_benefit_treat_all: float | None = Field(
+        default=None, description="Net benefit of acting on every patient at this threshold."
+    )
 
 
 class SubgroupMetrics(_Strict):
@@ -244,6 +301,22 @@ class SubgroupMetrics(_Strict):
     calibration_intercept: float | None
     mean_predicted: float
     observed_rate: float
+    auroc_ci_low: float | None = None
+    auroc_ci_high: float | None = None
+    calibration_in_the_large: float | None = Field(
+        default=None, description="Intercept with the slope fixed at 1 (0 ideal; < 0 too high)."
+    )
+    observed_expected: float | None = Field(
+        default=None, description="Observed events / sum of predicted risks (1 ideal)."
+    )
+    suppressed: bool = Field(
+        default=False,
+        description="Fewer events than the configured minimum: figures withheld, not judged.",
+    )
+    audit_only: bool = Field(
+        default=False,
+        description="A factor the model does not read (e.g. income): audited, never an input.",
+    )
     feature: str | None = Field(
         default=None, description="The feature that places a patient in this subgroup."
     )
@@ -268,9 +341,22 @@ class ValidationSummary(_Strict):
     auprc: float
     brier: float
     calibration_slope: float
-    calibration_intercept: float
+    calibration_intercept: float = Field(
+        description="Intercept of the joint slope-and-intercept recalibration fit (not CITL)."
+    )
     ece: float
     calibration_bins: list[CalibrationBin]
+    calibration_in_the_large: float | None = Field(
+        default=None,
+        description="Intercept with the slope fixed at 1: 0 ideal, < 0 predictions too high, "
+        "> 0 too low.",
+    )
+    observed_expected: float | None = Field(
+        default=None, description="Observed events / sum of predicted risks (1 ideal)."
+    )
+    auroc_ci_method: str | None = Field(
+        default=None, description="How the AUROC interval was obtained (row or cluster bootstrap)."
+    )
 
 
 class Candidate(_Strict):
@@ -292,6 +378,57 @@ class Baseline(_Strict):
     brier: float | None = None
     auroc_difference_vs_shipped: float | None = None
     difference_p_value: float | None = None
+    n: int | None = Field(default=None, description="Test rows the baseline could score.")
+    cv_auroc_mean: float | None = Field(
+        default=None, description="Mean AUROC over the same repeated-CV validation folds."
+    )
+    cv_auroc_sd: float | None = None
+
+
+class RepeatedCV(_Strict):
+    """The shipped recipe (family, settings, calibration) re-fitted on repeated CV folds of the
+    development part: how much the test figure could move with another split."""
+
+    method: str
+    repeats: int
+    folds: int
+    auroc_mean: float
+    auroc_sd: float
+    calibration_in_the_large_mean: float
+    calibration_in_the_large_sd: float
+    calibration_slope_mean: float
+    calibration_slope_sd: float
+    observed_expected_mean: float
+    observed_expected_sd: float
+
+
+class TemporalCohort(_Strict):
+    name: str
+    description: str
+    n: int
+    positives: int
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    calibration_in_the_large: float
+    calibration_slope: float
+    observed_expected: float
+
+
+class TemporalValidation(_Strict):
+    """Train on the earlier part of the data, test on the later part (the recipe, refitted)."""
+
+    method: str
+    n_train: int
+    cohorts: list[TemporalCohort]
+
+
+class Characteristic(_Strict):
+    """One row of the participant characteristics table (TRIPOD+AI item 20)."""
+
+    characteristic: str
+    development: str
+    test: str
 
 
 class Validation(_Strict):
@@ -302,6 +439,12 @@ class Validation(_Strict):
     baselines: list[Baseline]
     published_reference: str
     shortfalls: list[str] = Field(default_factory=list)
+    repeated_cv: RepeatedCV | None = None
+    temporal: TemporalValidation | None = None
+    subgroup_min_events: int | None = Field(
+        default=None, description="Subgroups with fewer events (or non-events) are suppressed."
+    )
+    characteristics: list[Characteristic] = Field(default_factory=list)
 
 
 class ExplanationInfo(_Strict):
@@ -352,6 +495,12 @@ class Manifest(_Strict):
     )
     split: Split | None = None
     validation: Validation | None = None
+    clinical_use: ClinicalUse = Field(
+        default=DEFAULT_CLINICAL_USE,
+        description="validated / evaluation_only / teaching_data_only, with the reason.",
+    )
+    governance: Governance | None = None
+    model_specification: ModelSpecification | None = None
     explanation: ExplanationInfo
     caveats: list[str]
     ethical_considerations: list[str]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.manifest import ApplicabilityRule, FeatureSpec, FeatureType
+from models.manifest import ApplicabilityRule, ClinicalUse, FeatureSpec, FeatureType, Governance
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -55,6 +55,22 @@ class Candidates(BaseModel):
     logistic: LogisticCandidates
 
 
+class ValidationConfig(BaseModel):
+    """How the figures that hold up are obtained (issue 10)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cv_repeats: int = Field(default=5, ge=1, description="Repeats of the 5-fold CV of the recipe.")
+    subgroup_min_events: int = Field(
+        default=10, ge=1, description="Fewer events (or non-events): subgroup figures withheld."
+    )
+    temporal_train_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Train on this earliest fraction of rows (id order = time), test on the rest.",
+    )
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -75,6 +91,10 @@ class ModelConfig(BaseModel):
     tiers: TierConfig
     candidates: Candidates
     features: list[FeatureSpec]
+    # Issue 10: what a governance board needs beside the figures (carried into the manifest).
+    clinical_use: ClinicalUse
+    governance: Governance
+    validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig())
 
     @model_validator(mode="after")
     def _directions(self) -> ModelConfig:

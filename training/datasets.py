@@ -31,6 +31,24 @@ class Dataset:
     """Subgroup factors for the fairness audit (strings), not necessarily model inputs."""
     rows_read: int
     exclusions: list[str] = field(default_factory=list)
+    patients: np.ndarray | None = None
+    """Patient id per row where patients repeat (cluster bootstrap, temporal "new patients")."""
+    extras: pd.DataFrame | None = None
+    """Source columns published baselines need that are not model inputs (e.g. ICD-9 codes)."""
+
+    def subset(self, keep: np.ndarray) -> Dataset:
+        """The rows where ``keep`` is true (row order kept)."""
+        return Dataset(
+            features=self.features[keep].reset_index(drop=True),
+            y=self.y[keep],
+            ids=self.ids[keep],
+            groups=self.groups[keep],
+            factors=self.factors[keep].reset_index(drop=True),
+            rows_read=self.rows_read,
+            exclusions=self.exclusions,
+            patients=None if self.patients is None else self.patients[keep],
+            extras=None if self.extras is None else self.extras[keep].reset_index(drop=True),
+        )
 
 
 def read_table(path: Path, **csv_options: object) -> pd.DataFrame:
@@ -52,6 +70,32 @@ def _age_band(age: pd.Series, edges: list[int]) -> pd.Series:
 
 
 # --- BRFSS 2015 diabetes health indicators -------------------------------------------------
+
+# Audit factors only (never inputs): BRFSS _INCOMG (1 <$10k ... 8 >=$75k) and _EDUCAG groups.
+BRFSS_INCOME = {
+    1: "<$15k",
+    2: "<$15k",
+    3: "$15-25k",
+    4: "$15-25k",
+    5: "$25-50k",
+    6: "$25-50k",
+    7: "$50-75k",
+    8: "$75k+",
+}
+BRFSS_EDUCATION = {
+    1: "no high school diploma",
+    2: "no high school diploma",
+    3: "no high school diploma",
+    4: "high school graduate",
+    5: "some college",
+    6: "college graduate",
+}
+FRAMINGHAM_EDUCATION = {
+    1: "some high school",
+    2: "high school or GED",
+    3: "some college or vocational",
+    4: "college",
+}
 
 # _AGEG5YR codes 1..13 -> midpoint of the band in years (13 = 80 or older: 82 assumed).
 BRFSS_AGE_MIDPOINT = {1: 21.0, **{k: 27.0 + 5.0 * (k - 2) for k in range(2, 13)}, 13: 82.0}
@@ -86,6 +130,8 @@ def load_brfss(path: Path) -> Dataset:
         {
             "sex": np.where(features["sex_male"] == 1, "male", "female"),
             "age_band": _age_band(features["age_years"], [18, 40, 50, 60, 70, 200]),
+            "income": raw["Income"].astype(int).map(BRFSS_INCOME).fillna("unknown"),
+            "education": raw["Education"].astype(int).map(BRFSS_EDUCATION).fillna("unknown"),
         }
     )
     return Dataset(
@@ -134,6 +180,7 @@ def load_framingham(path: Path) -> Dataset:
             "sex": np.where(features["sex_male"] == 1, "male", "female"),
             "age_band": _age_band(features["age_years"], [30, 45, 55, 65, 200]),
             "diabetes": np.where(features["diabetes"] == 1, "diabetic", "not diabetic"),
+            "education": raw["education"].map(FRAMINGHAM_EDUCATION).fillna("unknown"),
         }
     )
     return Dataset(
@@ -270,6 +317,10 @@ def load_diabetes130(path: Path) -> Dataset:
         factors=factors,
         rows_read=rows_read,
         exclusions=exclusions,
+        patients=raw["patient_nbr"].to_numpy(),
+        extras=raw[["diag_1", "diag_2", "diag_3", "admission_type_id", "admission_source_id"]]
+        .astype({"admission_type_id": int, "admission_source_id": int})
+        .reset_index(drop=True),
     )
 
 

@@ -60,6 +60,7 @@ from models.manifest import (
     ApplicabilityRule,
     Calibration,
     Category,
+    ClinicalUse,
     ExplanationInfo,
     FeatureSpec,
     FeatureType,
@@ -70,7 +71,8 @@ from models.manifest import (
 from models.signing import SIGNING_KEY_ENV, TrustPolicy, load_private_key
 from training import framingham2008 as fhs
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
+"""1.1.0: the manifest states its clinical-use status (issue 10); the equations are unchanged."""
 EQUATION_FILE = "equation.json"
 CARD_FILE = "card.md"
 CREATED_AT = datetime(2026, 11, 29, tzinfo=UTC)
@@ -884,6 +886,31 @@ Primary prevention, adults 30-79 without CVD. eGFR from creatinine by the race-f
     )
 
 
+# Issue 10: validated externally by their authors and others, never locally (no local data).
+_NOT_LOCAL = (
+    " Not validated locally: this service has no outcome data for its own population, so a"
+    " deploying site should check calibration on its patients before relying on the numbers."
+)
+CLINICAL_USE = {
+    "cvd-framingham-2008": ClinicalUse(
+        status="validated",
+        reason="Published equation (D'Agostino et al., Circulation 2008), validated in its"
+        " derivation cohort and externally in published cohorts; it predicts general"
+        " cardiovascular disease." + _NOT_LOCAL,
+    ),
+    "ascvd-pce": ClinicalUse(
+        status="validated",
+        reason="Published equation recommended by the 2013 and 2019 ACC/AHA guidelines (Goff et"
+        " al. 2013), validated externally in published cohorts, where it often over-estimates"
+        " risk in contemporary populations." + _NOT_LOCAL,
+    ),
+    "ascvd-prevent": ClinicalUse(
+        status="validated",
+        reason="Published AHA PREVENT equation (Khan et al., Circulation 2024), derived and"
+        " externally validated by its authors in large US data sets." + _NOT_LOCAL,
+    ),
+}
+
 SPECS = {
     "cvd-framingham-2008": framingham_spec,
     "ascvd-pce": pce_spec,
@@ -908,11 +935,13 @@ def _timing(equation_bytes: bytes, columns: list[ModelColumn]) -> tuple[float, f
 
 def _card(spec: Spec, manifest: Manifest) -> str:
     eq = spec.equation
+    use = manifest.clinical_use
     rules = "\n".join(f"- {r.description} ({r.source})" for r in spec.applicability)
     caveats = "\n".join(f"- {c}" for c in spec.caveats)
     return (
         f"# {spec.title} ({spec.name} {manifest.version})\n\n"
         f"{spec.summary}\n\n"
+        f"**Clinical-use status:** {use.status.replace('_', ' ')}. {use.reason}  \n"
         f"**Kind:** published equation ({eq['form']}), not fitted or recalibrated here.  \n"
         f"**Outcome:** {eq['outcome']}.  \n"
         f"**Source:** {eq['citation']}.  \n"
@@ -926,7 +955,7 @@ def _card(spec: Spec, manifest: Manifest) -> str:
 
 
 def build(name: str, out_dir: Path, *, signing_key: Path | None = None) -> Path:
-    """Write ``out_dir/NAME/1.0.0`` (equation, card, manifest) and sign it."""
+    """Write ``out_dir/NAME/VERSION`` (equation, card, manifest) and sign it."""
     from training.train import code_revision
 
     spec = SPECS[name]()
@@ -964,6 +993,7 @@ def build(name: str, out_dir: Path, *, signing_key: Path | None = None) -> Path:
             ),
             tiers=ACC_AHA_TIERS,
             tiers_borrowed_from=spec.tiers_borrowed_from,
+            clinical_use=CLINICAL_USE[name],
             explanation=ExplanationInfo(
                 method="equation",
                 seconds_per_row_batch=per_batch,

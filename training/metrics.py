@@ -59,6 +59,8 @@ class Summary(TypedDict):
     brier: float
     calibration_slope: float
     calibration_intercept: float
+    calibration_in_the_large: float
+    observed_expected: float
     ece: float
     calibration_bins: list[CalibrationBin]
 
@@ -68,10 +70,15 @@ class SubgroupMetrics(TypedDict):
     n: int
     positives: int
     auroc: float | None
+    auroc_ci_low: float | None
+    auroc_ci_high: float | None
     calibration_slope: float | None
     calibration_intercept: float | None
+    calibration_in_the_large: float | None
+    observed_expected: float | None
     mean_predicted: float
     observed_rate: float
+    suppressed: bool
 
 
 class PairedDifference(TypedDict):
@@ -183,6 +190,37 @@ def _bootstrap_counts(rng: np.random.Generator, n_rows: int, n_boot: int) -> lis
     return out
 
 
+def _cluster_counts(
+    rng: np.random.Generator, inverse: IntArray, n_clusters: int, n_boot: int
+) -> list[FloatArray]:
+    """Row multiplicities when whole clusters (patients) are resampled: a row counts as often
+    as its cluster was drawn, so a patient's encounters stay together (cluster bootstrap)."""
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // max(inverse.size, 1))
+    out: list[FloatArray] = []
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        idx = rng.integers(0, n_clusters, size=(b, n_clusters))
+        flat = (idx + (np.arange(b, dtype=np.int64) * n_clusters)[:, None]).ravel()
+        per_cluster = np.bincount(flat, minlength=b * n_clusters).reshape(b, n_clusters)
+        out.append(per_cluster[:, inverse].astype(np.float64))
+        done += b
+    return out
+
+
+def _resample_counts(
+    rng: np.random.Generator, n_rows: int, n_boot: int, groups: npt.ArrayLike | None
+) -> list[FloatArray]:
+    """Row resamples, or cluster resamples when ``groups`` (one id per row) is given."""
+    if groups is None:
+        return _bootstrap_counts(rng, n_rows, n_boot)
+    g = np.asarray(groups)
+    if g.shape != (n_rows,):
+        raise ValueError("groups must have one entry per row")
+    unique, inverse = np.unique(g, return_inverse=True)
+    return _cluster_counts(rng, inverse.astype(np.int64), unique.size, n_boot)
+
+
 def _percentile_interval(values: FloatArray, alpha: float) -> tuple[float, float]:
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(low), float(high)
@@ -202,8 +240,12 @@ def bootstrap_auroc_ci(
     n_boot: int = 1000,
     seed: int,
     alpha: float = 0.05,
+    groups: npt.ArrayLike | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap ``(1 - alpha)`` interval for the AUROC.
+
+    With ``groups`` (e.g. patient ids) whole groups are resampled (cluster bootstrap), so
+    repeated encounters of one patient do not narrow the interval as if they were independent.
 
     Rows are resampled with replacement using ``numpy.random.default_rng(seed)``; resamples with
     a single outcome class are skipped (so slightly fewer than ``n_boot`` may contribute).
@@ -214,7 +256,9 @@ def bootstrap_auroc_ci(
     _require_both_classes(y_arr)
     ranks = _RankStructure(y_arr, p_arr)
     rng = np.random.default_rng(seed)
-    values = np.concatenate([ranks.aurocs(c) for c in _bootstrap_counts(rng, y_arr.size, n_boot)])
+    values = np.concatenate(
+        [ranks.aurocs(c) for c in _resample_counts(rng, y_arr.size, n_boot, groups)]
+    )
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise ValueError("every bootstrap resample contained a single class")
@@ -229,6 +273,7 @@ def paired_bootstrap_auroc_difference(
     n_boot: int = 1000,
     seed: int,
     alpha: float = 0.05,
+    groups: npt.ArrayLike | None = None,
 ) -> PairedDifference:
     """Paired bootstrap comparison of two models' AUROC on the same rows.
 
@@ -246,7 +291,10 @@ def paired_bootstrap_auroc_difference(
     ranks_b = _RankStructure(y_arr, pb)
     rng = np.random.default_rng(seed)
     diffs = np.concatenate(
-        [ranks_a.aurocs(c) - ranks_b.aurocs(c) for c in _bootstrap_counts(rng, y_arr.size, n_boot)]
+        [
+            ranks_a.aurocs(c) - ranks_b.aurocs(c)
+            for c in _resample_counts(rng, y_arr.size, n_boot, groups)
+        ]
     )
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
@@ -332,6 +380,43 @@ def calibration_slope_intercept(
     raise ValueError("calibration fit did not converge (are the classes perfectly separated?)")
 
 
+def calibration_in_the_large(
+    y: npt.ArrayLike, p: npt.ArrayLike, *, max_iter: int = 100, tol: float = 1e-10
+) -> float:
+    """Calibration-in-the-large: ``a`` in ``logit P(y=1) = a + logit(p)`` (slope fixed at 1).
+
+    0 is ideal; a negative value means the predicted risks are on average too high, a positive
+    value too low (the one calibration figure that reads as "too high / too low").
+    Fitted by Newton-Raphson on the single parameter; ``p`` is clipped as for the slope.
+    """
+    y_arr, p_arr = _check(y, p)
+    _require_both_classes(y_arr)
+    offset = _logit(p_arr)
+    yf = y_arr.astype(np.float64)
+    a = 0.0
+    for _ in range(max_iter):
+        mu = expit(offset + a)
+        gradient = float(np.sum(yf - mu))
+        information = float(np.sum(mu * (1.0 - mu)))
+        if information <= 0.0:
+            raise ValueError("calibration-in-the-large fit failed: no information")
+        step = gradient / information
+        a += step
+        if abs(step) < tol:
+            return float(a)
+    raise ValueError("calibration-in-the-large fit did not converge")
+
+
+def observed_expected(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
+    """Observed events divided by the sum of predicted risks (O/E; 1 is ideal, < 1 means the
+    model predicts more events than happened)."""
+    y_arr, p_arr = _check(y, p)
+    expected = float(p_arr.sum())
+    if expected <= 0.0:
+        raise ValueError("the predicted risks sum to zero; O/E is undefined")
+    return float(y_arr.sum()) / expected
+
+
 def _equal_count_bins(y: IntArray, p: FloatArray, n_bins: int) -> list[CalibrationBin]:
     if n_bins < 1:
         raise ValueError("n_bins must be at least 1")
@@ -405,6 +490,24 @@ def threshold_metrics(y: npt.ArrayLike, p: npt.ArrayLike, threshold: float) -> T
     }
 
 
+def net_benefit(y: npt.ArrayLike, p: npt.ArrayLike, threshold: float) -> tuple[float, float]:
+    """Decision-curve net benefit at ``threshold`` (Vickers & Elkin 2006): ``(model, treat all)``.
+
+    ``TP/n - FP/n * t/(1-t)`` for the rule "act if ``p >= t``", and the same for acting on
+    everyone (``prevalence - (1 - prevalence) * t/(1-t)``); acting on no one is 0.
+    """
+    y_arr, p_arr = _check(y, p)
+    if not 0.0 < threshold < 1.0:
+        raise ValueError("the threshold must lie in (0, 1)")
+    odds = threshold / (1.0 - threshold)
+    n = y_arr.size
+    flagged = p_arr >= threshold
+    tp = int(np.sum(flagged & (y_arr == 1)))
+    fp = int(np.sum(flagged & (y_arr == 0)))
+    prevalence = float(y_arr.mean())
+    return tp / n - fp / n * odds, prevalence - (1.0 - prevalence) * odds
+
+
 def threshold_for_sensitivity(y: npt.ArrayLike, p: npt.ArrayLike, target: float) -> float:
     """The largest threshold ``t`` such that the rule ``p >= t`` has sensitivity ``>= target``.
 
@@ -438,11 +541,13 @@ def summarize(
     seed: int,
     n_boot: int = 1000,
     n_bins: int = 10,
+    groups: npt.ArrayLike | None = None,
 ) -> Summary:
-    """All headline validation metrics as a JSON-serialisable dictionary."""
+    """All headline validation metrics as a JSON-serialisable dictionary (``groups``: patient
+    ids for a cluster bootstrap of the AUROC interval)."""
     y_arr, p_arr = _check(y, p)
     _require_both_classes(y_arr)
-    ci_low, ci_high = bootstrap_auroc_ci(y_arr, p_arr, n_boot=n_boot, seed=seed)
+    ci_low, ci_high = bootstrap_auroc_ci(y_arr, p_arr, n_boot=n_boot, seed=seed, groups=groups)
     slope, intercept = calibration_slope_intercept(y_arr, p_arr)
     positives = int(y_arr.sum())
     return {
@@ -456,6 +561,8 @@ def summarize(
         "brier": brier(y_arr, p_arr),
         "calibration_slope": slope,
         "calibration_intercept": intercept,
+        "calibration_in_the_large": calibration_in_the_large(y_arr, p_arr),
+        "observed_expected": observed_expected(y_arr, p_arr),
         "ece": expected_calibration_error(y_arr, p_arr, n_bins=n_bins),
         "calibration_bins": calibration_bins(y_arr, p_arr, n_bins=n_bins),
     }
@@ -468,18 +575,24 @@ def subgroup_metrics(
     *,
     min_n: int = 30,
     min_events: int = 5,
+    n_boot: int = 0,
+    seed: int = 0,
+    clusters: npt.ArrayLike | None = None,
 ) -> list[SubgroupMetrics]:
     """Discrimination and calibration within each level of ``groups`` (sorted by level).
 
-    ``auroc``, ``calibration_slope`` and ``calibration_intercept`` are ``None`` for a level with
-    fewer than ``min_n`` rows, or fewer than ``min_events`` positives or negatives; the
-    calibration pair is also ``None`` if its fit is undefined (constant ``p`` within the level,
-    or perfect separation). Levels are compared as strings.
+    A level with fewer than ``min_n`` rows, or fewer than ``min_events`` positives or negatives,
+    is *suppressed*: every figure but its size, event count, mean prediction and observed rate
+    is ``None`` (too few events to judge). The calibration pair is also ``None`` if its fit is
+    undefined (constant ``p`` within the level, or perfect separation). With ``n_boot > 0`` the
+    AUROC gets a percentile bootstrap interval (cluster bootstrap over ``clusters`` if given).
+    Levels are compared as strings.
     """
     y_arr, p_arr = _check(y, p)
     g_arr = np.asarray(groups).astype(str)
     if g_arr.shape != y_arr.shape:
         raise ValueError("groups must have one entry per row of y")
+    c_arr = None if clusters is None else np.asarray(clusters)
     out: list[SubgroupMetrics] = []
     for level in np.unique(g_arr):
         mask = g_arr == level
@@ -488,24 +601,42 @@ def subgroup_metrics(
         positives = int(y_g.sum())
         eligible = n >= min_n and positives >= min_events and n - positives >= min_events
         auc: float | None = None
+        ci: tuple[float | None, float | None] = (None, None)
         slope: float | None = None
         intercept: float | None = None
+        citl: float | None = None
+        ratio: float | None = None
         if eligible:
             auc = auroc(y_g, p_g)
+            if n_boot > 0:
+                ci = bootstrap_auroc_ci(
+                    y_g,
+                    p_g,
+                    n_boot=n_boot,
+                    seed=seed,
+                    groups=None if c_arr is None else c_arr[mask],
+                )
             try:
                 slope, intercept = calibration_slope_intercept(y_g, p_g)
             except ValueError:
                 slope, intercept = None, None
+            citl = calibration_in_the_large(y_g, p_g)
+            ratio = observed_expected(y_g, p_g)
         out.append(
             {
                 "level": str(level),
                 "n": n,
                 "positives": positives,
                 "auroc": auc,
+                "auroc_ci_low": ci[0],
+                "auroc_ci_high": ci[1],
                 "calibration_slope": slope,
                 "calibration_intercept": intercept,
+                "calibration_in_the_large": citl,
+                "observed_expected": ratio,
                 "mean_predicted": float(np.mean(p_g)),
                 "observed_rate": positives / n,
+                "suppressed": not eligible,
             }
         )
     return out

@@ -48,9 +48,12 @@ from models.manifest import (
     FeatureSpec,
     FeatureType,
     Manifest,
+    ModelSpecification,
+    RepeatedCV,
     Split,
     SubgroupMetrics,
     Target,
+    TemporalValidation,
     ThresholdMetrics,
     Tier,
     Validation,
@@ -73,10 +76,18 @@ from models.signing import (
 )
 from models.trees import Forest, compile_tables, parse_forest
 from training import fit, metrics
-from training.baselines import BASELINES
+from training.baselines import BASELINES, PublishedBaseline
 from training.card import render_card
 from training.config import ModelConfig
 from training.datasets import LOADERS, SHARED_DATA, Dataset
+from training.validation import (
+    Recipe,
+    characteristics,
+    frame_for_baselines,
+    population_exclusions,
+    repeated_cv,
+    temporal_validation,
+)
 
 Progress = Callable[[str], None]
 QUANTILES = {
@@ -196,20 +207,27 @@ def time_explanations(
 def compare_baselines(
     y_test: np.ndarray,
     p_test: np.ndarray,
-    candidates: list[tuple[str, str, np.ndarray]],
+    candidates: list[tuple[str, str, np.ndarray, bool]],
     *,
     n_boot: int,
     seed: int,
+    groups: np.ndarray | None = None,
+    cv: dict[str, tuple[float, float]] | None = None,
 ) -> list[Baseline]:
-    """AUROC (CI), Brier and the paired AUROC difference of each baseline on the test rows."""
+    """AUROC (CI), Brier (probabilities only) and the paired AUROC difference of each baseline
+    on the test rows; its repeated-CV AUROC on the same folds as the shipped recipe if known."""
     baselines = []
-    for name, description, p_base in candidates:
+    for name, description, p_base, probability in candidates:
         valid = ~np.isnan(p_base)
         y, p_ours, p = y_test[valid], p_test[valid], p_base[valid]
-        lo, hi = metrics.bootstrap_auroc_ci(y, p, n_boot=n_boot, seed=seed)
-        diff = metrics.paired_bootstrap_auroc_difference(y, p_ours, p, n_boot=n_boot, seed=seed)
+        g = None if groups is None else groups[valid]
+        lo, hi = metrics.bootstrap_auroc_ci(y, p, n_boot=n_boot, seed=seed, groups=g)
+        diff = metrics.paired_bootstrap_auroc_difference(
+            y, p_ours, p, n_boot=n_boot, seed=seed, groups=g
+        )
         excluded = int((~valid).sum())
         note = f" ({excluded} test rows without the inputs it needs excluded)" if excluded else ""
+        cv_mean, cv_sd = (cv or {}).get(name, (None, None))
         baselines.append(
             Baseline(
                 name=name,
@@ -217,9 +235,12 @@ def compare_baselines(
                 auroc=metrics.auroc(y, p),
                 auroc_ci_low=lo,
                 auroc_ci_high=hi,
-                brier=metrics.brier(y, p),
+                brier=metrics.brier(y, p) if probability else None,
                 auroc_difference_vs_shipped=diff["difference"],
                 difference_p_value=diff["p_value"],
+                n=int(valid.sum()),
+                cv_auroc_mean=cv_mean,
+                cv_auroc_sd=cv_sd,
             )
         )
     return baselines
@@ -279,9 +300,19 @@ def explainer_for(fitted: xgb.Booster | fit.LinearFit, columns: list[str]) -> Ex
     )
 
 
-def _summary(y: np.ndarray, p: np.ndarray, seed: int) -> ValidationSummary:
-    summary = ValidationSummary.model_validate(metrics.summarize(y, p, seed=seed))
-    return summary.model_copy(update={"calibration_bins": uncertainty_bins(y, p)})
+def _summary(
+    y: np.ndarray, p: np.ndarray, seed: int, groups: np.ndarray | None = None
+) -> ValidationSummary:
+    summary = ValidationSummary.model_validate(metrics.summarize(y, p, seed=seed, groups=groups))
+    method = (
+        "percentile bootstrap over patients (cluster bootstrap: a patient's encounters are "
+        "resampled together), 1,000 resamples"
+        if groups is not None
+        else "percentile bootstrap over rows, 1,000 resamples"
+    )
+    return summary.model_copy(
+        update={"calibration_bins": uncertainty_bins(y, p), "auroc_ci_method": method}
+    )
 
 
 def wilson_interval(events: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -339,24 +370,40 @@ def membership(factor: str, level: str, feature_names: set[str]) -> dict[str, An
     return {"feature": feature, "categories": codes} if codes else {}
 
 
-def reliability(
-    y: np.ndarray, p: np.ndarray, row: metrics.SubgroupMetrics, *, seed: int, n_boot: int
-) -> dict[str, Any]:
-    """Whether a subgroup's figures can be trusted, and if not, why (in words)."""
+# Mean predicted risk this far from observed (and outside its 95% CI) is poor calibration.
+RELIABLE_OE = (0.8, 1.25)
+
+
+def reliability(row: metrics.SubgroupMetrics, factor: str, min_events: int) -> dict[str, Any]:
+    """Whether a subgroup's figures can be trusted, and if not, why (in words).
+
+    Age bands are judged by calibration only: age carries much of the discrimination, so a
+    lower AUROC within a band is structural, not a failure (issue 10)."""
+    if row["suppressed"]:
+        return {
+            "reliable": False,
+            "concern": f"too few events to judge ({row['positives']} events among "
+            f"{row['n']} test patients; figures are withheld below {min_events})",
+        }
     reasons = []
     if row["n"] < MIN_RELIABLE_N:
         reasons.append(f"only {row['n']} test patients")
-    if row["auroc"] is None:
-        reasons.append("too few events to measure discrimination")
-    else:
-        lo, hi = metrics.bootstrap_auroc_ci(y, p, n_boot=n_boot, seed=seed)
-        if lo <= 0.5:
-            reasons.append(
-                f"discrimination not shown (AUROC {row['auroc']:.2f}, 95% CI {lo:.2f}-{hi:.2f})"
-            )
+    lo, hi = row["auroc_ci_low"], row["auroc_ci_high"]
+    if factor != "age_band" and row["auroc"] is not None and lo is not None and lo <= 0.5:
+        reasons.append(
+            f"discrimination not shown (AUROC {row['auroc']:.2f}, 95% CI {lo:.2f}-{hi:.2f})"
+        )
     slope = row["calibration_slope"]
     if slope is not None and not RELIABLE_SLOPE[0] <= slope <= RELIABLE_SLOPE[1]:
         reasons.append(f"poor calibration (slope {slope:.2f}; 1 is ideal)")
+    ratio = row["observed_expected"]
+    if ratio is not None and not RELIABLE_OE[0] <= ratio <= RELIABLE_OE[1]:
+        ci_low, ci_high = wilson_interval(row["positives"], row["n"])
+        if not ci_low <= row["mean_predicted"] <= ci_high:
+            reasons.append(
+                f"predicted risk too {'low' if ratio > 1 else 'high'} on average "
+                f"(predicted {row['mean_predicted']:.1%}, observed {row['observed_rate']:.1%})"
+            )
     return {"reliable": not reasons, "concern": "; ".join(reasons) or None}
 
 
@@ -368,19 +415,26 @@ def subgroup_rows(
     *,
     seed: int,
     n_boot: int,
+    min_events: int,
+    clusters: np.ndarray | None = None,
 ) -> list[SubgroupMetrics]:
-    """Per subgroup of the test part: metrics, who belongs to it and whether it is reliable."""
+    """Per subgroup of the test part: metrics with CIs (suppressed below ``min_events``), who
+    belongs to it, whether it is reliable, and whether it is an audit factor only."""
     out = []
     for col in factors.columns:
         levels = factors[col].to_numpy(str)
-        for row in metrics.subgroup_metrics(y, p, levels):
-            mask = levels == row["level"]
+        rows = metrics.subgroup_metrics(
+            y, p, levels, min_events=min_events, n_boot=n_boot, seed=seed, clusters=clusters
+        )
+        for row in rows:
+            member = membership(col, row["level"], feature_names)
             out.append(
                 SubgroupMetrics(
                     factor=col,
                     **row,
-                    **membership(col, row["level"], feature_names),
-                    **reliability(y[mask], p[mask], row, seed=seed, n_boot=n_boot),
+                    **member,
+                    **reliability(row, col, min_events),
+                    audit_only=not member,
                 )
             )
     return out
@@ -391,7 +445,7 @@ def train(
     *,
     data_path: Path | None = None,
     out_dir: Path,
-    version: str = "1.2.0",
+    version: str = "1.3.0",
     seed: int | None = None,
     progress: Progress = lambda _msg: None,
     n_boot: int = 1000,
@@ -406,14 +460,23 @@ def train(
     key = load_private_key(key_file) if key_file is not None else None
     data_path = data_path or SHARED_DATA / config.default_data
     progress(f"loading {data_path}")
-    ds = LOADERS[config.loader](data_path)
+    loaded = LOADERS[config.loader](data_path)
+    # The test part is drawn before the population exclusions, so it is the same untouched
+    # patients whatever the rules (minus those now outside the population).
+    train_all, test_all = split_test(loaded, test_fraction=config.test_fraction, seed=seed)
+    ds, excluded, kept = population_exclusions(loaded, config.applicability)
+    train_mask, test_mask = train_all[kept], test_all[kept]
+    if any(e.rows for e in excluded):
+        progress(
+            "outside the intended population (excluded): "
+            + ", ".join(f"{e.rule} {e.rows}" for e in excluded)
+        )
     specs = config.features
     columns = columns_for(specs)
     column_names = [c.name for c in columns]
     X = encode(columns, feature_values(ds, specs))
     y = ds.y.astype(int)
 
-    train_mask, test_mask = split_test(ds, test_fraction=config.test_fraction, seed=seed)
     X_train, y_train, X_test, y_test = X[train_mask], y[train_mask], X[test_mask], y[test_mask]
     folds = fit.cv_folds(y_train, ds.groups[train_mask], seed=seed)
     monotone: list[int] = [
@@ -478,13 +541,54 @@ def train(
     p_test = calibrated(chosen.kind, margins_test[chosen.kind])
     p_oof = calibrated(chosen.kind, chosen.oof_margin)
     tiers = build_tiers(config, y_train, p_oof)
+    grouped_by = {
+        "brfss": "identical row content (duplicates)",
+        "diabetes130": "patient_nbr",
+    }.get(config.loader)
+    patients_test = None if ds.patients is None else ds.patients[test_mask]
+
+    recipe = Recipe(chosen.kind, chosen.params, monotone, column_names, seed)
+    published: list[PublishedBaseline] = BASELINES.get(config.name, [])
+    baseline_frame = frame_for_baselines(ds)
+    baseline_values = {b.name: b.ranking(baseline_frame) for b in published}
+    progress(f"repeated CV of the recipe: {config.validation.cv_repeats} x {fit.N_FOLDS} folds")
+    cv_summary, cv_baselines = repeated_cv(
+        recipe,
+        X_train,
+        y_train,
+        ds.groups[train_mask],
+        repeats=config.validation.cv_repeats,
+        baselines=[(name, v[train_mask]) for name, v in baseline_values.items()],
+        grouped_by=grouped_by,
+    )
+    temporal = None
+    if config.validation.temporal_train_fraction is not None:
+        if ds.patients is None:
+            raise ValueError(f"{config.name}: temporal validation needs patient ids")
+        progress("temporal validation")
+        temporal = temporal_validation(
+            recipe,
+            X,
+            y,
+            ds.ids,
+            ds.patients,
+            train_fraction=config.validation.temporal_train_fraction,
+            n_boot=n_boot,
+        )
 
     progress("validating on the held-out test part")
-    test_summary = _summary(y_test, p_test, seed)
-    tier_metrics = [
-        ThresholdMetrics(tier=t.name, **metrics.threshold_metrics(y_test, p_test, t.lower))
-        for t in tiers[1:]
-    ]
+    test_summary = _summary(y_test, p_test, seed, patients_test)
+    tier_metrics = []
+    for t in tiers[1:]:
+        benefit, treat_all = metrics.net_benefit(y_test, p_test, t.lower)
+        tier_metrics.append(
+            ThresholdMetrics(
+                tier=t.name,
+                **metrics.threshold_metrics(y_test, p_test, t.lower),
+                net_benefit=benefit,
+                net_benefit_treat_all=treat_all,
+            )
+        )
     subgroups = subgroup_rows(
         y_test,
         p_test,
@@ -492,6 +596,8 @@ def train(
         {s.name for s in specs},
         seed=seed,
         n_boot=n_boot,
+        min_events=config.validation.subgroup_min_events,
+        clusters=patients_test,
     )
     baselines = compare_baselines(
         y_test,
@@ -501,14 +607,17 @@ def train(
                 f"{other.kind} (not shipped)",
                 f"The other candidate family, best CV settings {_public_params(other.params)}",
                 calibrated(other.kind, margins_test[other.kind]),
+                True,
             ),
             *[
-                (b.name, b.description, b.predict(ds.features[test_mask]))
-                for b in BASELINES.get(config.name, [])
+                (b.name, b.description, baseline_values[b.name][test_mask], b.probability)
+                for b in published
             ],
         ],
         n_boot=n_boot,
         seed=seed,
+        groups=patients_test,
+        cv=cv_baselines,
     )
     features_out = features_with_distributions(specs, ds.features[train_mask], chosen.kind)
     shipped = fitted[chosen.kind]
@@ -530,7 +639,7 @@ def train(
         for c in [*xgb_candidates, *lr_candidates]
     ]
     test_ids = "\n".join(str(i) for i in sorted(ds.ids[test_mask].tolist()))
-    shortfalls = _shortfalls(test_summary, baselines, subgroups)
+    shortfalls = _shortfalls(test_summary, baselines, subgroups, cv_summary, temporal)
 
     folder = out_dir / config.name / version
     if folder.exists():
@@ -558,6 +667,7 @@ def train(
             rows_used=len(y),
             description=config.dataset_description,
             exclusions=ds.exclusions,
+            population_exclusions=excluded,
         ),
         target=Target(
             column=config.target_column,
@@ -580,10 +690,7 @@ def train(
             method="stratified group split: one of 5 folds (groups: see grouped_by)",
             seed=seed,
             test_fraction=config.test_fraction,
-            grouped_by={
-                "brfss": "identical row content (duplicates)",
-                "diabetes130": "patient_nbr",
-            }.get(config.loader),
+            grouped_by=grouped_by,
             n_train=int(train_mask.sum()),
             n_test=int(test_mask.sum()),
             test_ids_sha256=hashlib.sha256(test_ids.encode()).hexdigest(),
@@ -599,7 +706,21 @@ def train(
             baselines=baselines,
             published_reference=config.published_reference,
             shortfalls=shortfalls,
+            repeated_cv=cv_summary,
+            temporal=temporal,
+            subgroup_min_events=config.validation.subgroup_min_events,
+            characteristics=characteristics(
+                ds,
+                train_mask,
+                test_mask,
+                age_note=" (from recorded age bands)"
+                if config.loader in ("brfss", "diabetes130")
+                else "",
+            ),
         ),
+        clinical_use=config.clinical_use,
+        governance=config.governance,
+        model_specification=_specification(shipped, column_names),
         explanation=timing,
         caveats=config.caveats,
         ethical_considerations=config.ethical_considerations,
@@ -659,10 +780,25 @@ def _relative_data_path(path: Path) -> str:
         return path.name
 
 
+def _specification(
+    fitted: xgb.Booster | fit.LinearFit, columns: list[str]
+) -> ModelSpecification | None:
+    """The full linear model for the card (a forest is in its model file, too long to print)."""
+    if not isinstance(fitted, fit.LinearFit):
+        return None
+    return ModelSpecification(
+        intercept=fitted.intercept,
+        coefficients=dict(zip(columns, fitted.coefficients.tolist(), strict=True)),
+        means=dict(zip(columns, fitted.means.tolist(), strict=True)),
+    )
+
+
 def _shortfalls(
     test: ValidationSummary,
     baselines: list[Baseline],
     subgroups: list[SubgroupMetrics],
+    cv: RepeatedCV,
+    temporal: TemporalValidation | None,
 ) -> list[str]:
     notes = []
     for b in baselines:
@@ -671,15 +807,49 @@ def _shortfalls(
                 f"{b.name} discriminates better on the test part "
                 f"(AUROC {b.auroc:.3f} vs {test.auroc:.3f})."
             )
+        if b.cv_auroc_mean is not None and b.cv_auroc_mean >= cv.auroc_mean - cv.auroc_sd:
+            notes.append(
+                f"On repeated cross-validation the model ({cv.auroc_mean:.3f} ± "
+                f"{cv.auroc_sd:.3f}) is not clearly better than {b.name} "
+                f"({b.cv_auroc_mean:.3f} ± {b.cv_auroc_sd or 0:.3f}) on the same folds."
+            )
+    if abs(test.auroc - cv.auroc_mean) > cv.auroc_sd:
+        notes.append(
+            f"The single test-part AUROC ({test.auroc:.3f}) is more than one SD from the "
+            f"repeated-CV mean ({cv.auroc_mean:.3f} ± {cv.auroc_sd:.3f}): quote the CV figure."
+        )
     if abs(test.calibration_slope - 1) > 0.1:
         notes.append(
             f"Calibration slope on the test part is {test.calibration_slope:.2f} (1 is ideal)."
         )
-    worst = [s for s in subgroups if s.auroc is not None and s.auroc < test.auroc - 0.05]
+    citl = test.calibration_in_the_large
+    if citl is not None and abs(citl) > 0.1:
+        notes.append(
+            f"Calibration-in-the-large on the test part is {citl:+.2f}: predicted risks are "
+            f"on average too {'high' if citl < 0 else 'low'}."
+        )
+    worst = [
+        s
+        for s in subgroups
+        if s.factor != "age_band" and s.auroc is not None and s.auroc < test.auroc - 0.05
+    ]
     notes.extend(
-        f"Lower discrimination for {s.factor} = {s.level} (AUROC {s.auroc:.3f}, n = {s.n})."
+        f"Lower discrimination for {s.factor} = {s.level} (AUROC {s.auroc:.3f}, 95% CI "
+        f"{s.auroc_ci_low or 0:.3f}-{s.auroc_ci_high or 0:.3f}, n = {s.n})."
         for s in worst
     )
+    notes.extend(
+        f"Weak figures for {s.factor} = {s.level}: {s.concern}."
+        for s in subgroups
+        if not s.reliable and not s.suppressed and s not in worst
+    )
+    if temporal is not None:
+        for c in temporal.cohorts:
+            notes.append(
+                f"Temporal validation, {c.name}: AUROC {c.auroc:.3f} "
+                f"({c.auroc_ci_low:.3f}-{c.auroc_ci_high:.3f}), calibration-in-the-large "
+                f"{c.calibration_in_the_large:+.2f}, O/E {c.observed_expected:.2f}."
+            )
     if test.auroc < 0.7:
         notes.append(
             f"Modest discrimination overall (AUROC {test.auroc:.3f}); "

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,8 +15,11 @@ from training.metrics import (
     bootstrap_auroc_ci,
     brier,
     calibration_bins,
+    calibration_in_the_large,
     calibration_slope_intercept,
     expected_calibration_error,
+    net_benefit,
+    observed_expected,
     paired_bootstrap_auroc_difference,
     subgroup_metrics,
     summarize,
@@ -220,6 +224,8 @@ def test_summarize_is_json_serialisable_plain_python() -> None:
         "brier",
         "calibration_slope",
         "calibration_intercept",
+        "calibration_in_the_large",
+        "observed_expected",
         "ece",
         "calibration_bins",
     }
@@ -284,3 +290,54 @@ def test_paired_bootstrap_difference() -> None:
     swapped = paired_bootstrap_auroc_difference(y, p_noise, p_good, n_boot=500, seed=0)
     assert swapped["difference"] == pytest.approx(-result["difference"])
     assert swapped["p_value"] == pytest.approx(result["p_value"])
+
+
+def test_calibration_in_the_large_has_the_slope_fixed_at_one() -> None:
+    """With a constant prediction q and observed rate r, CITL = logit(r) - logit(q)."""
+    y = np.array([1] * 30 + [0] * 70)
+    p = np.full(100, 0.2)
+    expected = math.log(0.3 / 0.7) - math.log(0.2 / 0.8)
+    assert calibration_in_the_large(y, p) == pytest.approx(expected, abs=1e-9)
+    # Predictions too high on average give a negative value.
+    assert calibration_in_the_large(y, np.full(100, 0.5)) < 0
+    assert observed_expected(y, p) == pytest.approx(30 / 20)
+
+
+def test_net_benefit_by_hand() -> None:
+    # 10 patients, 3 events; at t = 0.25, 4 flagged of which 2 events: 2/10 - 2/10 * (1/3).
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.5, 0.4, 0.3, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05])
+    model, treat_all = net_benefit(y, p, 0.25)
+    assert model == pytest.approx(0.2 - 0.2 / 3)
+    assert treat_all == pytest.approx(0.3 - 0.7 / 3)
+    with pytest.raises(ValueError, match="threshold"):
+        net_benefit(y, p, 1.0)
+
+
+def test_cluster_bootstrap_widens_the_interval_when_patients_repeat() -> None:
+    """Ten copies of each patient: a row bootstrap treats them as 10x the data, the cluster
+    bootstrap as what they are, so its interval is about sqrt(10) times wider."""
+    y, p = _synthetic(400, 21)
+    y10, p10 = np.repeat(y, 10), np.repeat(p, 10)
+    patients = np.repeat(np.arange(400), 10)
+    rows = bootstrap_auroc_ci(y10, p10, n_boot=400, seed=0)
+    clusters = bootstrap_auroc_ci(y10, p10, n_boot=400, seed=0, groups=patients)
+    single = bootstrap_auroc_ci(y, p, n_boot=400, seed=0)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(clusters) > 2.5 * width(rows)
+    assert width(clusters) == pytest.approx(width(single), rel=0.3)
+
+
+def test_subgroup_figures_carry_intervals_and_are_suppressed_below_the_minimum() -> None:
+    y, p = _synthetic(2000, 22)
+    groups = np.where(np.arange(2000) < 1900, "big", "small")
+    y[1900:] = 0
+    y[1900:1908] = 1  # 8 events in the small group
+    rows = {r["level"]: r for r in subgroup_metrics(y, p, groups, min_events=10, n_boot=200)}
+    big, small = rows["big"], rows["small"]
+    assert not big["suppressed"]
+    assert big["auroc_ci_low"] < big["auroc"] < big["auroc_ci_high"]
+    assert big["calibration_in_the_large"] is not None and big["observed_expected"] is not None
+    assert small["suppressed"] and small["positives"] == 8
+    assert small["auroc"] is None and small["auroc_ci_low"] is None
+    assert small["calibration_in_the_large"] is None and small["observed_expected"] is None

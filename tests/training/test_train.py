@@ -63,7 +63,7 @@ def test_training_signs_the_artifact_with_the_configured_key(
 def test_an_edit_to_a_trained_artifacts_manifest_is_refused(
     two_runs: tuple[Path, Path], training_key: TrainingKey, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "cvd" / "1.2.0"
+    folder = tmp_path / "cvd" / two_runs[0].name
     shutil.copytree(two_runs[0], folder)
     manifest = folder / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"slope": ', '"slope": 2', 1))
@@ -97,7 +97,12 @@ def test_manifest_records_provenance_split_and_validation(
         reversed(line.split()) for line in (SHARED_DATA / "SHA256SUMS").read_text().splitlines()
     )
     assert manifest.dataset.sha256 == published["framingham/framingham.csv"]
-    assert manifest.split.n_train + manifest.split.n_test == manifest.dataset.rows_used == 4240
+    # 25 participants with a prior stroke are outside the intended population (issue 10).
+    assert [(e.rule, e.rows) for e in manifest.dataset.population_exclusions] == [
+        ("age_30_to_70", 0),
+        ("no_prior_stroke", 25),
+    ]
+    assert manifest.split.n_train + manifest.split.n_test == manifest.dataset.rows_used == 4215
     assert {c.kind for c in manifest.validation.candidates} == {"xgboost", "logistic"}
     assert sum(c.selected for c in manifest.validation.candidates) == 1
     assert any("Framingham 2008" in b.name for b in manifest.validation.baselines)
@@ -106,6 +111,35 @@ def test_manifest_records_provenance_split_and_validation(
     assert {s.factor for s in manifest.validation.subgroups} >= {"sex", "age_band"}
     for spec in manifest.features:
         assert spec.distribution is not None
+
+
+def test_manifest_records_the_figures_a_governance_board_asks_for(
+    two_runs: tuple[Path, Path], training_key: TrainingKey
+) -> None:
+    """Issue 10: repeated CV beside the test figure, CITL and O/E, baselines on the same folds,
+    subgroup intervals and suppression, audit-only factors, net benefit, status and HTI-1."""
+    manifest = load_artifact(two_runs[0], training_key.trust).manifest
+    val = manifest.validation
+    assert val.repeated_cv is not None and val.repeated_cv.repeats == 10
+    assert 0.65 < val.repeated_cv.auroc_mean < 0.8 and 0 < val.repeated_cv.auroc_sd < 0.06
+    assert abs(val.test.calibration_in_the_large) < 0.5
+    assert 0.7 < val.test.observed_expected < 1.4
+    framingham = next(b for b in val.baselines if "Framingham" in b.name)
+    assert framingham.cv_auroc_mean is not None and "CHD only" in framingham.description
+    assert all(t.net_benefit is not None for t in val.tiers)
+    education = [s for s in val.subgroups if s.factor == "education"]
+    assert education and all(s.audit_only for s in education)
+    for s in val.subgroups:
+        if s.suppressed:
+            assert s.auroc is None and not s.reliable
+        else:
+            assert s.positives >= 10 and s.n - s.positives >= 10
+            assert s.auroc_ci_low is not None and s.auroc_ci_low <= s.auroc <= s.auroc_ci_high
+    assert val.characteristics[0].characteristic == "Rows"
+    assert manifest.clinical_use.status == "evaluation_only"
+    assert manifest.governance is not None
+    assert manifest.model_specification is not None  # cvd ships a logistic model
+    assert set(manifest.model_specification.coefficients) == {c.name for c in manifest.columns}
 
 
 def test_a_booster_is_written_in_the_json_model_format_the_service_parses(tmp_path: Path) -> None:
@@ -150,7 +184,7 @@ def test_cli_evaluate_and_models_read_a_registry_elsewhere(
     two_runs: tuple[Path, Path], tmp_path: Path, training_key: TrainingKey
 ) -> None:
     registry = tmp_path / "registry"
-    shutil.copytree(two_runs[0], registry / "cvd" / "1.2.0")
+    shutil.copytree(two_runs[0], registry / "cvd" / two_runs[0].name)
     runner = CliRunner(env={TRUSTED_KEYS_ENV: str(training_key.public_file)})
 
     listed = runner.invoke(app, ["models", "--models-dir", str(registry)])

@@ -68,7 +68,7 @@ def train(
     out: Annotated[
         Path, typer.Option(help="Registry folder to write the artifact into.")
     ] = REPO_MODELS,
-    version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.2.0",
+    version: Annotated[str, typer.Option(help="Semantic version of the new artifact.")] = "1.3.0",
     seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
     signing_key: Annotated[
         Path | None,

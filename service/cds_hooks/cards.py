@@ -17,6 +17,7 @@ Rendered as CDS Hooks 2.0 cards a clinician reads in five seconds:
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +65,7 @@ class Cards:
         outcome: str | None = None,
         subject: str | None = None,
         encounter: str | None = None,
+        launch: str | None = None,
     ) -> None:
         self.outcome = outcome or model.manifest.title
         """The risk in words ("10-year ASCVD risk"); the model's title by default."""
@@ -83,13 +85,24 @@ class Cards:
                 "display": model.manifest.title,
             },
         }
-        self.links = [
+        self.links: list[dict[str, Any]] = [
             {
                 "label": f"Model card: {model.core.name} {model.core.version}",
                 "url": page,
                 "type": "absolute",
             }
         ]
+        if launch is not None:
+            # SMART App Launch of the clinician page for this patient, this model open (the
+            # page reads appContext's model from the EHR's token answer: service/smart.py).
+            self.links.append(
+                {
+                    "label": "Open in clinrisk (this patient, what-if)",
+                    "url": launch,
+                    "type": "smart",
+                    "appContext": json.dumps({"model": model.core.name}),
+                }
+            )
 
     def _label(self, feature: str) -> str:
         spec = self.specs.get(feature)
@@ -292,7 +305,10 @@ class Cards:
         names = [self._label(f) for f in [*missing, *bad]]
         reason = "missing" if missing else "implausible"
         summary = f"{self.outcome} not computed: {reason} {', '.join(names)}"
-        if len(summary) > MAX_SUMMARY:
+        if missing and not invalid and set(missing) <= fhir.SURVEY_ITEMS:
+            # Answers only the patient can give: say so, the SMART link opens the form.
+            summary = f"{self.outcome}: needs {len(missing)} questionnaire answers (open clinrisk)"
+        elif len(summary) > MAX_SUMMARY:
             summary = f"{self.outcome} not computed: {len(names)} inputs {reason}"
         detail = [f"The {self.outcome.lower()} could not be computed from this chart."]
         if missing:

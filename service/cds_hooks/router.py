@@ -328,7 +328,13 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
             else None
         )
         cards = Cards(
-            model, extraction, page, outcome=service.outcome, subject=subject, encounter=encounter
+            model,
+            extraction,
+            page,
+            outcome=service.outcome,
+            subject=subject,
+            encounter=encounter,
+            launch=f"{request.base_url}ui",
         )
         if extraction.missing_required:
             HOOK_RESULTS.labels(service.id, "not_computed").inc()

@@ -210,6 +210,15 @@ def check_risk_card(card: dict[str, Any], service: HookService) -> None:
     model = extension["model"]
     assert card["source"]["label"] == f"clinrisk {model['name']} {model['version']}"
     assert card["source"]["url"] == f"http://testserver/ui#model/{model['name']}"
+    smart = [link for link in card["links"] if link["type"] == "smart"]
+    assert smart == [
+        {
+            "label": "Open in clinrisk (this patient, what-if)",
+            "url": "http://testserver/ui",
+            "type": "smart",
+            "appContext": json.dumps({"model": model["name"]}),
+        }
+    ]
     detail = card["detail"]
     assert "**Main drivers**" in detail and "percentage points)" in detail
     assert "**Chart data used**" in detail and "| Input | Value | From | Date |" in detail
@@ -534,6 +543,10 @@ def test_the_diabetes_card_names_the_survey_answers_a_chart_does_not_hold(
     extension = card["extension"]["dev.clinrisk.prediction"]
     assert extension["computed"] is False
     assert set(extension["missing"]) == set(fhir.SURVEY_ITEMS)
+    assert card["summary"] == (
+        "Diabetes/prediabetes screening risk: needs 8 questionnaire answers (open clinrisk)"
+    )
+    assert [link["type"] for link in card["links"]] == ["absolute", "smart"]
     assert "a survey answer the chart does not hold" in card["detail"]
     # What the chart does hold is read: BMI, smoking, problem list, cholesterol checked.
     assert table_row(card["detail"], "Ever smoker")[1] == "Never smoker"

@@ -126,6 +126,7 @@ class NumericBins:
 @dataclass(frozen=True)
 class FeatureReference:
     name: str
+    label: str
     kind: str
     """``numeric`` or ``categorical`` (binary features are categorical: their rates are stored)."""
     labels: list[str]
@@ -164,6 +165,17 @@ def _label_number(value: float) -> str:
     return f"{value:g}"
 
 
+def _code_label(feature: Any, code: str) -> str:
+    """A category's words: its label, or the value label of a numeric code ("1.0" -> "Male")."""
+    for category in feature.categories:
+        if category.code == code:
+            return str(category.label)
+    number = _float_or_none(code)
+    if number is not None and number.is_integer():
+        return str(feature.value_labels.get(str(int(number)), code))
+    return code
+
+
 def feature_reference(feature: Any) -> FeatureReference | None:
     """Bins for one manifest feature; None when the manifest stores no usable distribution."""
     dist = feature.distribution
@@ -179,8 +191,9 @@ def feature_reference(feature: Any) -> FeatureReference | None:
             numeric_codes = (np.array(numbers, dtype=np.float64)[order], order.astype(np.int64))
         return FeatureReference(
             name=feature.name,
+            label=feature.label,
             kind="categorical",
-            labels=[*codes, "other"],
+            labels=[*(_code_label(feature, c) for c in codes), "other"],
             missing_rate=dist.missing_rate,
             categories={c: i for i, c in enumerate(codes)},
             rates=rates,
@@ -192,8 +205,11 @@ def feature_reference(feature: Any) -> FeatureReference | None:
         labels = [f"<= {edges[0]}"]
         labels += [f"> {a} and <= {b}" for a, b in itertools.pairwise(edges)]
         labels.append(f"> {edges[-1]}")
+        unit = f" {feature.unit}" if feature.unit else ""
+        labels = [label + unit for label in labels]
         return FeatureReference(
             name=feature.name,
+            label=feature.label,
             kind="numeric",
             labels=labels,
             missing_rate=dist.missing_rate,
@@ -626,6 +642,7 @@ def feature_drift(
     largest = max(bins, key=lambda b: abs(b["observed"] - b["expected"])) if n else None
     return {
         "feature": ref.name,
+        "label": ref.label,
         "kind": ref.kind,
         "n": n,
         "psi": value,

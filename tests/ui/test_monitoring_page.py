@@ -50,6 +50,12 @@ def monitored(
             replay_keys = simulation.Keys(batch=keys.batch, outcomes=outcomes_key, admin=keys.admin)
             counts = simulation.replay(http, replay_keys, frame, y, outcomes)
             live, drift = simulation.reports(http, replay_keys)
+            decision = http.post(
+                f"/v1/models/{simulation.MODEL}/versions/{simulation.version()}/lifecycle",
+                json={"state": "shadow", "reason": f"{request.param} pilot"},
+                headers=keys.header("admin"),
+            )
+            assert decision.status_code == 200, decision.text
         yield (
             request.param,
             LiveServer(url=url, keys=keys),
@@ -107,6 +113,9 @@ def test_monitoring_page_shows_what_the_api_reports(
         for i in range(breach_rows.count())
     }
     assert page.locator("#auroc-chart circle[data-series='auroc']").count() >= 1
+    assert page.locator("#lifecycle-note").get_attribute("data-state") == "shadow"
+    decision = page.locator("#lifecycle-table tbody tr").first.inner_text()
+    assert f"{scenario} pilot" in decision and "candidate → shadow" in decision
     if scenario == "shifted":
         assert alarms.locator("[data-alarm='worse']").count() >= 1
         assert alarms.locator("[data-alarm='drift']").count() == len(drift["breaches"])

@@ -131,9 +131,10 @@
     $("overview").setAttribute("aria-busy", "true");
     try {
       const windows = weekWindows(new Date());
-      const [live, drift, ...weeks] = await Promise.all([
+      const [live, drift, governance, ...weeks] = await Promise.all([
         api(`${base}/monitoring`),
         api(`${base}/drift`),
+        api(`/v1/models/${encodeURIComponent(name)}/lifecycle`),
         ...windows.map((w) =>
           api(`${base}/monitoring?since=${encodeURIComponent(w.since)}&until=${encodeURIComponent(w.until)}`),
         ),
@@ -146,6 +147,7 @@
       renderAuroc(weeks.map((w, i) => ({ window: windows[i], report: w })), live);
       renderSubgroups(live);
       renderDrift(drift);
+      renderLifecycle(governance, version);
       $("overview").hidden = false;
     } catch (error) {
       if (serial !== state.serial) return;
@@ -168,6 +170,19 @@
     expected_auroc: "the AUROC expected on today's case mix",
   };
 
+  const METRIC_NAMES = {
+    auroc: "AUROC",
+    calibration_slope: "calibration slope",
+    calibration_intercept: "calibration intercept",
+    observed_expected: "observed/expected ratio",
+  };
+  // "high.ppv" -> "PPV at high"; unknown names as they are.
+  const metricWords = (names) => names.map((m) => {
+    const [tier, figure] = m.includes(".") ? m.split(".") : [null, m];
+    const words = METRIC_NAMES[figure] || { ppv: "PPV", sensitivity: "sensitivity" }[figure] || figure;
+    return tier ? `${words} at ${tier}` : words;
+  }).join(", ");
+
   function renderAlarms(live, drift) {
     const items = [];
     const worse = live.overall.worse_than_validation || [];
@@ -175,7 +190,7 @@
       items.push(
         el("li", { class: "alarm critical", "data-alarm": "worse" },
           el("strong", {}, "Worse than validation: "),
-          `${worse.join(", ")} (95% interval excludes the validation value).`),
+          `${metricWords(worse)} (95% interval excludes the validation value).`),
       );
     }
     for (const group of live.subgroups) {
@@ -183,14 +198,14 @@
         items.push(
           el("li", { class: "alarm critical", "data-alarm": "worse" },
             el("strong", {}, `Worse than validation in ${group.factor} ${group.level}: `),
-            `${group.worse_than_validation.join(", ")}.`),
+            `${metricWords(group.worse_than_validation)}.`),
         );
       }
     }
+    const labels = Object.fromEntries(drift.features.map((f) => [f.feature, f.label || f.feature]));
     for (const check of drift.breaches) {
-      const what = check.startsWith("feature:")
-        ? `the input ${check.slice("feature:".length)}`
-        : CHECK_NAMES[check] || check;
+      const feature = check.startsWith("feature:") ? check.slice("feature:".length) : null;
+      const what = feature ? `the input ${labels[feature] || feature}` : CHECK_NAMES[check] || check;
       items.push(
         el("li", { class: "alarm warning", "data-alarm": "drift" },
           el("strong", {}, "Drift: "),
@@ -335,7 +350,7 @@
     if (group.suppressed) return el("td", { class: "muted" }, `Suppressed: ${group.reason}`);
     const worse = group.worse_than_validation;
     return worse.length
-      ? el("td", { class: "bad" }, `Worse than validation: ${worse.join(", ")}`)
+      ? el("td", { class: "bad" }, `Worse than validation: ${metricWords(worse)}`)
       : el("td", { class: "ok" }, "Consistent with validation");
   }
 
@@ -422,13 +437,39 @@
     for (const f of features) {
       const shift = f.largest_shift;
       rows.push(el("tr", { "data-feature": f.feature, class: f.status === "alert" ? "breach" : null },
-        el("th", { scope: "row" }, f.feature),
+        el("th", { scope: "row" }, f.label || f.feature),
         el("td", { class: "num" }, String(f.n)),
         el("td", { class: "num" }, fixed(f.psi, 3)),
         statusCell(f.status),
         el("td", {}, shift ? `${shift.bin}: ${percent(shift.expected)} → ${percent(shift.observed)}` : "–")));
     }
     $("drift-table").tBodies[0].replaceChildren(...rows);
+  }
+
+  function renderLifecycle(governance, version) {
+    const mine = governance.versions.find((v) => v.version === version);
+    const state = mine ? mine.state : "unknown";
+    const parts = [`This version is ${state}`];
+    if (mine && mine.since) parts.push(` since ${mine.since.slice(0, 10)}, by ${mine.by}`);
+    parts.push(". ");
+    parts.push(governance.approved
+      ? `Approved version: ${governance.approved}. `
+      : "No version of this model has been approved yet. ");
+    parts.push(`Served by default: ${governance.served_default}.`);
+    const note = $("lifecycle-note");
+    note.textContent = parts.join("");
+    note.setAttribute("data-state", state);
+    const rows = [...governance.history].reverse().map((e) =>
+      el("tr", { "data-version": e.model_version },
+        el("td", { class: "num" }, e.changed_at.slice(0, 16).replace("T", " ")),
+        el("td", {}, e.model_version),
+        el("td", {}, `${e.from_state} → ${e.to_state}`),
+        el("td", {}, e.changed_by),
+        el("td", {}, e.reason)));
+    $("lifecycle-table").tBodies[0].replaceChildren(
+      ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "muted" },
+        "No decision recorded: every version is a candidate."))]),
+    );
   }
 
   // --- start -------------------------------------------------------------------------------------

@@ -712,11 +712,51 @@ class Chart:
         )
 
 
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+CDC_RACE = "urn:oid:2.16.840.1.113883.6.238"
+# OMB race categories -> the pooled cohort equations' variants. As the 2013 guideline says, the
+# white equations are used for other races (with the caution that they may misestimate risk).
+PCE_RACE = {"2106-3": "white", "2054-5": "african_american"}
+OTHER_RACES = frozenset({"1002-5", "2028-9", "2076-8"})
+# Features a manifest names without a LOINC code that a chart still holds under one.
+IMPLIED_LOINC = {"bmi_kg_m2": "39156-5"}
+
+
+def race_category(patient: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The PCE race variant from US Core's race extension (OMB categories), and how it was
+    read. More than one category, or none, is left to the clinician (missing)."""
+    codes: set[str] = set()
+    for extension in patient.get("extension") or []:
+        if not isinstance(extension, Mapping) or extension.get("url") != US_CORE_RACE:
+            continue
+        for part in extension.get("extension") or []:
+            coding = part.get("valueCoding") if isinstance(part, Mapping) else None
+            if (
+                isinstance(part, Mapping)
+                and part.get("url") == "ombCategory"
+                and isinstance(coding, Mapping)
+                and coding.get("system") == CDC_RACE
+                and isinstance(coding.get("code"), str)
+            ):
+                codes.add(coding["code"])
+    if len(codes) != 1:
+        reason = "no US Core race" if not codes else "more than one OMB race category"
+        return None, f"{reason}: for the clinician to choose"
+    (code,) = codes
+    if code in PCE_RACE:
+        return PCE_RACE[code], f"US Core race, OMB {code}"
+    if code in OTHER_RACES:
+        return "other", f"US Core race, OMB {code} (white equations, as the guideline says)"
+    return None, f"US Core race {_shown(code)}: for the clinician to choose"
+
+
 def observation_codes(specs: Sequence[FeatureSpec]) -> tuple[str, ...]:
     """The LOINC codes a model's features are read from: what its prefetch template asks for."""
     names = {spec.name for spec in specs}
     codes: list[str] = []
     for spec in specs:
+        if spec.loinc is None and spec.name in IMPLIED_LOINC:
+            spec = spec.model_copy(update={"loinc": IMPLIED_LOINC[spec.name]})
         if spec.type is FeatureType.NUMERIC and spec.loinc is not None:
             if spec.name == "systolic_bp_mm_hg" or spec.loinc in (SYSTOLIC_BP, DIASTOLIC_BP):
                 codes += [*BP_PANELS, spec.loinc]
@@ -854,8 +894,10 @@ def extract_features(
         if source.when is not None and measured:  # a result's date (staleness), not an order's
             dates[name] = source.when
 
-    # Measurements named by LOINC in the manifest.
+    # Measurements named by LOINC in the manifest (or implied by the feature's name).
     for spec in specs:
+        if spec.loinc is None and spec.name in IMPLIED_LOINC:
+            spec = spec.model_copy(update={"loinc": IMPLIED_LOINC[spec.name]})
         if spec.type is not FeatureType.NUMERIC or spec.loinc is None:
             continue
         if spec.name == "egfr_ml_min_1_73m2":
@@ -955,6 +997,11 @@ def extract_features(
                     f"Patient.gender is {_shown(str(gender))}: the model was trained on male and "
                     "female only."
                 )
+        if "race" in names:
+            race, how = race_category(patient)
+            if race is not None:
+                features["race"] = race
+            sources.append(Source("race", how, None, _ref(patient) if race else None))
         died = parse_datetime(patient.get("deceasedDateTime"))
         deceased = died is not None or patient.get("deceasedBoolean") is True
         if died is not None:

@@ -361,6 +361,8 @@ def add_stay_features(
         extraction.facts["deceased"] = "died during the stay (dischargeDisposition)"
     if set(disposition_codes) & HOSPICE:
         extraction.facts["discharged_to_hospice"] = "Encounter.hospitalization.dischargeDisposition"
+    elif set(disposition_codes) & (set(DISPOSITION) | EXPIRED):
+        extraction.denied.add("discharged_to_hospice")  # a coded destination that is not hospice
     group = next((DISPOSITION[c] for c in disposition_codes if c in DISPOSITION), None)
     add(
         "discharge_disposition",

@@ -369,6 +369,9 @@ class Extraction:
     """Feature -> date of the observation used."""
     facts: dict[str, str] = field(default_factory=dict)
     """Applicability facts the chart states (context name -> the code that says so)."""
+    denied: set[str] = field(default_factory=set)
+    """Applicability facts the chart states as not so (e.g. a coded discharge home: not to
+    hospice); what it does not state stays unstated."""
 
     def basis(self) -> list[str]:
         """Every resource a value was read from, once, in feature order (a RiskAssessment's

@@ -33,7 +33,7 @@ Who gets which answer:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -276,7 +276,7 @@ def _hook_date(chart: fhir.Chart, encounter_id: str | None) -> date:
             end = fhir.parse_datetime(period.get("end")) if isinstance(period, dict) else None
             if end is not None:
                 return end.date()
-    return date.today()
+    return datetime.now(UTC).date()
 
 
 def _outside_population(model: Any, extraction: fhir.Extraction) -> str | None:
@@ -292,9 +292,9 @@ def _outside_population(model: Any, extraction: fhir.Extraction) -> str | None:
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
     applicability, _ = model.population.check(numbers, {}, research_use=False)
-    for failed in applicability["failed"]:
-        if failed["id"].startswith("age") or failed["id"] == "adult":
-            return "age"
+    age_rules = {r.id for r in model.population.rules if r.feature == "age_years"}
+    if any(failed["id"] in age_rules for failed in applicability["failed"]):
+        return "age"
     return None
 
 
@@ -346,6 +346,8 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
         }
         if chart.patient is not None and "deceased" in model.population.contexts:
             stated.setdefault("deceased", False)
+        for fact in extraction.denied & model.population.contexts:
+            stated.setdefault(fact, False)
         try:
             scored = await predict_one(
                 state,

@@ -669,6 +669,7 @@ def test_the_stay_features_of_the_readmission_model() -> None:
     assert f["primary_diagnosis"] == "circulatory"
     assert result.missing_required == []
     assert "not_inpatient" not in result.facts
+    assert result.denied == {"discharged_to_hospice"}  # home health: stated, not assumed
 
 
 def test_an_unknown_diagnosis_code_is_missing_not_other_and_an_outpatient_visit_is_flagged() -> (

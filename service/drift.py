@@ -720,7 +720,8 @@ def report(
     risk_counts = np.array(
         [counts(RISK).get(b, 0) for b in range(ref.risk_expected.size)], dtype=np.float64
     )
-    scored = int(risk_counts.sum())
+    # Every scored row has a fine risk bin (the deciles need a validation the equations lack).
+    scored = sum(n for n, _ in sums.get(RISK_LOGIT, {}).values())
     risk_psi = (
         psi(risk_counts / scored, ref.risk_expected) if scored and ref.risk_expected.size else None
     )

@@ -272,3 +272,34 @@ def test_a_bad_window_is_a_problem_naming_the_parameter(
     assert answer.status_code == 422
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert field in json.dumps(answer.json()["errors"])
+
+
+def test_every_served_model_reports_drift_even_without_a_reference(tmp_path: Path) -> None:
+    from models.manifest import Manifest
+    from models.registry import Registry
+
+    registry: Registry[Manifest] = Registry(lambda artifact: artifact.manifest)
+    registry.load_dir(MODELS_DIR)
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    accumulator = drift.accumulator_for(engine)
+    for name in registry.names():
+        manifest = registry.get(name)
+        rows = [{f.name: None for f in manifest.features}] * 3
+        accumulator.observe(manifest, rows, [0.05, 0.1, 0.3], [manifest.tiers[0].name] * 3)
+    drift.flush(engine)
+
+    with engine.connect() as connection:
+        reports = {n: drift.report(connection, registry.get(n)) for n in registry.names()}
+    engine.dispose()
+
+    for name, report in reports.items():
+        assert report["scored"] == 3, name
+        assert report["breaches"] == [], name
+        if registry.get(name).validation is None:  # a published equation: nothing to compare
+            assert report["predicted_risk"]["status"] == "no reference"
+            assert report["tiers"]["status"] == "no reference"
+        # Every input missing: the missing bin holds them all.
+        for feature in report["features"]:
+            assert feature["bins"][0]["observed"] == 1.0

@@ -564,6 +564,9 @@ def flush(engine: sa.Engine, accumulator: Accumulator | None = None) -> int:
         for (name, version, day), counts in taken.items()
         for row in _rows(accumulator.seen[(name, version)], day, counts)
     ]
+    # NOTE: every worker upserts in key order, so two flushing at once on PostgreSQL wait for
+    # each other's row locks in the same order and never deadlock.
+    rows.sort(key=lambda r: (r["model_name"], r["model_version"], r["day"], r["feature"], r["bin"]))
     insert: Any = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(
         drift_counts
     )

@@ -303,3 +303,40 @@ def test_every_served_model_reports_drift_even_without_a_reference(tmp_path: Pat
         # Every input missing: the missing bin holds them all.
         for feature in report["features"]:
             assert feature["bins"][0]["observed"] == 1.0
+
+
+def test_workers_flushing_at_once_add_up(database_url: str) -> None:
+    import threading
+
+    from models.manifest import Manifest
+
+    manifest = Manifest.model_validate_json(
+        (MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text()
+    )
+    rows = _rows(_held_out().head(20))
+    upgrade(database_url)
+    engines = [make_engine(database_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def worker(engine: sa.Engine) -> None:
+        accumulator = drift.Accumulator()  # one per worker process
+        try:
+            for _ in range(15):
+                accumulator.observe(manifest, rows, [0.2] * 20, ["elevated"] * 20)
+                drift.flush(engine, accumulator)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with engines[0].connect() as connection:
+        report = drift.report(connection, manifest)
+    for engine in engines:
+        engine.dispose()
+
+    assert errors == []
+    assert report["scored"] == 3 * 15 * 20
+    assert all(f["n"] == 3 * 15 * 20 for f in report["features"])

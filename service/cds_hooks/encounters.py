@@ -11,7 +11,8 @@ each feature is read as that data set defined it, from what a FHIR chart holds:
   ``Encounter.class`` (AMB/HH/VR outpatient, EMER emergency, IMP/ACUTE/NONAC inpatient); earlier
   inpatient stays (all fetched) and those that began within 30 days of an earlier discharge;
 - diagnoses: distinct conditions active during the stay, plus ``Encounter.diagnosis`` and
-  ``reasonCode``; the primary one (``diagnosis`` rank 1, else the first, else the first reason)
+  ``reasonCode``; the primary one (``diagnosis`` rank 1, else the discharge diagnosis, else the
+  first, each a Condition reference read from the chart; else the first reason)
   grouped into the training's ICD-9 chapters from ICD-10 (by chapter) or SNOMED CT (a hand-picked
   list); a code outside both is left missing, not called "other";
 - HbA1c (4548-4) and glucose (2345-7, 2339-0) measured during the stay, in the training's bands
@@ -291,7 +292,7 @@ def add_stay_features(
         add("diagnoses_count", len(diagnoses), "distinct conditions active during the stay", day)
     else:
         add("diagnoses_count", None, "no condition recorded for the stay")
-    primary = _primary(encounter)
+    primary = _primary(encounter, chart.conditions)
     if primary is None:
         add("primary_diagnosis", None, "no Encounter.diagnosis or reasonCode")
     else:
@@ -431,19 +432,22 @@ def _diagnoses(
     return found
 
 
-def _primary(encounter: Mapping[str, Any]) -> Any:
-    """The primary diagnosis concept: diagnosis rank 1 (or the first) by inline code, else the
-    first reasonCode (a Condition reference alone cannot be read without another fetch)."""
+def _primary(encounter: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> Any:
+    """The primary diagnosis concept: ``Encounter.diagnosis`` (R4: a Condition reference, read
+    from the chart's Conditions) ranked 1, else the discharge diagnosis (use DD), else the first;
+    else the first ``reasonCode``."""
+    by_id = {c.get("id"): c for c in conditions}
     ranked = []
-    for item in encounter.get("diagnosis") or []:
+    for order, item in enumerate(encounter.get("diagnosis") or []):
         if not isinstance(item, Mapping):
             continue
-        condition = item.get("condition")
-        concept = condition.get("concept") if isinstance(condition, Mapping) else None
+        condition = by_id.get(_id(item.get("condition")))
+        if condition is None or not fhir.codings(condition.get("code")):
+            continue
         rank_value = item.get("rank")
         rank = rank_value if isinstance(rank_value, int) else 99
-        if concept is not None:
-            ranked.append((rank, concept))
+        discharge = "DD" not in {code for _, code in fhir.codings(item.get("use"))}
+        ranked.append(((rank, discharge, order), condition.get("code")))
     if ranked:
         return min(ranked, key=lambda pair: pair[0])[1]
     reasons = encounter.get("reasonCode") or []

@@ -743,3 +743,26 @@ def test_every_synthea_patient_reads_into_the_pce_and_framingham_equations() -> 
     # except the race of two patients whose race extension holds 2135-2 (Hispanic or Latino,
     # an OMB ethnicity, not a race): left to the clinician, not guessed.
     assert incomplete == {"Adalberto ascvd-pce": ["race"], "Leonor ascvd-pce": ["race"]}
+
+
+def test_the_primary_diagnosis_is_the_ranked_condition_the_encounter_references() -> None:
+    diagnoses = [
+        {"condition": {"reference": "Condition/c2"}, "rank": 2},
+        {"condition": {"reference": "Condition/c1"}, "rank": 1},
+    ]
+    chart = fhir.Chart(
+        PATIENT,
+        [],
+        [
+            condition("J18.9", system="http://hl7.org/fhir/sid/icd-10-cm", id="c1"),
+            condition("I50.9", system="http://hl7.org/fhir/sid/icd-10-cm", id="c2"),
+        ],
+        [],
+        [stay(diagnosis=diagnoses)],
+    )
+
+    result = fhir.chart_features(
+        specs_of("readmission"), chart, on=date(2022, 5, 24), encounter_id="stay"
+    )
+
+    assert result.features["primary_diagnosis"] == "respiratory"  # J18.9 pneumonia, rank 1

@@ -5,9 +5,10 @@ resource access"), with the ``fhirAuthorization`` access token it sent.
   ``{{context.encounterId}}`` filled in; those ids must be FHIR ids (``[A-Za-z0-9.-]{1,64}``),
   so nothing else can be spliced into the URL. The answer's first page is used, as a prefetch
   would hold it (the templates' ``_count`` is the limit, not a page size to walk past).
-- ``fhirServer`` must be https (http only on a loopback address, for development and tests):
-  the access token is never sent in clear over a network. Redirects are not followed, so the
-  token never goes elsewhere.
+- ``fhirServer`` must be https (http only on a loopback address, and only in development, when
+  no EHR issuer is configured): the access token is never sent in clear over a network, and an
+  EHR's call cannot point the service at its own host's plain-HTTP ports. Redirects are not
+  followed, so the token never goes elsewhere.
 - Bounded: a 2 s connect and 5 s read timeout and ``MAX_BYTES`` per answer; all keys are
   fetched concurrently.
 - The access token, the URL (it holds the patient id) and the answer are never logged: a failure
@@ -44,8 +45,9 @@ class FetchFailed(Exception):
         self.reason = reason
 
 
-def server_problem(server: Any) -> str | None:
-    """Why ``server`` may not be used as a ``fhirServer``, or None."""
+def server_problem(server: Any, *, allow_loopback_http: bool) -> str | None:
+    """Why ``server`` may not be used as a ``fhirServer``, or None. ``allow_loopback_http``:
+    development (no EHR issuer configured); an EHR deployment needs https."""
     if not isinstance(server, str) or not server:
         return "must be a URL"
     parts = urlsplit(server)
@@ -57,9 +59,9 @@ def server_problem(server: Any) -> str | None:
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
-        if loopback:
+        if loopback and allow_loopback_http:
             return None
-        return "must be https (http only on a loopback address)"
+        return "must be https (http only on a loopback address, in development)"
     return "must be an https URL"
 
 

@@ -51,6 +51,7 @@ from service.cds_hooks.feedback import FeedbackStore
 from service.cds_hooks.security import cds_caller, discovery_caller
 from service.cds_hooks.services import SERVICES, HookService
 from service.errors import InvalidFeatures, InvalidHookRequest
+from service.settings import Settings
 
 CHANNEL = "cds-hooks"
 # Applicability facts that put a patient outside the population: no card (see the docstring).
@@ -193,7 +194,11 @@ def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _prefetch(
-    service: HookService, body: dict[str, Any], context: dict[str, Any], prefetch: dict[str, Any]
+    service: HookService,
+    body: dict[str, Any],
+    context: dict[str, Any],
+    prefetch: dict[str, Any],
+    settings: Settings,
 ) -> dict[str, Any]:
     """The prefetch with every key filled: from the request, else from ``fhirServer``."""
     missing = hook.missing_keys(prefetch, service)
@@ -208,7 +213,7 @@ async def _prefetch(
             "The request has no fhirServer to fetch them from: send every prefetch template of "
             "the discovery document, or fhirServer and fhirAuthorization.",
         )
-    problem = fhir_client.server_problem(server)
+    problem = fhir_client.server_problem(server, allow_loopback_http=not settings.cds_issuers)
     if problem is not None:
         HOOK_RESULTS.labels(service.id, "missing_prefetch").inc()
         raise hook.prefetch_missing(
@@ -306,7 +311,7 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
         context, prefetch = hook.hook_call(body, service)
         patient_id: str = context["patientId"]
         encounter_id: str | None = context.get("encounterId")
-        prefetch = await _prefetch(service, body, context, prefetch)
+        prefetch = await _prefetch(service, body, context, prefetch, state.settings)
         chart, foreign = _chart(service, prefetch, patient_id)
         model = resolve_model(state, service.model, None)
         extraction = fhir.chart_features(

@@ -479,3 +479,22 @@ def test_the_readme_example_request_gets_a_risk_card(ehr: Ehr) -> None:
     assert response.status_code == 200, response.text
     (card,) = response.json()["cards"]
     assert card["extension"]["dev.clinrisk.prediction"]["status"] == "scored"
+
+
+def test_with_an_ehr_configured_a_plain_http_fhir_server_is_refused_even_on_loopback(
+    ehr: Ehr,
+) -> None:
+    patient_id, data = prefetch(bundle_path("Lupe_Little"))
+    del data["hdlCholesterol"]
+    request = {
+        **hook_request(patient_id, data),
+        "fhirServer": "http://127.0.0.1:9/fhir",
+        "fhirAuthorization": {"access_token": "t", "token_type": "Bearer"},
+    }
+
+    response = ehr.client.post(
+        ehr.url + HOOK, headers=bearer(mint(ehr.ec, claims(HOOK))), json=request
+    )
+
+    assert response.status_code == 412
+    assert "must be https" in response.json()["detail"]

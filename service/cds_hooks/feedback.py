@@ -53,8 +53,8 @@ class FeedbackStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def add(self, service_id: str, items: list[FeedbackItem], caller: str) -> int:
-        """Store each item once per card uuid; the number newly stored. Blocking."""
+    def add(self, service_id: str, items: list[FeedbackItem], caller: str) -> set[str]:
+        """Store each item once per card uuid; the card uuids newly stored. Blocking."""
         now = datetime.now(UTC)
         rows = [
             {
@@ -81,10 +81,10 @@ class FeedbackStore:
         # rowcount for ON CONFLICT DO NOTHING through SQLAlchemy.
         insert = upsert.returning(TABLE.c.card_uuid)
         try:
-            stored = 0
+            stored: set[str] = set()
             with self._engine.begin() as connection:
                 for row in rows:  # one by one: what returns tells a new card from a repeat
-                    stored += len(connection.execute(insert, row).all())
+                    stored.update(r[0] for r in connection.execute(insert, row).all())
             return stored
         except SQLAlchemyError as exc:
             log.warning("cds_feedback_store_failed", error=type(exc).__name__)

@@ -386,8 +386,9 @@ def _feedback_endpoint(service: HookService) -> Callable[..., Awaitable[Response
         store = FeedbackStore(state.audit.engine)
         stored = await run_in_threadpool(store.add, service.id, items, caller.key_id)
         for item in items:
-            FEEDBACK.labels(service.id, item.outcome).inc()
-        return _json({"received": len(items), "stored": stored})
+            if item.card in stored:  # a repeat (an EHR retrying) is not counted twice
+                FEEDBACK.labels(service.id, item.outcome).inc()
+        return _json({"received": len(items), "stored": len(stored)})
 
     endpoint.__annotations__["caller"] = Caller
     endpoint.__doc__ = (

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from service.app import create_app
 from service.cds_hooks.cards import OVERRIDE_REASONS
@@ -52,6 +53,13 @@ def post(client: TestClient, keys: Keys, body: Any, url: str = FEEDBACK) -> Any:
     return client.post(url, headers=keys.header("predict"), json=body)
 
 
+def counted(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "clinrisk_cds_feedback_total", {"service": ASCVD.id, "outcome": outcome}
+    )
+    return value or 0.0
+
+
 def listed(client: TestClient, keys: Keys, **params: str) -> list[dict[str, Any]]:
     response = client.get("/v1/cds-feedback", headers=keys.header("admin"), params=params)
     assert response.status_code == 200, response.text
@@ -63,6 +71,7 @@ def test_the_specs_examples_are_stored_once_per_card(db_client: TestClient, keys
     overridden = example("feedback-overridden-with-reason")
     accepted = example("feedback-suggestion-accepted")
 
+    before = counted("overridden")
     first = post(db_client, keys, overridden)
     again = post(db_client, keys, overridden)  # an EHR retrying
     other = post(db_client, keys, accepted)
@@ -70,6 +79,7 @@ def test_the_specs_examples_are_stored_once_per_card(db_client: TestClient, keys
     assert first.json() == {"received": 1, "stored": 1}
     assert again.json() == {"received": 1, "stored": 0}
     assert other.json() == {"received": 1, "stored": 1}
+    assert counted("overridden") == before + 1  # the retry is not counted again
     items = {i["card"]: i for i in listed(db_client, keys)}
     assert set(items) == {overridden["feedback"][0]["card"], accepted["feedback"][0]["card"]}
     stored = items[overridden["feedback"][0]["card"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -245,7 +246,16 @@ def test_discovery_offers_three_services_with_narrow_prefetch(
         "clinrisk-diabetes-risk": "patient-view",
         "clinrisk-readmission-risk": "encounter-discharge",
     }
+    # Prefetch tokens name only context fields the hook defines (CDS Hooks 2.0: patient-view
+    # has patientId, encounter-discharge patientId and encounterId).
+    tokens = {"patient-view": {"patientId"}, "encounter-discharge": {"patientId", "encounterId"}}
     for service in services.values():
+        used = {
+            t.removeprefix("context.")
+            for template in service["prefetch"].values()
+            for t in re.findall(r"\{\{([^}]+)\}\}", template)
+        }
+        assert used <= tokens[service["hook"]], service["id"]
         assert service["title"] and service["description"]
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         for template in service["prefetch"].values():

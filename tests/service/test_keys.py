@@ -264,8 +264,8 @@ def test_a_model_restricted_key_scores_its_models_and_gets_403_for_another(
         ("/v1/models/cvd/predict/batch", {"items": [{"features": CVD_PATIENT}]}),
         ("/v1/models/cvd/curves", {"features": CVD_PATIENT, "features_to_vary": ["age_years"]}),
         ("/v1/models/nope/predict", {"features": CVD_PATIENT}),
-        ("/cds-services/clinrisk-cvd-risk", {}),
-        ("/cds-services/clinrisk-cvd-risk/feedback", {}),
+        ("/cds-services/clinrisk-ascvd-risk", {}),
+        ("/cds-services/clinrisk-readmission-risk/feedback", {}),
     ]:
         assert status(server, token, path, json=body) == 403, path
     # An unrestricted key is unaffected; listing shows every model (documented choice).

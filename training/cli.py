@@ -122,11 +122,34 @@ def evaluate(
     version: Annotated[str | None, typer.Option(help="Version (default: the default).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the metrics report as JSON here.")] = None,
     models_dir: ModelsDir = REPO_MODELS,
+    outcome: Annotated[
+        str, typer.Option(help="The 0/1 outcome column of a file in the model's own features.")
+    ] = "outcome",
 ) -> None:
-    """Score a labelled dataset with an existing artifact and print the validation metrics."""
+    """Score a labelled dataset with an existing artifact and print the validation metrics: a
+    local file in the model's own feature columns plus an outcome column (as `clinrisk score`
+    reads them), or the original training file."""
+    from service.batch.job import BatchError
     from training.evaluate import evaluate_artifact
+    from training.local_evaluate import LocalFileError, evaluate_feature_file, header
 
-    report = evaluate_artifact(name, data, models_dir=models_dir, version=version)
+    try:
+        if outcome in header(data):
+            report = evaluate_feature_file(
+                name, data, models_dir=models_dir, version=version, outcome=outcome
+            )
+        else:
+            report = evaluate_artifact(name, data, models_dir=models_dir, version=version)
+    except (LocalFileError, BatchError) as exc:
+        console.print(f"[red]clinrisk evaluate: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyError as exc:  # the training file's loader met a column it needs missing
+        console.print(
+            f"[red]clinrisk evaluate: '{data.name}' has no '{outcome}' column and is not the "
+            f"training file either (no column {exc}).[/red]",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
     test = report["overall"]
     _print_summary(
         f"{name} {report['model']['version']} on {data.name} (n={test['n']})",

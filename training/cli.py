@@ -160,6 +160,53 @@ def evaluate(
         console.print(f"report written to {out}")
 
 
+def recalibrate(
+    name: Annotated[str, typer.Argument(help="Model name in the registry.")],
+    data: Annotated[
+        Path, typer.Option(help="Local outcomes: the model's own feature columns + 'outcome'.")
+    ],
+    method: Annotated[
+        str, typer.Option(help="intercept (calibration-in-the-large) or slope (both).")
+    ] = "intercept",
+    version: Annotated[str | None, typer.Option(help="Version to start from.")] = None,
+    new_version: Annotated[str | None, typer.Option(help="Default: the next patch.")] = None,
+    out: Annotated[Path, typer.Option(help="Registry folder to write into.")] = REPO_MODELS,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(help="Private Ed25519 key (PEM).", envvar="CLINRISK_SIGNING_KEY_FILE"),
+    ] = None,
+    models_dir: ModelsDir = REPO_MODELS,
+) -> None:
+    """Fit a logistic recalibration on local outcomes and write a new candidate version (exact
+    explanations, the local data recorded in its card); approve it with `clinrisk models`."""
+    from service.batch.job import BatchError
+    from training.local_evaluate import LocalFileError
+    from training.recalibrate import recalibrate as run
+
+    try:
+        folder, figures = run(
+            name,
+            data,
+            models_dir=models_dir,
+            out_dir=out,
+            version=version,
+            new_version=new_version,
+            method=method,
+            signing_key=signing_key,
+        )
+    except (LocalFileError, BatchError, ValueError) as exc:
+        console.print(f"[red]clinrisk recalibrate: {exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"{name} {figures['version']}: {folder} ({_signer(folder)}), a candidate")
+    for when in ("before", "after"):
+        f = figures[when]
+        console.print(
+            f"  {when}: AUROC {f['auroc']:.3f}, calibration slope {f['calibration_slope']:.3f}, "
+            f"intercept {f['calibration_intercept']:.3f} (n={f['n']})",
+            highlight=False,
+        )
+
+
 def build_equation(
     name: Annotated[str, typer.Argument(help="ascvd-pce, ascvd-prevent or cvd-framingham-2008.")],
     out: Annotated[
@@ -183,8 +230,9 @@ def build_equation(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``evaluate`` and ``build-equation`` to ``clinrisk`` (the
+    """Add ``train``, ``evaluate``, ``build-equation`` and ``recalibrate`` to ``clinrisk`` (the
     ``clinrisk.commands`` entry point)."""
     app.command()(train)
     app.command()(evaluate)
     app.command("build-equation")(build_equation)
+    app.command()(recalibrate)

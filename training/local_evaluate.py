@@ -12,10 +12,12 @@ as live validation (``models.applicability.in_subgroup``).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from models.applicability import in_subgroup
@@ -81,20 +83,20 @@ def _value(cell: Any) -> Any:
         return str(cell)
 
 
-def evaluate_feature_file(
-    name: str,
-    data: Path,
-    *,
-    models_dir: Path,
-    version: str | None = None,
-    outcome: str = OUTCOME,
-    seed: int = 0,
-    trust: TrustPolicy | None = None,
-) -> dict[str, Any]:
-    """The card's figures on a local file in the model's own columns (module docstring)."""
-    registry: Registry[Predictor] = Registry(Predictor)
-    registry.load_dir(models_dir, trust)
-    model = registry.get(name, version)
+@dataclass(frozen=True)
+class LocalScores:
+    """A local file scored: outcomes and risks of the evaluable rows, and what was left out."""
+
+    y: npt.NDArray[np.int64]
+    p: npt.NDArray[np.float64]
+    keep: npt.NDArray[np.bool_]
+    inputs: dict[str, Any]
+    data: dict[str, Any]
+
+
+def score_local(model: Predictor, data: Path, outcome: str = OUTCOME) -> LocalScores:
+    """Score a local file in ``model``'s own columns (raises LocalFileError naming what is
+    missing); rows rejected, not applicable or without a 0/1 outcome are counted, not kept."""
     manifest = model.manifest
     columns = header(data)
     if not is_feature_file(columns, manifest, outcome):
@@ -126,6 +128,43 @@ def evaluate_feature_file(
             f"'{data.name}' has {int(keep.sum())} evaluable rows and needs both outcomes "
             "(events and non-events) among them."
         )
+    counts = {
+        "path": str(data),
+        "name": data.name,
+        "sha256": sha256_file(data),
+        "format": "the model's own feature columns",
+        "rows": n,
+        "evaluated": int(keep.sum()),
+        "events": int(y_kept.sum()),
+        "rejected": int((~scored.accepted).sum()),
+        "rejected_reasons": dict(reasons.most_common(10)),
+        "not_applicable": int((scored.accepted & ~applicable).sum()),
+        "outcome_not_0_or_1": int((scored.accepted & applicable & ~valid).sum()),
+    }
+    return LocalScores(y_kept, p_kept, keep, inputs, counts)
+
+
+def evaluate_feature_file(
+    name: str,
+    data: Path,
+    *,
+    models_dir: Path,
+    version: str | None = None,
+    outcome: str = OUTCOME,
+    seed: int = 0,
+    trust: TrustPolicy | None = None,
+) -> dict[str, Any]:
+    """The card's figures on a local file in the model's own columns (module docstring)."""
+    registry: Registry[Predictor] = Registry(Predictor)
+    registry.load_dir(models_dir, trust)
+    model = registry.get(name, version)
+    return report(model, score_local(model, data, outcome), seed=seed)
+
+
+def report(model: Predictor, local: LocalScores, *, seed: int = 0) -> dict[str, Any]:
+    manifest = model.manifest
+    y_kept, p_kept, keep, inputs = local.y, local.p, local.keep, local.inputs
+    n = len(keep)
     groups = manifest.validation.subgroups if manifest.validation is not None else []
     cells: dict[str, list[Any]] = {}
     subgroups = []
@@ -151,17 +190,7 @@ def evaluate_feature_file(
             subgroups.append({"factor": factor, **row})
     return {
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "data": {
-            "path": str(data),
-            "sha256": sha256_file(data),
-            "format": "the model's own feature columns",
-            "rows": n,
-            "evaluated": int(keep.sum()),
-            "rejected": int((~scored.accepted).sum()),
-            "rejected_reasons": dict(reasons.most_common(10)),
-            "not_applicable": int((scored.accepted & ~applicable).sum()),
-            "outcome_not_0_or_1": int((scored.accepted & applicable & ~valid).sum()),
-        },
+        "data": local.data,
         "overall": metrics.summarize(y_kept, p_kept, seed=seed),
         "tiers": [
             {"tier": t.name, **metrics.threshold_metrics(y_kept, p_kept, t.lower)}

@@ -18,6 +18,10 @@ validated on, never trained on):
   what a changed case definition or care pathway does). Expected: drift alarms on age, BMI,
   predicted risk and tiers, and "worse than validation" on calibration and O/E.
 
+Then **recalibration**: local outcomes of the shifted population recalibrate the model into a
+candidate version (``training.recalibrate``), fresh shifted traffic is scored by it and judged,
+and the candidate goes to shadow and to approved through the admin API: the trail is printed.
+
 Each scenario runs in a fresh service (its own audit database), scoring through
 ``POST /v1/models/diabetes/predict/batch`` and recording outcomes through ``POST /v1/outcomes``.
 Figures only; nothing is asserted here (tests/service/test_drift.py and
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -286,6 +291,119 @@ def hot_path(rows: int = 1000, repeats: int = 20) -> dict[str, float]:
     }
 
 
+def recalibration_trail(rows: int) -> dict[str, Any]:
+    """The closing scenario: local outcomes of the shifted population recalibrate the model
+    (``clinrisk recalibrate``, intercept and slope) into a candidate version; fresh shifted
+    traffic scored by it is judged against validation; the candidate goes to shadow, then to
+    approved, through the admin API; the trail is returned. Signed with
+    CLINRISK_SIGNING_KEY_FILE when set, else with a throwaway key trusted for this run."""
+    import os
+
+    from models.loader import load_artifact
+    from models.predictor import Predictor
+    from models.signing import generate_private_key, write_key_pair
+    from training.recalibrate import recalibrate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        models = folder / "models"
+        shutil.copytree(MODELS_DIR / MODEL / version(), models / MODEL / version())
+        local, _ = shifted(rows, seed=101)
+        original = Predictor(load_artifact(models / MODEL / version()))
+        p = np.array(
+            [
+                s.result["probability"]
+                for s in original.predict_many(records(local), top_k=[1] * len(local))
+            ]  # type: ignore[union-attr]
+        )
+        local = local.copy()
+        local["outcome"] = miscalibrated(seed=101)(p, np.zeros(len(p), dtype=np.int64))
+        local.to_csv(folder / "local_outcomes.csv", index=False)
+        release = os.environ.get("CLINRISK_SIGNING_KEY_FILE")
+        if release:
+            key, trusted = Path(release), [MODELS_DIR / "trusted_keys"]
+        else:
+            key = folder / "bench.pem"
+            write_key_pair(generate_private_key(), key, folder / "bench.pub")
+            trusted = [MODELS_DIR / "trusted_keys", folder / "bench.pub"]
+        _, figures = recalibrate(
+            MODEL,
+            folder / "local_outcomes.csv",
+            models_dir=models,
+            out_dir=models,
+            method="slope",
+            signing_key=key,
+        )
+        alpha, beta = figures["local"]["alpha"], figures["local"]["beta"]
+
+        def truth_via_new(p_new: npt.NDArray[np.float64], y: npt.NDArray[np.int64]) -> Any:
+            # The same truth as before, expressed through the new version's risks.
+            z_original = (np.log(p_new / (1 - p_new)) - alpha) / beta
+            return miscalibrated(seed=202)(1 / (1 + np.exp(-z_original)), y)
+
+        keys = Keys.create(folder / "keys.json")
+        settings = Settings(
+            models_dir=models,
+            database_url=f"sqlite:///{folder / 'audit.db'}",
+            api_keys_file=folder / "keys.json",
+            pseudonym_key="bench-pseudonym-key",  # type: ignore[arg-type]
+            trusted_keys=trusted,
+            max_batch_size=1000,
+            max_body_bytes=16 * 1024 * 1024,
+            log_level="WARNING",
+        )
+        from fastapi.testclient import TestClient
+
+        from service.app import create_app
+
+        with TestClient(create_app(settings)) as http:
+            fresh, y = shifted(rows, seed=303)
+            replay(http, keys, fresh, y, truth_via_new)
+            new = figures["version"]
+            headers = {"Authorization": f"Bearer {keys.admin}"}
+            live = http.get(f"/v1/models/{MODEL}/versions/{new}/monitoring", headers=headers)
+            for state, reason in (
+                ("shadow", "recalibrated on local outcomes of the 60+/BMI 30+ clinic"),
+                ("approved", "live calibration consistent with validation on fresh patients"),
+            ):
+                answer = http.post(
+                    f"/v1/models/{MODEL}/versions/{new}/lifecycle",
+                    json={"state": state, "reason": reason},
+                    headers=headers,
+                )
+                assert answer.status_code == 200, answer.text
+            trail = http.get(f"/v1/models/{MODEL}/lifecycle", headers=headers).json()
+        overall = live.json()["overall"]
+        return {
+            "recalibrated_version": new,
+            "signed_by": "release key" if release else "throwaway bench key",
+            "local": figures["local"],
+            "before": figures["before"],
+            "after": figures["after"],
+            "fresh_traffic": {
+                "outcomes_known": overall["outcomes_known"],
+                "calibration_slope": (overall.get("live") or {}).get("calibration_slope"),
+                "observed_expected": (overall.get("live") or {}).get("observed_expected"),
+                "worse_than_validation": overall.get("worse_than_validation"),
+            },
+            "trail": [
+                {
+                    k: e[k]
+                    for k in (
+                        "model_version",
+                        "from_state",
+                        "to_state",
+                        "changed_by",
+                        "changed_at",
+                        "reason",
+                    )
+                }
+                for e in trail["history"]
+            ],
+            "approved": trail["approved"],
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5000)
@@ -331,6 +449,8 @@ def main() -> None:
             "live_calibration_intercept",
         ):
             print(f"   {key}: {_round(results[name][key])}")
+    results["recalibration"] = recalibration_trail(args.rows)
+    print(f"\n== recalibration: {_round(results['recalibration'])}")
     results["hot_path"] = hot_path()
     print(f"\n== drift hot path ({MODEL}): {_round(results['hot_path'])}")
     if args.out:

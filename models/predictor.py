@@ -56,6 +56,13 @@ class ModelRef(TypedDict):
     sha256: str
 
 
+class ClinicalUseDict(TypedDict):
+    """Whether the model's scores may inform care (manifest ``clinical_use``), and why."""
+
+    status: str
+    reason: str
+
+
 class TierDict(TypedDict):
     name: str
     label: str
@@ -118,6 +125,7 @@ class Prediction(TypedDict):
 
     prediction_id: str
     model: ModelRef
+    clinical_use: ClinicalUseDict
     status: Status
     probability: float | None
     tier: TierDict | None
@@ -191,6 +199,8 @@ class Predictor:
         self.frames = FrameScorer(self.core, self.population)
         self.specs = list(artifact.manifest.features)
         self.ref: ModelRef = {"name": self.name, "version": self.version, "sha256": self.sha256}
+        use = artifact.manifest.clinical_use
+        self.clinical_use: ClinicalUseDict = {"status": use.status, "reason": use.reason}
         self.tiers: list[TierDict] = [
             {
                 "name": t.name,
@@ -488,6 +498,7 @@ class Predictor:
         return {
             "prediction_id": identifier,
             "model": self.ref,
+            "clinical_use": self.clinical_use,
             "status": "scored",
             "probability": probability,
             "tier": self.tiers[tier_index],
@@ -518,6 +529,7 @@ class Predictor:
         return {
             "prediction_id": identifier,
             "model": self.ref,
+            "clinical_use": self.clinical_use,
             "status": "not_applicable",
             "probability": None,
             "tier": None,

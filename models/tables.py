@@ -674,6 +674,9 @@ def score_fields(n_features: int, *, explain: bool, top_k: int) -> list[Any]:
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("model_sha256", pa.string()),
+        # Issue 10: validated / evaluation_only / teaching_data_only (the manifest's reason is
+        # on the card and in the API).
+        pa.field("clinical_use", pa.string()),
         pa.field("missing_features", pa.string()),
         pa.field("out_of_training_range", pa.string()),
         pa.field("unit_conversions", pa.string()),
@@ -795,6 +798,7 @@ class FrameScorer:
             "model_name": _constant(self.core.name, n_rows),
             "model_version": _constant(self.core.version, n_rows),
             "model_sha256": _constant(self.core.sha256, n_rows),
+            "clinical_use": _constant(self.manifest.clinical_use.status, n_rows),
             "missing_features": join_flags(frame.missing, names, rejected),
             "out_of_training_range": join_flags(frame.out_of_range, names, rejected),
             "unit_conversions": join_flags(frame.converted, names, rejected),

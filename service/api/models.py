@@ -19,6 +19,7 @@ def model_detail(model: Predictor) -> dict[str, Any]:
         "name": m.name,
         "version": m.version,
         "sha256": model.core.sha256,
+        "clinical_use": model.clinical_use,
         "title": m.title,
         "summary": m.summary,
         "kind": m.kind,
@@ -53,6 +54,7 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
                 default_version=registry.default_version(name),
                 intended_use=m.intended_use,
                 kind=m.kind,
+                clinical_use=registry.get(name).clinical_use,
                 test_auroc=test.auroc if test is not None else None,
                 test_auroc_ci=(test.auroc_ci_low, test.auroc_ci_high) if test is not None else None,
             )

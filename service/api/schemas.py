@@ -160,6 +160,14 @@ class ThresholdMetrics(_FromManifest):
     ppv: float | None
     npv: float | None
     flagged_fraction: float
+    net_benefit: float | None = Field(
+        default=None,
+        description="Decision-curve net benefit of acting at or above this threshold "
+        "(TP/n - FP/n * t/(1-t)); acting on no one scores 0.",
+    )
+    net_benefit_treat_all: float | None = Field(
+        default=None, description="Net benefit of acting on every patient at this threshold."
+    )
 
 
 class SubgroupMetrics(_FromManifest):
@@ -172,6 +180,24 @@ class SubgroupMetrics(_FromManifest):
     calibration_intercept: float | None
     mean_predicted: float
     observed_rate: float
+    auroc_ci_low: float | None = None
+    auroc_ci_high: float | None = None
+    calibration_in_the_large: float | None = Field(
+        default=None,
+        description="Intercept with the slope fixed at 1: 0 ideal, < 0 predictions too high, "
+        "> 0 too low.",
+    )
+    observed_expected: float | None = Field(
+        default=None, description="Observed events / sum of predicted risks (1 ideal)."
+    )
+    suppressed: bool = Field(
+        default=False,
+        description="Fewer events than the configured minimum: figures withheld, not judged.",
+    )
+    audit_only: bool = Field(
+        default=False,
+        description="A factor the model does not read (e.g. income): audited, never an input.",
+    )
     feature: str | None = Field(
         default=None, description="The feature that places a patient in this subgroup."
     )
@@ -192,9 +218,22 @@ class ValidationSummary(_FromManifest):
     auprc: float
     brier: float
     calibration_slope: float
-    calibration_intercept: float
+    calibration_intercept: float = Field(
+        description="Intercept of the joint slope-and-intercept recalibration fit (not CITL)."
+    )
     ece: float
     calibration_bins: list[CalibrationBin]
+    calibration_in_the_large: float | None = Field(
+        default=None,
+        description="Intercept with the slope fixed at 1: 0 ideal, < 0 predictions too high, "
+        "> 0 too low.",
+    )
+    observed_expected: float | None = Field(
+        default=None, description="Observed events / sum of predicted risks (1 ideal)."
+    )
+    auroc_ci_method: str | None = Field(
+        default=None, description="How the AUROC interval was obtained (row or cluster bootstrap)."
+    )
 
 
 class Candidate(_FromManifest):
@@ -216,6 +255,57 @@ class Baseline(_FromManifest):
     brier: float | None = None
     auroc_difference_vs_shipped: float | None = None
     difference_p_value: float | None = None
+    n: int | None = Field(default=None, description="Test rows the baseline could score.")
+    cv_auroc_mean: float | None = Field(
+        default=None, description="Mean AUROC over the same repeated-CV validation folds."
+    )
+    cv_auroc_sd: float | None = None
+
+
+class RepeatedCV(_FromManifest):
+    """The shipped recipe re-fitted on repeated CV folds of the development part: how much the
+    test figure could move with another split."""
+
+    method: str
+    repeats: int
+    folds: int
+    auroc_mean: float
+    auroc_sd: float
+    calibration_in_the_large_mean: float
+    calibration_in_the_large_sd: float
+    calibration_slope_mean: float
+    calibration_slope_sd: float
+    observed_expected_mean: float
+    observed_expected_sd: float
+
+
+class TemporalCohort(_FromManifest):
+    name: str
+    description: str
+    n: int
+    positives: int
+    auroc: float
+    auroc_ci_low: float
+    auroc_ci_high: float
+    calibration_in_the_large: float
+    calibration_slope: float
+    observed_expected: float
+
+
+class TemporalValidation(_FromManifest):
+    """Trained on the earlier part of the data, tested on the later part."""
+
+    method: str
+    n_train: int
+    cohorts: list[TemporalCohort]
+
+
+class Characteristic(_FromManifest):
+    """One row of the participant characteristics table (TRIPOD+AI item 20)."""
+
+    characteristic: str
+    development: str
+    test: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +358,16 @@ class ModelRef(_Public):
     sha256: str = Field(
         description="sha256 of the artifact's manifest.json (which pins every file)."
     )
+
+
+class ClinicalUsePublic(_Public):
+    """Whether the model's scores may inform care, from its manifest, shown with every score."""
+
+    status: Literal["validated", "evaluation_only", "teaching_data_only"] = Field(
+        description="validated: validated for clinical use; evaluation_only: for evaluating "
+        "the model, not for care decisions; teaching_data_only: fitted to teaching data."
+    )
+    reason: str
 
 
 class TierPublic(_Public):
@@ -367,6 +467,7 @@ class PredictResponse(_Public):
 
     prediction_id: str
     model: ModelRef
+    clinical_use: ClinicalUsePublic
     status: Literal["scored", "not_applicable"]
     probability: float | None
     tier: TierPublic | None
@@ -420,6 +521,7 @@ class ModelSummary(_Public):
     default_version: str
     intended_use: str
     kind: Literal["xgboost", "logistic", "equation"]
+    clinical_use: ClinicalUsePublic
     test_auroc: float | None = Field(description="Null for a published equation (no local test).")
     test_auroc_ci: tuple[float, float] | None
 
@@ -432,12 +534,19 @@ class ValidationPublic(_Public):
     baselines: list[Baseline]
     published_reference: str
     shortfalls: list[str]
+    repeated_cv: RepeatedCV | None = None
+    temporal: TemporalValidation | None = None
+    subgroup_min_events: int | None = Field(
+        default=None, description="Subgroups with fewer events (or non-events) are suppressed."
+    )
+    characteristics: list[Characteristic] = Field(default_factory=list)
 
 
 class ModelDetail(_Public):
     name: str
     version: str
     sha256: str
+    clinical_use: ClinicalUsePublic
     title: str
     summary: str
     kind: Literal["xgboost", "logistic", "equation"]

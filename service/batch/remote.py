@@ -197,6 +197,7 @@ class HttpRunner:
         columns["model_name"][row] = self.detail.name
         columns["model_version"][row] = self.detail.version
         columns["model_sha256"][row] = self.detail.sha256
+        columns["clinical_use"][row] = self.detail.clinical_use.status
 
     def _fill(
         self,
@@ -214,6 +215,7 @@ class HttpRunner:
         columns["model_name"][row] = result.model.name
         columns["model_version"][row] = result.model.version
         columns["model_sha256"][row] = result.model.sha256
+        columns["clinical_use"][row] = result.clinical_use.status
         columns["probability"][row] = result.probability
         columns["tier"][row] = result.tier.name if result.tier is not None else None
         columns["status"][row] = result.status

@@ -1,0 +1,38 @@
+"""The API's public view of a manifest names the same fields as the manifest itself, so a
+figure added to the artifacts is served (and documented) rather than refused as extra."""
+
+from __future__ import annotations
+
+import pytest
+
+import models.manifest as manifest
+import service.api.schemas as schemas
+
+MIRRORED = [
+    "AlternativeUnit",
+    "ApplicabilityRule",
+    "Baseline",
+    "Calibration",
+    "CalibrationBin",
+    "Candidate",
+    "Category",
+    "Characteristic",
+    "Distribution",
+    "RepeatedCV",
+    "SubgroupMetrics",
+    "TemporalCohort",
+    "TemporalValidation",
+    "ThresholdMetrics",
+    "Tier",
+    "ValidationSummary",
+]
+
+
+@pytest.mark.parametrize("name", MIRRORED)
+def test_a_public_manifest_type_has_the_manifests_fields(name: str) -> None:
+    public, own = getattr(schemas, name), getattr(manifest, name)
+    assert set(public.model_fields) == set(own.model_fields)
+
+
+def test_the_public_validation_has_the_manifests_fields() -> None:
+    assert set(schemas.ValidationPublic.model_fields) == set(manifest.Validation.model_fields)

@@ -243,7 +243,7 @@ def test_a_launch_from_a_cds_card_opens_the_model_its_app_context_names(
 
 
 def test_a_launch_from_a_server_not_allowlisted_is_refused_before_any_request_to_it(
-    smart_page: Page, servers: Launchable
+    smart_page: Page, servers: Launchable, tmp_path: Path
 ) -> None:
     page = smart_page
     page.goto(launch_url(servers.rogue_fhir, "anything"))
@@ -254,6 +254,8 @@ def test_a_launch_from_a_server_not_allowlisted_is_refused_before_any_request_to
     )
     text = status.inner_text()
     assert "refused" in text and "iss" in text
+    assert page.locator("#api-key").is_visible()  # the stand-alone way in is still there
+    save_screenshot(page, tmp_path, "smart-launch-refused")
     assert urlsplit(page.url).netloc == urlsplit(servers.clinrisk).netloc  # no redirect away
     assert servers.rogue.fhir_requests == []  # not even its discovery document (no SSRF)
     with servers.api() as api:

@@ -2041,8 +2041,11 @@
     return data;
   }
 
+  // While a launch is under way the API key field is hidden (no key is needed); when it fails,
+  // it comes back: the stand-alone mode stays available.
   function launchMessage(text, isError) {
     const holder = $("launch-status");
+    $("key-panel").hidden = !isError;
     holder.hidden = false;
     holder.textContent = text;
     holder.className = isError ? "launch-status error" : "launch-status";
@@ -2122,6 +2125,7 @@
     // The model the launch asked for (a CDS Hooks card's link), else the address's or the first.
     if (answer.model) history.replaceState(null, "", `${location.pathname}#score/${answer.model}`);
     $("launch-status").hidden = true;
+    $("key-panel").hidden = false;
     $("patient-id").value = answer.patient.id || "";
     $("patient-name").value = answer.patient.name || "";
     await connect(answer.session.token, true);

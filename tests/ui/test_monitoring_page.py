@@ -78,8 +78,10 @@ def monitoring_page(
     page.click("#key-connect")
     page.wait_for_selector("#picker:not([hidden])")
     page.select_option("#model-select", simulation.MODEL)
-    page.wait_for_selector("#overview:not([hidden])")
-    page.wait_for_selector(f"#overview-heading:has-text('{simulation.version()}')")
+    # The first model in the list loads first: wait for the chosen one's figures.
+    page.wait_for_selector(
+        f"#overview:not([hidden])[data-model='{simulation.MODEL}@{simulation.version()}']"
+    )
     yield page
     page.context.close()
     assert browser_log.exceptions == [], "the page threw"

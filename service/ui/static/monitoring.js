@@ -149,6 +149,7 @@
       renderDrift(drift);
       renderLifecycle(governance, version);
       $("overview").hidden = false;
+      $("overview").setAttribute("data-model", `${name}@${version}`); // what is on screen
     } catch (error) {
       if (serial !== state.serial) return;
       $("overview").hidden = true;

@@ -189,7 +189,7 @@
     const worse = live.overall.worse_than_validation || [];
     if (worse.length) {
       items.push(
-        el("li", { class: "alarm critical", "data-alarm": "worse" },
+        el("li", { class: "alarm critical", "data-alarm": "worse", "data-group": "all" },
           el("strong", {}, "Worse than validation: "),
           `${metricWords(worse)} (95% interval excludes the validation value).`),
       );
@@ -197,7 +197,7 @@
     for (const group of live.subgroups) {
       if (!group.suppressed && group.worse_than_validation.length) {
         items.push(
-          el("li", { class: "alarm critical", "data-alarm": "worse" },
+          el("li", { class: "alarm critical", "data-alarm": "worse", "data-group": group.key },
             el("strong", {}, `Worse than validation in ${group.factor} ${group.level}: `),
             `${metricWords(group.worse_than_validation)}.`),
         );

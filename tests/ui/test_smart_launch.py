@@ -9,11 +9,14 @@ expected values are read from the Synthea bundle here, not through clinrisk's ma
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -22,6 +25,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from models.predictor import Predictor
+from models.registry import Registry
 from service import smart
 from service.app import create_app
 from service.cds_hooks import fhir
@@ -309,9 +314,6 @@ def redeem(
     assert launch.status_code == 200, launch.text
     config = launch.json()
     verifier = "v" * 43 + "0123456789"
-    import base64
-    import hashlib
-
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
     redirect_uri = f"{servers.clinrisk}/ui"
     authorize = httpx.get(
@@ -420,13 +422,16 @@ def test_the_chart_goes_through_the_cds_hooks_mapping_with_every_page_read(
     assert set(models) >= {"cvd", "diabetes"}
 
 
-def servers_model(servers: Launchable, name: str) -> Any:
-    from models.predictor import Predictor
-    from models.registry import Registry
-
+@cache
+def _registry(models_dir: Path) -> Registry[Predictor]:
     registry: Registry[Predictor] = Registry(Predictor)
-    registry.load_dir(servers.settings.models_dir, trust=servers.settings.trust_policy())
-    return registry.get(name)
+    registry.load_dir(models_dir, trust=Settings(models_dir=models_dir).trust_policy())
+    return registry
+
+
+def servers_model(servers: Launchable, name: str) -> Predictor:
+    """The model the service serves under ``name`` (its default version), loaded here."""
+    return _registry(servers.settings.models_dir).get(name)
 
 
 def test_bad_launch_requests_are_problems_naming_the_field(servers: Launchable) -> None:

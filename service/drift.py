@@ -517,11 +517,13 @@ def accumulator_for(engine: sa.Engine) -> Accumulator:
 def observe(engine: sa.Engine, model: Any, scored: Sequence[Any]) -> None:
     """The prediction path's one call: count the scored rows of a batch (or of one patient) of
     ``model`` (a :class:`models.predictor.Predictor`) for the audit database ``engine``; rows
-    without a score are skipped."""
+    without a score, or scored for research outside the intended population, are skipped."""
     rows, probabilities, tiers = [], [], []
     for item in scored:
         result = item.result
-        if result["probability"] is None:
+        # NOTE: a research-use score outside the intended population is not the population
+        # the model serves: it would read as drift.
+        if result["probability"] is None or not result["applicability"]["applicable"]:
             continue
         rows.append(item.values)
         probabilities.append(result["probability"])

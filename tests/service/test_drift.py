@@ -340,3 +340,24 @@ def test_workers_flushing_at_once_add_up(database_url: str) -> None:
     assert errors == []
     assert report["scored"] == 3 * 15 * 20
     assert all(f["n"] == 3 * 15 * 20 for f in report["features"])
+
+
+def test_research_scores_outside_the_population_are_not_counted(
+    client: TestClient, keys: Keys
+) -> None:
+    row = _rows(_held_out().head(1))[0]
+    inside = client.post(
+        f"/v1/models/{MODEL}/predict", json={"features": row}, headers=keys.header("predict")
+    )
+    research = client.post(
+        f"/v1/models/{MODEL}/predict",
+        json={"features": row, "context": {"diagnosed_diabetes": True}, "research_use": True},
+        headers=keys.header("everything"),  # predict with admin: research use allowed
+    )
+
+    report = _drift(client, keys)
+
+    assert inside.status_code == 200 and research.status_code == 200, research.text
+    assert research.json()["applicability"]["applicable"] is False
+    assert research.json()["probability"] is not None  # scored, for research only
+    assert report["scored"] == 1

@@ -338,6 +338,12 @@ def _candidate_row(cand: Candidate) -> tuple[object, ...]:
 # TRIPOD+AI / HTI-1 sections
 
 
+def _unit_of_rows(manifest: Manifest) -> str:
+    """What a row is: an encounter where patients repeat (readmission), else a patient."""
+    grouped = manifest.split.grouped_by if manifest.split else None
+    return "encounters" if grouped == "patient_nbr" else "patients"
+
+
 def _not_available(reason: str) -> str:
     return f"Not available: {reason}."
 
@@ -581,7 +587,7 @@ def _performance(manifest: Manifest) -> list[str]:
         "",
         "### Held-out test part",
         "",
-        f"{test.n:,} patients, {test.positives:,} with the outcome "
+        f"{test.n:,} {_unit_of_rows(manifest)}, {test.positives:,} with the outcome "
         f"(prevalence {_pct(test.prevalence)}).",
         "",
         *_table(
@@ -658,7 +664,8 @@ def _performance(manifest: Manifest) -> list[str]:
     lines += ["", *_tiers_table(manifest), "", "### Calibration curve", ""]
     if test.calibration_bins:
         lines += [
-            "Test patients in equal-sized groups ordered by predicted risk: mean predicted risk "
+            f"Test {_unit_of_rows(manifest)} in equal-sized groups ordered by predicted risk: "
+            "mean predicted risk "
             "against the observed event rate with its 95% Wilson interval. Each scored result "
             "quotes the row its probability falls in.",
             "",
@@ -756,7 +763,8 @@ def _fairness(manifest: Manifest) -> list[str]:
     val = manifest.validation
     assert val is not None, "cards are rendered for trained models"
     minimum = (
-        f"fewer than {val.subgroup_min_events} events or non-events (or fewer than 30 patients)"
+        f"fewer than {val.subgroup_min_events} events or non-events (or fewer than 30 "
+        f"{_unit_of_rows(manifest)})"
         if val.subgroup_min_events
         else "too few events"
     )
@@ -829,7 +837,8 @@ def _baselines(manifest: Manifest) -> list[str]:
     )
     return [
         *lines,
-        "Established scores and the other candidate family on the same test patients (and "
+        f"Established scores and the other candidate family on the same test "
+        f"{_unit_of_rows(manifest)} (and "
         "the same repeated-CV folds). The difference is the shipped model's AUROC minus the "
         "baseline's on the test part (positive: the shipped model discriminates better), with "
         "a paired bootstrap p-value." + shipped_cv,

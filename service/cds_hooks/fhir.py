@@ -638,6 +638,11 @@ HIGH_CHOLESTEROL = ConditionRule(
 # "Ever told you have high blood pressure" (BRFSS): resolved hypertension counts too.
 HYPERTENSION_EVER = replace(CONDITION_FEATURES["hypertension"], include_resolved=True)
 DIABETES_EVER = replace(CONDITION_FEATURES["diabetes"], include_resolved=True)
+PREDIABETES = ConditionRule(
+    "prediabetes",
+    frozenset({"15777000", "9414007"}),  # prediabetes; impaired fasting glucose
+    ("R730",),  # R73.0x: abnormal glucose (impaired fasting glucose, tolerance, prediabetes)
+)
 HIGH_TOTAL_CHOLESTEROL_MG_DL = 240.0
 """NCEP ATP III: total cholesterol >= 240 mg/dL is high (the level BRFSS's question is about)."""
 CHOLESTEROL_CHECK_YEARS = 5
@@ -1041,6 +1046,9 @@ def extract_features(
     flag, text, _, _ = _condition_flag(conditions, DIABETES_EVER, today)
     if flag:
         facts["diagnosed_diabetes"] = text.removeprefix("Condition ")
+    flag, text, _, _ = _condition_flag(conditions, PREDIABETES, today)
+    if flag:
+        facts["prediabetes"] = text.removeprefix("Condition ")
 
     if not deceased:
         stale = sorted((day, name) for name, day in dates.items() if today - day > STALE_AFTER)

@@ -317,6 +317,9 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
         extraction = fhir.chart_features(
             model.specs, chart, on=_hook_date(chart, encounter_id), encounter_id=encounter_id
         )
+        for fact, note in service.notes.items():
+            if fact in extraction.facts:
+                extraction.warnings.append(note.format(extraction.facts[fact]))
         if foreign:
             extraction.warnings.append(
                 f"{foreign} resources were about another patient and were ignored."

@@ -14,7 +14,7 @@ with ``CLINRISK_CDS_ASCVD_MODEL=ascvd-pce`` (read once, at import).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.cds_hooks import fhir
 
@@ -42,6 +42,8 @@ class HookService:
     outcome: str
     """The risk in words, for the card's summary ("10-year ASCVD risk")."""
     prefetch: dict[str, Prefetch]
+    notes: dict[str, str] = field(default_factory=dict)
+    """Chart facts (``Extraction.facts``) this service's card must mention, and how."""
 
 
 def _latest(*codes: str, count: int = 3) -> Prefetch:
@@ -97,6 +99,13 @@ DIABETES = HookService(
         "opened."
     ),
     outcome="Diabetes/prediabetes screening risk",
+    notes={
+        "prediabetes": (
+            "Prediabetes is already on the problem list ({}): the model's outcome includes "
+            "prediabetes, so this score adds little; the ADA advises testing for diabetes at "
+            "least yearly in prediabetes."
+        )
+    },
     prefetch={
         **PATIENT_KEY,
         "bmi": _latest("39156-5"),

@@ -557,6 +557,8 @@ def test_the_diabetes_card_names_the_survey_answers_a_chart_does_not_hold(
         "Diabetes/prediabetes screening risk: needs 8 questionnaire answers (open clinrisk)"
     )
     assert [link["type"] for link in card["links"]] == ["absolute", "smart"]
+    # Lupe has prediabetes on the problem list: the card says what that means for this score.
+    assert "Prediabetes is already on the problem list (SNOMED CT 15777000)" in card["detail"]
     assert "a survey answer the chart does not hold" in card["detail"]
     # What the chart does hold is read: BMI, smoking, problem list, cholesterol checked.
     assert table_row(card["detail"], "Ever smoker")[1] == "Never smoker"

@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     smart_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """Longest wait for each call to an EHR (discovery, token, FHIR reads)."""
 
+    smart_frame_ancestors: list[str] = Field(default_factory=list)
+    """EHR web origins (JSON list) that may show the clinician page in a frame (an embedded
+    SMART launch); none: the page refuses to be framed (clickjacking)."""
+
     @field_validator("smart_ehrs")
     @classmethod
     def _smart_ehrs(cls, value: dict[str, SmartEhr]) -> dict[str, SmartEhr]:
@@ -206,7 +210,7 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("cds_cors_origins")
+    @field_validator("cds_cors_origins", "smart_frame_ancestors")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:

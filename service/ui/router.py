@@ -56,7 +56,17 @@ def _serve(request: Request, name: str, media_type: str, cache: str) -> Response
 @router.get("", operation_id="read_clinician_page")
 def read_clinician_page(request: Request) -> Response:
     """The clinician page."""
-    return _serve(request, "index.html", "text/html; charset=utf-8", "no-store")
+    response = _serve(request, "index.html", "text/html; charset=utf-8", "no-store")
+    state = getattr(request.app.state, "clinrisk", None)
+    origins = state.settings.smart_frame_ancestors if state is not None else []
+    if origins:
+        # An EHR that embeds SMART apps shows the page in its own frame: only its origins may.
+        # X-Frame-Options cannot name several origins (and yields to frame-ancestors): dropped.
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.replace(
+            "frame-ancestors 'none'", "frame-ancestors " + " ".join(origins)
+        )
+        del response.headers["X-Frame-Options"]
+    return response
 
 
 @router.get("/monitoring", operation_id="read_monitoring_page")

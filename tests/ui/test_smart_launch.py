@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
 from models.predictor import Predictor
@@ -531,3 +532,30 @@ def test_search_pages_left_unread_are_said_with_the_values(
     warnings = answer.json()["models"]["cvd"]["warnings"]
     assert "Only the first 3 Observation resources were read" in " ".join(warnings)
     assert "Only the first 3 Condition resources were read" in " ".join(warnings)
+
+
+def test_the_page_may_be_framed_only_by_the_configured_ehr_origins(tmp_path: Path) -> None:
+    def headers(origins: list[str]) -> Any:
+        settings = Settings(
+            models_dir=MODELS_DIR,
+            database_url=f"sqlite:///{tmp_path / 'audit.db'}",
+            api_keys_file=tmp_path / "keys.json",
+            pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
+            smart_frame_ancestors=origins,
+        )
+        with TestClient(create_app(settings)) as client:
+            return client.get("/ui").headers, client.get("/ui/static/app.js").headers
+
+    page, script = headers([])
+    assert "frame-ancestors 'none'" in page["content-security-policy"]
+    assert page["x-frame-options"] == "DENY"
+    page, script = headers(["https://ehr.example.org", "https://ehr2.example.org:8443"])
+    csp = page["content-security-policy"]
+    assert "frame-ancestors https://ehr.example.org https://ehr2.example.org:8443" in csp
+    assert "'none'" not in csp.split("frame-ancestors")[1]
+    assert "x-frame-options" not in page
+    assert "connect-src 'self'" in csp and "form-action 'none'" in csp  # the rest unchanged
+    assert script["x-frame-options"] == "DENY"  # only the page itself may be framed
+    for bad in ("*", "https://*.example.org", "https://ehr.example.org/path", "ehr.example.org"):
+        with pytest.raises(ValueError, match="not an origin"):
+            Settings(models_dir=MODELS_DIR, smart_frame_ancestors=[bad])

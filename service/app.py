@@ -30,6 +30,7 @@ from service.cds_hooks.feedback import admin_router as cds_feedback
 from service.cds_hooks.security import CdsCors
 from service.docs import install_docs
 from service.errors import EXCEPTION_HANDLERS
+from service.lifecycle import policy_for
 from service.limits import RequestLimitsMiddleware
 from service.logging import configure_logging
 from service.observability import ObservabilityMiddleware
@@ -81,7 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             days=settings.drift_window_days,
             thresholds=drift_thresholds(settings),
         ).start()  # drift counts to the database (issue 13)
+        # Which version each model serves by default, and which are retired (issue 13).
+        serving = policy_for(store.engine).start()
         yield
+        await run_in_threadpool(serving.stop)
         await run_in_threadpool(flusher.stop)
         store.dispose()
 

@@ -92,7 +92,7 @@ router = APIRouter(prefix="/v1/models", tags=["predictions"])
     "/{name}/curves",
     operation_id="compute_risk_curves",
     response_model=CurvesResponse,
-    responses=problem_responses(401, 403, 404, 413, 422),
+    responses=problem_responses(401, 403, 404, 410, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -104,7 +104,7 @@ async def compute_risk_curves(
     request: Request, name: str, _caller: PredictCaller, state: StateDep
 ) -> Response:
     """Risk across each listed feature's range with the patient's other inputs held fixed."""
-    model = resolve_model(state, name, None)
+    model = resolve_model(state, name, None, scoring=True)
     body = await read_json_body(request, state.settings.max_body_bytes)
     try:
         parsed = CurvesRequest.model_validate(body)

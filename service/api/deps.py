@@ -15,6 +15,7 @@ from service.api.schemas import Problem
 from service.audit import Pseudonymizer, SqlAuditStore
 from service.auth import ApiKey, KeyStore
 from service.errors import PROBLEM_JSON, Forbidden, ModelNotFound, NotAuthenticated
+from service.lifecycle import policy_for
 from service.settings import Settings
 
 
@@ -37,8 +38,24 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def resolve_model(state: AppState, name: str, version: str | None) -> Predictor:
+def default_version(state: AppState, name: str) -> str:
+    """The version the unversioned routes serve: the approved one (issue 13: the default
+    changes only by a recorded approval), else the registry's default (newest or pinned)."""
+    loaded = state.registry.versions(name)
+    approved = policy_for(state.audit.engine).version_to_score(name, None, loaded)
+    return approved if approved is not None else state.registry.default_version(name)
+
+
+def resolve_model(
+    state: AppState, name: str, version: str | None, *, scoring: bool = False
+) -> Predictor:
+    """The model to answer with. Routes that score refuse a retired version (410); routes that
+    describe a version (detail, monitoring, lifecycle) still read it."""
     try:
+        if version is None:
+            version = default_version(state, name)
+        if scoring:  # a retired default too: no approved version left to fall back on
+            policy_for(state.audit.engine).version_to_score(name, version, [])
         return state.registry.get(name, version)
     except UnknownModel as exc:
         raise ModelNotFound(str(exc)) from None
@@ -49,6 +66,11 @@ async def _model(request: Request, name: str, state: StateDep) -> Predictor:
     return resolve_model(state, name, request.path_params.get("version"))
 
 
+async def _scoring_model(request: Request, name: str, state: StateDep) -> Predictor:
+    """:func:`_model` for a route that scores: a retired version is refused."""
+    return resolve_model(state, name, request.path_params.get("version"), scoring=True)
+
+
 async def declare_version(
     version: Annotated[str, Path(description="A semantic version, e.g. 1.1.0.")],
 ) -> None:
@@ -57,6 +79,7 @@ async def declare_version(
 
 
 ModelDep = Annotated[Predictor, Depends(_model)]
+ScoringModelDep = Annotated[Predictor, Depends(_scoring_model)]
 
 
 # NOTE: declared through fastapi.security so the OpenAPI document carries the scheme (generated

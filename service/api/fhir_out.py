@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import read_json_body
-from service.api.deps import ModelDep, PredictCaller, StateDep, problem_responses
+from service.api.deps import PredictCaller, ScoringModelDep, StateDep, problem_responses
 from service.api.predict import predict_one
 from service.cds_hooks.riskassessment import risk_assessment
 from service.errors import InvalidFeatures
@@ -74,7 +74,7 @@ def _fhir_fields(body: Any) -> tuple[dict[str, Any], list[str], str | None]:
             "description": "A FHIR R4 RiskAssessment (probabilityDecimal on the 0-1 scale).",
             "content": {FHIR_JSON: {"schema": {"type": "object"}}},
         },
-        **problem_responses(401, 403, 404, 413, 422, 503),
+        **problem_responses(401, 403, 404, 410, 413, 422, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -112,7 +112,7 @@ def _fhir_fields(body: Any) -> tuple[dict[str, Any], list[str], str | None]:
     },
 )
 async def risk_assessment_route(
-    request: Request, caller: PredictCaller, model: ModelDep, state: StateDep
+    request: Request, caller: PredictCaller, model: ScoringModelDep, state: StateDep
 ) -> Response:
     """Score one patient and answer the result as a FHIR R4 RiskAssessment."""
     body = await read_json_body(request, state.settings.max_body_bytes)

@@ -12,7 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from models.predictor import Predictor
 from service import lifecycle
 from service.api.body import read_json_body
-from service.api.deps import AdminCaller, ModelDep, StateDep, declare_version, problem_responses
+from service.api.deps import (
+    AdminCaller,
+    ModelDep,
+    StateDep,
+    declare_version,
+    default_version,
+    problem_responses,
+)
 from service.api.monitoring import drift_thresholds
 from service.errors import AuditUnavailable, InvalidFeatures, ModelNotFound, ServiceError
 
@@ -45,7 +52,7 @@ def read_lifecycle(name: str, _caller: AdminCaller, state: StateDep) -> dict[str
         raise AuditUnavailable("The audit store could not be read; try again.") from None
     return {
         "model": name,
-        "served_default": state.registry.default_version(name),
+        "served_default": default_version(state, name),
         "approved": approved,
         "versions": summary,
         "history": history,

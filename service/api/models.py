@@ -7,7 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from models.predictor import Predictor
-from service.api.deps import AnyCaller, ModelDep, StateDep, declare_version, problem_responses
+from service.api.deps import (
+    AnyCaller,
+    ModelDep,
+    StateDep,
+    declare_version,
+    default_version,
+    problem_responses,
+)
 from service.api.schemas import ModelDetail, ModelSummary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -44,17 +51,18 @@ def list_models(state: StateDep, _caller: AnyCaller) -> list[ModelSummary]:
     registry = state.registry
     out = []
     for name in registry.names():
-        m = registry.get(name).manifest
+        served = registry.get(name, default_version(state, name))
+        m = served.manifest
         test = m.validation.test if m.validation is not None else None
         out.append(
             ModelSummary(
                 name=name,
                 title=m.title,
                 versions=registry.versions(name),
-                default_version=registry.default_version(name),
+                default_version=served.version,
                 intended_use=m.intended_use,
                 kind=m.kind,
-                clinical_use=registry.get(name).clinical_use,
+                clinical_use=served.clinical_use,
                 test_auroc=test.auroc if test is not None else None,
                 test_auroc_ci=(test.auroc_ci_low, test.auroc_ci_high) if test is not None else None,
             )

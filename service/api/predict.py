@@ -24,8 +24,8 @@ from service import drift
 from service.api.body import read_json_body
 from service.api.deps import (
     BatchCaller,
-    ModelDep,
     PredictCaller,
+    ScoringModelDep,
     StateDep,
     declare_version,
     problem_responses,
@@ -212,7 +212,7 @@ async def predict_one(
 
 
 async def predict(
-    request: Request, caller: PredictCaller, model: ModelDep, state: StateDep
+    request: Request, caller: PredictCaller, model: ScoringModelDep, state: StateDep
 ) -> Response:
     """Score one patient, with an exact explanation (default or pinned model version)."""
     # NOTE: scoring one patient takes well under a millisecond, less than a hop to the
@@ -222,7 +222,7 @@ async def predict(
 
 
 async def predict_batch(
-    request: Request, caller: BatchCaller, model: ModelDep, state: StateDep
+    request: Request, caller: BatchCaller, model: ScoringModelDep, state: StateDep
 ) -> Response:
     """Score up to the configured number of patients; one bad item never fails the others."""
     started = time.perf_counter()
@@ -311,6 +311,6 @@ for _suffix, _endpoint, _response, _doc in (
             operation_id=f"{_doc}_version" if _versioned else _doc,
             response_model=_response,
             # 503: the audit record could not be written, so no score is returned.
-            responses=problem_responses(401, 403, 404, 413, 422, 503),
+            responses=problem_responses(401, 403, 404, 410, 413, 422, 503),
             dependencies=[Depends(declare_version)] if _versioned else [],
         )

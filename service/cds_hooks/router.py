@@ -313,7 +313,7 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
         encounter_id: str | None = context.get("encounterId")
         prefetch = await _prefetch(service, body, context, prefetch, state.settings)
         chart, foreign = _chart(service, prefetch, patient_id)
-        model = resolve_model(state, service.model, None)
+        model = resolve_model(state, service.model, None, scoring=True)
         extraction = fhir.chart_features(
             model.specs, chart, on=_hook_date(chart, encounter_id), encounter_id=encounter_id
         )

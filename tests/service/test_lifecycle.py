@@ -223,3 +223,38 @@ def test_the_serving_policy_scores_the_approved_version_and_refuses_retired_ones
     assert "to retired" in retired.value.detail and NEW_VERSION in retired.value.detail
     assert fresh.version_to_score(MODEL, None, loaded) == NEW_VERSION
     assert policy.version_to_score("diabetes", None, ["1.0.0"]) is None
+
+
+def test_the_scoring_routes_serve_the_approved_version_and_refuse_a_retired_one(
+    client: TestClient, keys: Keys
+) -> None:
+    from models.loader import load_artifact
+    from service.openapi_schema import example_features
+
+    features = example_features(load_artifact(MODELS_DIR / MODEL / SHIPPED_VERSION).manifest)
+    body = {"features": features, "context": {"established_ascvd": False}}
+    before = client.post(f"/v1/models/{MODEL}/predict", json=body, headers=keys.header("predict"))
+    for version, state in [
+        (SHIPPED_VERSION, "shadow"),
+        (SHIPPED_VERSION, "approved"),
+        (NEW_VERSION, "retired"),
+    ]:
+        answer = _change(client, keys, version, {"state": state, "reason": f"to {state}"})
+        assert answer.status_code == 200, answer.text
+
+    served = client.post(f"/v1/models/{MODEL}/predict", json=body, headers=keys.header("predict"))
+    retired = client.post(
+        f"/v1/models/{MODEL}/versions/{NEW_VERSION}/predict/batch",
+        json={"items": [body]},
+        headers=keys.header("batch"),
+    )
+    described = client.get(f"/v1/models/{MODEL}/versions/{NEW_VERSION}", headers=keys.header())
+    listed = client.get("/v1/models", headers=keys.header()).json()
+
+    assert before.json()["model"]["version"] == NEW_VERSION  # no decision: the newest
+    assert served.status_code == 200 and served.json()["model"]["version"] == SHIPPED_VERSION
+    assert retired.status_code == 410
+    assert retired.headers["content-type"] == "application/problem+json"
+    assert "retired" in retired.json()["detail"] and SHIPPED_VERSION in retired.json()["detail"]
+    assert described.status_code == 200  # a retired version can still be read and reviewed
+    assert {m["name"]: m["default_version"] for m in listed}[MODEL] == SHIPPED_VERSION

@@ -20,7 +20,7 @@ import contextlib
 import json
 import threading
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -272,6 +272,7 @@ class VersionRetired(ServiceError):
 class Snapshot:
     approved: dict[str, str]
     retired: dict[tuple[str, str], Event]
+    shadow: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ServingPolicy:
@@ -295,10 +296,19 @@ class ServingPolicy:
         for row in rows:
             event = _event(row)
             latest[(event.model_name, event.model_version)] = event
+        shadow: dict[str, tuple[str, ...]] = {}
+        for (name, version), event in sorted(latest.items()):
+            if event.to_state == "shadow":
+                shadow[name] = (*shadow.get(name, ()), version)
         self._snapshot = Snapshot(
             approved={n: v for (n, v), e in latest.items() if e.to_state == "approved"},
             retired={k: e for k, e in latest.items() if e.to_state == "retired"},
+            shadow=shadow,
         )
+
+    def shadows(self, name: str) -> tuple[str, ...]:
+        """The versions of ``name`` in shadow: scored beside the served one, never returned."""
+        return self._snapshot.shadow.get(name, ())
 
     def version_to_score(self, name: str, requested: str | None, loaded: list[str]) -> str | None:
         """The version to score: the requested one unless retired (VersionRetired), else the

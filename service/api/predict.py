@@ -34,6 +34,7 @@ from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.audit import AuditRecord
 from service.auth import ApiKey
 from service.errors import InvalidFeatures as InvalidRequest
+from service.lifecycle import policy_for
 
 router = APIRouter(prefix="/v1/models", tags=["predictions"])
 
@@ -51,6 +52,7 @@ VALIDATION_FAILURES = Counter(
 ITEM_FIELDS = ("patient_id", "features", "top_k", "context", "research_use")
 BATCH_FIELDS = ("items", "top_k")
 RESEARCH_SCOPES = frozenset({"admin", "research"})
+SHADOW = "shadow"
 NOT_APPLICABLE = Counter(
     "clinrisk_not_applicable_total",
     "Answers withheld because the patient is outside the model's intended population.",
@@ -204,11 +206,31 @@ async def predict_one(
         raise _invalid(model, exc.errors, "features object") from None
     observe(model, scored.result)
     drift.observe(state.audit.engine, model, [scored])
-    record = _record(
-        state, model, scored, body.get("patient_id"), caller.key_id, channel, datetime.now(UTC)
-    )
-    await state.audit.write_together([record])
+    now = datetime.now(UTC)
+    patient_id = body.get("patient_id")
+    records = [_record(state, model, scored, patient_id, caller.key_id, channel, now)]
+    for shadow in shadows_of(state, model):
+        try:
+            beside = shadow.predict(
+                body["features"],
+                top_k=1,
+                context=envelope.context,
+                research_use=envelope.research_use,
+            )
+        except InvalidFeatures:
+            continue  # the shadow version's own rules refuse this input: nothing to compare
+        records.append(_record(state, shadow, beside, patient_id, caller.key_id, SHADOW, now))
+    await state.audit.write_together(records)
     return scored
+
+
+def shadows_of(state: StateDep, model: Predictor) -> list[Predictor]:
+    """The versions of ``model`` in shadow (issue 13): each scores the same input beside the
+    served version and is audited (channel "shadow", so live validation has its figures
+    before an approval); its answers are never returned."""
+    names = policy_for(state.audit.engine).shadows(model.name)
+    loaded = state.registry.versions(model.name)
+    return [state.registry.get(model.name, v) for v in names if v != model.version and v in loaded]
 
 
 async def predict(
@@ -285,14 +307,28 @@ def _score_batch(
             prefix = f"items[{index}]."
             prefixed = [dataclasses.replace(e, field=prefix + e.field) for e in outcome]
             results[index]["error"] = _invalid(model, prefixed, "features object").problem()
+    for shadow in shadows_of(state, model):
+        beside = shadow.predict_many(
+            [items[i]["features"] for i in good],
+            top_k=[1] * len(good),
+            contexts=[e.context for e in envelopes],
+            research_use=[e.research_use for e in envelopes],
+        )
+        for index, outcome in zip(good, beside, strict=True):
+            if isinstance(outcome, Scored):
+                patient_id = items[index].get("patient_id")
+                records.append(
+                    _record(state, shadow, outcome, patient_id, caller.key_id, SHADOW, now)
+                )
     state.audit.write(records)
     drift.observe(state.audit.engine, model, [o for o in outcomes if isinstance(o, Scored)])
+    succeeded = sum(1 for r in results if r["result"] is not None)
     return _json(
         {
             "model": model.ref,
             "results": results,
-            "succeeded": len(records),
-            "failed": len(items) - len(records),
+            "succeeded": succeeded,
+            "failed": len(items) - succeeded,
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }
     )

@@ -258,3 +258,39 @@ def test_the_scoring_routes_serve_the_approved_version_and_refuse_a_retired_one(
     assert "retired" in retired.json()["detail"] and SHIPPED_VERSION in retired.json()["detail"]
     assert described.status_code == 200  # a retired version can still be read and reviewed
     assert {m["name"]: m["default_version"] for m in listed}[MODEL] == SHIPPED_VERSION
+
+
+def test_a_shadow_version_is_scored_and_audited_beside_the_served_one_never_returned(
+    client: TestClient, keys: Keys
+) -> None:
+    from models.loader import load_artifact
+    from service.openapi_schema import example_features
+
+    features = example_features(load_artifact(MODELS_DIR / MODEL / SHIPPED_VERSION).manifest)
+    body = {"patient_id": "p-1", "features": features}
+    for version, state in [
+        (SHIPPED_VERSION, "shadow"),
+        (SHIPPED_VERSION, "approved"),
+        (NEW_VERSION, "shadow"),
+    ]:
+        answer = _change(client, keys, version, {"state": state, "reason": f"to {state}"})
+        assert answer.status_code == 200, answer.text
+
+    single = client.post(f"/v1/models/{MODEL}/predict", json=body, headers=keys.header())
+    batch = client.post(
+        f"/v1/models/{MODEL}/predict/batch",
+        json={"items": [body, {"features": {"age_years": "old"}}, body]},
+        headers=keys.header(),
+    )
+    trail = client.get(f"/v1/audit?model={MODEL}&limit=100", headers=keys.header("admin")).json()
+
+    assert single.status_code == 200 and single.json()["model"]["version"] == SHIPPED_VERSION
+    assert batch.json()["succeeded"] == 2 and batch.json()["failed"] == 1
+    assert {r["result"]["model"]["version"] for r in batch.json()["results"] if r["result"]} == {
+        SHIPPED_VERSION
+    }
+    records = [(r["model_version"], r["channel"]) for r in trail["records"]]
+    assert sorted(records) == sorted(
+        [(SHIPPED_VERSION, "single"), (NEW_VERSION, "shadow")]
+        + [(SHIPPED_VERSION, "batch"), (NEW_VERSION, "shadow")] * 2
+    )

@@ -215,6 +215,64 @@
     return 1 / (1 + Math.exp(-x));
   }
 
+  // Percentage points a contribution adds to this patient's risk: the risk as calculated minus
+  // the risk with that contribution taken away (the other inputs unchanged), undone on the
+  // explanation's own scale (log-odds, or log cumulative hazard for a Cox equation). This is the
+  // rule of the CDS cards (service/cds_hooks/points.py over models.describe.points_change), so a
+  // factor has the same size on the page, on a card and in a RiskAssessment. Such points do not
+  // add up to the difference from the average patient: risk is not additive on that scale.
+  function pointsOf(explanation, probability, contribution) {
+    const scale = scaleOf(explanation);
+    const p = Math.min(Math.max(probability, 1e-12), 1 - 1e-12);
+    return (probability - scale.toP(scale.fromP(p) - contribution)) * 100;
+  }
+
+  // "+3.2 percentage points", "-0.4 percentage points", "<0.1 percentage points": the words of
+  // models.describe.points_text; `short` gives "+3.2 pp" where a chart has no room.
+  function pointsText(points, short) {
+    const unit = short ? "pp" : "percentage points";
+    if (Math.abs(points) < 0.05) return `<0.1 ${unit}`;
+    return `${points >= 0 ? "+" : "-"}${Math.abs(points).toFixed(1)} ${unit}`;
+  }
+
+  /* ---------------------------------------------------------------- clinical-use status (issue 10) */
+
+  // Whether a model's scores may inform care, in a clinician's words. An absent or unknown status
+  // reads as "for evaluation only" (the manifest's conservative default), never as validated.
+  const CLINICAL_USE = {
+    validated: { short: "Validated for clinical use", headline: "Validated for clinical use", icon: "✓" },
+    evaluation_only: {
+      short: "For evaluation only",
+      headline: "For evaluation only — not validated for care decisions",
+      icon: "⚠",
+    },
+    teaching_data_only: {
+      short: "Teaching data only",
+      headline: "Teaching data only — fitted to teaching data, not validated for care decisions",
+      icon: "⚠",
+    },
+  };
+
+  function clinicalUseOf(...sources) {
+    const found = sources.find((s) => s && s.clinical_use);
+    const use = found ? found.clinical_use : { status: "evaluation_only", reason: "no clinical-use status was stated for this model" };
+    const status = use.status in CLINICAL_USE ? use.status : "evaluation_only";
+    return { status, reason: use.reason || "", validated: status === "validated", ...CLINICAL_USE[status] };
+  }
+
+  function clinicalUseSentence(use) {
+    return use.reason ? `${use.headline}: ${use.reason}` : use.headline;
+  }
+
+  // Beside a result, in print and on the model page: a bordered block with an icon and words, so
+  // the status never rests on colour alone; anything but "validated" is a warning.
+  function renderClinicalUse(use, id) {
+    return el("div", { class: `use-status use-${use.status}`, id, "data-status": use.status, role: "note", "aria-label": "Clinical-use status" }, [
+      el("span", { class: "use-icon", "aria-hidden": "true", text: use.icon }),
+      el("p", null, [el("strong", { class: "use-headline", text: use.headline }), use.reason ? `: ${use.reason}` : ""]),
+    ]);
+  }
+
   function shortTierLabel(tier) {
     return tier.label.replace(/\s*\(.*\)\s*$/, "");
   }
@@ -257,6 +315,8 @@
     if (spec.type === "binary" || spec.type === "categorical" || value === null) {
       return `${spec.label}: ${describeValue(spec, value)}`;
     }
+    // "20 cigarettes per day", not "Cigarettes per day 20 cigarettes per day" (as models/describe.py)
+    if (prettyUnit(spec.unit).toLowerCase() === spec.label.toLowerCase()) return describeValue(spec, value);
     return `${spec.label} ${describeValue(spec, value)}`;
   }
 
@@ -481,7 +541,9 @@
     if (smart) showLaunch();
     const select = clear($("model-select"));
     for (const model of state.models) {
-      select.appendChild(el("option", { value: model.name, text: `${model.name} — ${model.title}` }));
+      const use = clinicalUseOf(model);
+      const status = use.validated ? "" : ` (${use.short.toLowerCase()})`;
+      select.appendChild(el("option", { value: model.name, "data-status": use.status, text: `${model.name} — ${model.title}${status}` }));
     }
     $("views").hidden = false;
     $("connect-view").hidden = true;
@@ -530,6 +592,19 @@
     return { view: view === "model" ? "model" : "score", model: model || null };
   }
 
+  // Beside the model picker: the chosen model's clinical-use status in words (a badge, with the
+  // reason as its description), so it is known before the form is filled.
+  function showPickerStatus(detail) {
+    const use = clinicalUseOf(detail, state.models.find((m) => m.name === detail.name));
+    const badge = $("model-use");
+    badge.hidden = false;
+    badge.dataset.status = use.status;
+    badge.className = `model-use use-${use.status}`;
+    badge.textContent = `${use.icon} ${use.short}`;
+    badge.title = clinicalUseSentence(use);
+    $("model-use-reason").textContent = clinicalUseSentence(use);
+  }
+
   async function selectModel(name, view) {
     let detail = state.details.get(name);
     if (!detail) {
@@ -545,6 +620,7 @@
     }
     const changed = !state.model || state.model.name !== name;
     state.model = detail;
+    showPickerStatus(detail);
     if (changed) {
       state.features = null;
       state.result = null;
@@ -1057,7 +1133,7 @@
       ]),
       el("p", { class: "clinical-use", id: "clinical-use" }, [
         el("strong", { text: "Clinical use: " }),
-        `decision support only, within the intended population. Intended use: ${model.intended_use}`,
+        `${clinicalUseOf(result, model).short}; decision support only, within the intended population. Intended use: ${model.intended_use}`,
       ]),
     ]);
   }
@@ -1075,8 +1151,10 @@
   function renderNotApplicable(model, result, features, patient, when) {
     const failed = (result.applicability && result.applicability.failed) || [];
     const body = clear($("result-body"));
+    const use = clinicalUseOf(result, model);
     append(body, [
       renderContextLine(patient, when),
+      renderClinicalUse(use, "result-use"),
       el("div", { class: "not-applicable", id: "not-applicable", role: "alert" }, [
         el("h3", { text: "Not applicable for this patient" }),
         el("p", { text: `${model.title} was not developed or validated for this patient, so no risk is shown. Use clinical judgement or a tool validated for this patient.` }),
@@ -1096,7 +1174,9 @@
       renderInputsUsed(model, features),
       renderModelRef(model, result),
     ]);
-    $("result-status").textContent = `Not applicable for this patient: ${failed.map((r) => r.description).join("; ") || "outside the intended population"}. No risk is shown.`;
+    $("result-status").textContent =
+      `Not applicable for this patient: ${failed.map((r) => r.description).join("; ") || "outside the intended population"}. No risk is shown.` +
+      (use.validated ? "" : ` ${use.short}.`);
   }
 
   function renderResult(model, result, features, patient, when) {
@@ -1112,7 +1192,9 @@
     const tierColour = `tier-${tierIndex(model, result.tier.name)}-of-${model.tiers.length}`;
     const research = result.applicability && result.applicability.research_use && !result.applicability.applicable;
 
+    const use = clinicalUseOf(result, model);
     body.appendChild(renderContextLine(patient, when));
+    body.appendChild(renderClinicalUse(use, "result-use"));
     if (research) {
       body.appendChild(el("p", { class: "alert error", id: "research-use", text: "Research use only: this patient is outside the model's intended population. Not for clinical decisions." }));
     }
@@ -1163,6 +1245,7 @@
     redrawCharts();
     $("result-status").textContent =
       `Risk ${pct(result.probability)}, ${shortTierLabel(result.tier)} tier. ` +
+      (use.validated ? "" : `${use.short}: not validated for care decisions. `) +
       (uncertainty ? `${uncertainty.statement} ` : "") +
       (warnings ? `${warnings} warning${warnings > 1 ? "s" : ""}.` : "No data-quality warnings.");
   }
@@ -1277,164 +1360,113 @@
     return Boolean(spec) && spec.direction === 0;
   }
 
+  // One row per contribution, as the API orders them (largest effect first): its label, its
+  // sentence (the API's, from models/describe.py) and its size in percentage points of this
+  // patient's risk by the CDS cards' rule (pointsOf). Nothing on the model's own scale is shown.
+  function contributionRows(model, result, features) {
+    const explanation = result.explanation;
+    return explanation.contributions.map((c) => {
+      const spec = specOf(model, c.feature);
+      const kind = c.direction === "raised" ? "raise" : c.direction === "lowered" ? "lower" : "none";
+      const points = kind === "none" ? 0 : pointsOf(explanation, result.probability, c.contribution);
+      return {
+        c,
+        kind,
+        points,
+        association: kind !== "none" && isAssociation(spec),
+        label: contributionLabel(spec, c, features[c.feature]),
+        change: kind === "none" ? "no effect" : pointsText(points),
+        short: kind === "none" ? "0" : pointsText(points, true),
+      };
+    });
+  }
+
   function renderWaterfallSection(model, result, features) {
     const explanation = result.explanation;
     const holder = el("div", { class: "chart-holder" });
-    // In words and percentage points only (no log-odds for clinicians); the sentence is the API's.
-    const scale = scaleOf(explanation);
-    let running = explanation.base_log_odds;
-    const rows = explanation.contributions.map((c) => {
-      const spec = specOf(model, c.feature);
-      const before = scale.toP(running);
-      running += c.contribution;
-      const pp = (scale.toP(running) - before) * 100;
-      const change = c.direction === "no effect" ? "0" : `${pp >= 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)} pp`;
-      return [contributionLabel(spec, c, features[c.feature]), c.text, change];
-    });
-    const associations = explanation.contributions.some((c) => isAssociation(specOf(model, c.feature)));
+    const rows = contributionRows(model, result, features);
+    const associations = rows.some((r) => r.association);
     const table = el("details", { class: "table-details" }, [
       el("summary", { text: "Contributions as a table" }),
       el("div", { class: "table-wrap" }, [
-        el("table", null, [
-          el("thead", null, el("tr", null, ["Factor", "In words", "Change"].map((h) => el("th", { scope: "col", text: h })))),
-          el("tbody", null, rows.map((r) => el("tr", null, r.map((v) => el("td", { text: v }))))),
+        el("table", { id: "contributions-table" }, [
+          el("thead", null, el("tr", null, ["Factor", "In words", "Change in risk"].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", null, rows.map((r) => el("tr", { "data-feature": r.c.feature }, [r.label, r.c.text, r.change].map((v) => el("td", { text: v }))))),
         ]),
       ]),
     ]);
     const section = el("section", { class: "waterfall", "aria-labelledby": "waterfall-heading" }, [
       el("h3", { id: "waterfall-heading", text: "What drives this risk" }),
-      el("p", { class: "section-note" }, [
-        `From the average patient's risk (${pct(explanation.base_probability)}) to this patient's (${pct(result.probability)}), largest effect first. `,
+      el("p", { class: "section-note", id: "waterfall-note" }, [
+        `Average patient ${pct(explanation.base_probability)}, this patient ${pct(result.probability)}. `,
+        "Each bar: the change in this patient's risk in percentage points (pp), the risk as calculated minus the risk without that input's share, other inputs as entered (as on the EHR cards); largest first. ",
         el("span", { class: "swatch raise", "aria-hidden": "true" }),
-        "raises the risk ",
+        "raises ",
         el("span", { class: "swatch lower", "aria-hidden": "true" }),
-        "lowers it. The change is in percentage points (pp) along this path.",
+        "lowers. The bars need not add up to the difference from the average patient.",
         associations ? " Pale bars marked “assoc.” are associations in the training data for inputs with no established clinical direction: they describe the model, not a cause." : "",
       ]),
       holder,
       table,
     ]);
-    addChart(() => drawWaterfall(holder, model, result, features));
+    addChart(() => drawWaterfall(holder, result, rows));
     return section;
   }
 
-  function probabilityTicks(d0, d1, pixels, fromP) {
-    const candidates = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
-    const inside = candidates.filter((p) => fromP(p) >= d0 && fromP(p) <= d1);
-    const ticks = [];
-    let lastX = -Infinity;
-    for (const p of inside) {
-      const x = ((fromP(p) - d0) / (d1 - d0)) * pixels;
-      if (x - lastX >= 46) {
-        ticks.push(p);
-        lastX = x;
-      }
-    }
-    return ticks;
-  }
-
-  function drawWaterfall(holder, model, result, features) {
-    const explanation = result.explanation;
-    const contributions = explanation.contributions;
+  // Bars from a zero line, in percentage points (length = the number beside it).
+  function drawWaterfall(holder, result, rows) {
     const width = Math.max(320, holder.clientWidth || 640);
     const labelWidth = Math.min(300, Math.max(140, width * 0.4));
-    const valueWidth = contributions.some((c) => isAssociation(specOf(model, c.feature))) ? 100 : 66;
+    const valueWidth = rows.some((r) => r.association) ? 100 : 66;
     const x0 = labelWidth + 10;
     const x1 = width - valueWidth - 6;
     const top = 26;
     const rowHeight = 24;
-    const rowCount = contributions.length + 2;
-    const height = top + rowCount * rowHeight + 6;
+    const height = top + rows.length * rowHeight + 6;
 
-    const steps = [];
-    let running = explanation.base_log_odds;
-    for (const c of contributions) {
-      steps.push({ c, start: running, end: running + c.contribution });
-      running += c.contribution;
+    let d0 = Math.min(0, ...rows.map((r) => r.points));
+    let d1 = Math.max(0, ...rows.map((r) => r.points));
+    if (d1 - d0 < 1) {
+      d0 = Math.min(d0, d1 - 1);
+      d1 = Math.max(d1, d0 + 1);
     }
-    const scale = scaleOf(explanation);
-    const finalLogit = scale.fromP(result.probability);
-    const all = [explanation.base_log_odds, finalLogit, ...steps.map((s) => s.end)];
-    let d0 = Math.min(...all);
-    let d1 = Math.max(...all);
-    if (d1 - d0 < 0.6) {
-      const mid = (d0 + d1) / 2;
-      d0 = mid - 0.3;
-      d1 = mid + 0.3;
-    }
-    const pad = (d1 - d0) * 0.06;
-    d0 -= pad;
-    d1 += pad;
-    const x = (l) => x0 + ((l - d0) / (d1 - d0)) * (x1 - x0);
+    const ticks = niceTicks(d0, d1, Math.max(2, Math.floor((x1 - x0) / 55)));
+    d0 = Math.min(d0, ticks[0]);
+    d1 = Math.max(d1, ticks[ticks.length - 1]);
+    const x = (v) => x0 + ((v - d0) / (d1 - d0)) * (x1 - x0);
     const parts = [];
 
-    for (const p of probabilityTicks(d0, d1, x1 - x0, scale.fromP)) {
-      const tx = x(scale.fromP(p));
-      parts.push(svg("line", { x1: tx, x2: tx, y1: top - 4, y2: height - 4, class: "grid" }));
-      parts.push(svg("text", { x: tx, y: top - 8, "text-anchor": "middle", class: "tick-label", text: pctShort(p) }));
+    for (const t of ticks) {
+      parts.push(svg("line", { x1: x(t), x2: x(t), y1: top - 4, y2: height - 4, class: t === 0 ? "zero-line" : "grid" }));
+      const text = t === 0 ? "0" : `${t > 0 ? "+" : "−"}${num(Math.abs(t))}`;
+      parts.push(svg("text", { x: x(t), y: top - 8, "text-anchor": "middle", class: "tick-label", text }));
     }
-    parts.push(svg("text", { x: width - 4, y: top - 8, "text-anchor": "end", class: "axis-title", text: "change" }));
+    if (!ticks.includes(0)) parts.push(svg("line", { x1: x(0), x2: x(0), y1: top - 4, y2: height - 4, class: "zero-line" }));
+    parts.push(svg("text", { x: width - 4, y: top - 8, "text-anchor": "end", class: "axis-title", text: "pp" }));
 
     const rowY = (i) => top + i * rowHeight;
-    const label = (i, text, cls) =>
-      svg("text", { x: labelWidth, y: rowY(i) + rowHeight / 2 + 4, "text-anchor": "end", class: cls || "row-label" }, [
-        fitText(text, labelWidth - 4),
-      ]);
-
-    // Baseline row
-    parts.push(
-      svg("g", { class: "wf-row base" }, [
-        svg("title", { text: `Average patient (model baseline): ${pct(explanation.base_probability)}` }),
-        label(0, "Average patient (baseline)", "row-label strong"),
-        svg("circle", { cx: x(explanation.base_log_odds), cy: rowY(0) + rowHeight / 2, r: 5, class: "wf-point base" }),
-        svg("text", { x: width - 4, y: rowY(0) + rowHeight / 2 + 4, "text-anchor": "end", class: "row-value", text: pct(explanation.base_probability) }),
-      ]),
-    );
-
-    steps.forEach((step, k) => {
-      const i = k + 1;
-      const text = contributionLabel(specOf(model, step.c.feature), step.c, features[step.c.feature]);
-      const kind = step.c.direction === "raised" ? "raise" : step.c.direction === "lowered" ? "lower" : "none";
-      const association = kind !== "none" && isAssociation(specOf(model, step.c.feature));
-      const xa = x(Math.min(step.start, step.end));
-      const xb = x(Math.max(step.start, step.end));
-      const change = (scale.toP(step.end) - scale.toP(step.start)) * 100;
-      let changeText = `${change >= 0 ? "+" : "−"}${Math.abs(change).toFixed(1)} pp`;
-      if (kind === "none") changeText = "0";
-      else if (Math.abs(change) < 0.05) changeText = "< 0.1 pp";
-      if (association) changeText = `assoc. ${changeText}`;
+    rows.forEach((row, i) => {
+      const xa = x(Math.min(0, row.points));
+      const xb = x(Math.max(0, row.points));
+      const value = row.association ? `assoc. ${row.short}` : row.short;
       parts.push(
-        svg("g", { class: "wf-row", "data-feature": step.c.feature }, [
-          svg("title", { text: `${step.c.text} (${changeText})` }),
-          label(i, text),
+        svg("g", { class: "wf-row", "data-feature": row.c.feature }, [
+          svg("title", { text: `${row.c.text}: ${row.change}` }),
+          svg("text", { x: labelWidth, y: rowY(i) + rowHeight / 2 + 4, "text-anchor": "end", class: "row-label" }, [fitText(row.label, labelWidth - 4)]),
           svg("rect", {
             x: xa,
             y: rowY(i) + 5,
             width: Math.max(2, xb - xa),
             height: rowHeight - 10,
             rx: 2,
-            class: `wf-bar ${kind}${association ? " association" : ""}`,
-            "data-feature": step.c.feature,
+            class: `wf-bar ${row.kind}${row.association ? " association" : ""}`,
+            "data-feature": row.c.feature,
+            "data-points": row.points.toFixed(6),
           }),
-          svg("text", { x: width - 4, y: rowY(i) + rowHeight / 2 + 4, "text-anchor": "end", class: `row-value ${kind}`, text: changeText }),
+          svg("text", { x: width - 4, y: rowY(i) + rowHeight / 2 + 4, "text-anchor": "end", class: `row-value ${row.kind}`, text: value }),
         ]),
       );
-      // connector from this bar's end to the next row
-      parts.push(svg("line", { x1: x(step.end), x2: x(step.end), y1: rowY(i) + rowHeight - 5, y2: rowY(i + 1) + 5, class: "connector" }));
     });
-    parts.push(
-      svg("line", { x1: x(explanation.base_log_odds), x2: x(explanation.base_log_odds), y1: rowY(0) + rowHeight / 2 + 5, y2: rowY(1) + 5, class: "connector" }),
-    );
-
-    const last = rowCount - 1;
-    parts.push(
-      svg("g", { class: "wf-row total" }, [
-        svg("title", { text: `This patient: ${pct(result.probability)}` }),
-        label(last, "This patient", "row-label strong"),
-        svg("circle", { cx: x(finalLogit), cy: rowY(last) + rowHeight / 2, r: 6, class: "wf-point total" }),
-        svg("text", { x: width - 4, y: rowY(last) + rowHeight / 2 + 4, "text-anchor": "end", class: "row-value strong", text: pct(result.probability) }),
-      ]),
-    );
     clear(holder).appendChild(
       svg(
         "svg",
@@ -1444,7 +1476,7 @@
           viewBox: `0 0 ${width} ${height}`,
           role: "img",
           class: "waterfall-svg",
-          "aria-label": `Contributions from the average risk ${pct(explanation.base_probability)} to this patient's ${pct(result.probability)}; the table below lists them.`,
+          "aria-label": `How much each input changes this patient's risk of ${pct(result.probability)}, in percentage points; the table below lists them.`,
         },
         parts,
       ),
@@ -1931,6 +1963,7 @@
         ` · created ${detail.created_at.slice(0, 10)}`,
         ` · sha256 ${detail.sha256.slice(0, 12)}…`,
       ]),
+      renderClinicalUse(clinicalUseOf(detail), "model-use-status"),
       el("p", { text: detail.summary }),
       el("p", null, [el("strong", { text: "Intended use: " }), detail.intended_use]),
     ]);

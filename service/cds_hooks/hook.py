@@ -155,6 +155,12 @@ def _text(value: Any, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, list) and any(_has_nul(v) for v in value)
+
+
 def feedback_items(body: Any) -> list[FeedbackItem]:
     items = body.get("feedback") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items or len(items) > MAX_FEEDBACK_ITEMS:
@@ -206,7 +212,22 @@ def feedback_items(body: Any) -> list[FeedbackItem]:
         elif outcome == "overridden":  # a reason belongs to an override only
             reason = override.get("reason", {})
             comment = override.get("userComment")
-        if isinstance(card, str) and outcome in FEEDBACK_OUTCOMES and timestamp is not None:
+        # NUL is no character of any text a clinician or an EHR writes, and PostgreSQL cannot
+        # store it: refused, naming the field, instead of failing at the store.
+        texts = {
+            f"{where}.card": card,
+            f"{where}.acceptedSuggestions": [a["id"] for a in accepted],
+            f"{where}.overrideReason": [reason.get(k) for k in ("system", "code", "display")]
+            + [comment],
+        }
+        with_nul = [field for field, value in texts.items() if _has_nul(value)]
+        errors.extend(_error(f, "must not contain NUL characters") for f in with_nul)
+        if (
+            isinstance(card, str)
+            and outcome in FEEDBACK_OUTCOMES
+            and timestamp is not None
+            and not with_nul
+        ):
             out.append(
                 FeedbackItem(
                     card=card[:MAX_CARD_ID],

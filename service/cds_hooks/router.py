@@ -111,7 +111,7 @@ def discovery_document() -> dict[str, Any]:
     }
 
 
-@router.get("", operation_id="cds_discovery")
+@router.get("", operation_id="cds_discovery", responses=problem_responses(401))
 async def cds_discovery(_caller: DiscoveryCaller) -> Response:
     """CDS Hooks discovery: the services this server offers."""
     return _json(discovery_document())

@@ -35,13 +35,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
 import sqlalchemy as sa
 import structlog
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -368,15 +369,30 @@ async def authenticate(
     return client.caller
 
 
+# The EHR's signed JWT as an OpenAPI security scheme, so the contract and /docs show what an
+# EHR sends; the token itself is read and verified by :func:`authenticate`.
+ehr_jwt = HTTPBearer(
+    scheme_name="ehrJwt",
+    bearerFormat="JWT",
+    description="CDS Hooks 2.0: a JWT the EHR signs for every call (ES384/RS384 and stronger; "
+    "iss and jku allowlisted, aud = the exact service URL, exp, iat, jti used once). The "
+    "clinrisk API key is accepted instead only where the configuration allows it.",
+    auto_error=False,
+)
+EhrJwt = Annotated[HTTPAuthorizationCredentials | None, Depends(ehr_jwt)]
+
+
 def cds_caller(*, model: str) -> Any:
     """``Depends`` for a hook or feedback route of the service scoring ``model``.
 
-    NOTE: it takes ``Credentials`` (the API-key bearer scheme of ``service.api.deps``) so the
-    OpenAPI document still marks these routes as secured; the header is read again here.
+    NOTE: it takes ``Credentials`` (the API-key scheme of ``service.api.deps``) and ``EhrJwt``
+    so the OpenAPI document lists both as alternatives; the header is read again here.
     """
     key_dependency = require("predict", model=model).dependency
 
-    async def dependency(request: Request, state: StateDep, credentials: Credentials) -> ApiKey:
+    async def dependency(
+        request: Request, state: StateDep, credentials: Credentials, _jwt: EhrJwt
+    ) -> ApiKey:
         async def api_key(_token: str) -> ApiKey:
             key: ApiKey = await key_dependency(request, state, credentials)
             return key
@@ -386,7 +402,9 @@ def cds_caller(*, model: str) -> Any:
     return Depends(dependency)
 
 
-async def _discovery_caller(request: Request, state: StateDep) -> ApiKey:
+async def _discovery_caller(
+    request: Request, state: StateDep, _key: Credentials, _jwt: EhrJwt
+) -> ApiKey:
     return await authenticate(request, state, None)
 
 

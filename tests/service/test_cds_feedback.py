@@ -151,6 +151,18 @@ INVALID: list[dict[str, Any]] = [
         ]
     },
     {"feedback": [{"card": "x" * 200, "outcome": "accepted", "outcomeTimestamp": "2021-01-01"}]},
+    # NUL in text (PostgreSQL cannot store it; found by the contract fuzzer as a 503).
+    {"feedback": [{"card": "a\x00b", "outcome": "accepted", "outcomeTimestamp": "2021-01-01"}]},
+    {
+        "feedback": [
+            {
+                "card": "c",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2021-01-01",
+                "overrideReason": {"userComment": "not\x00now"},
+            }
+        ]
+    },
 ]
 
 

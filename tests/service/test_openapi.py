@@ -86,17 +86,23 @@ def test_every_error_answer_is_a_problem_in_problem_json(document: dict[str, Any
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
-def test_every_secured_operation_lists_401_and_only_health_and_discovery_are_open(
+def test_every_secured_operation_lists_401_and_only_health_is_open(
     document: dict[str, Any],
 ) -> None:
-    open_operations = set()
+    open_operations, ehr_operations = set(), set()
     for method, path, operation in _operations(document):
-        if operation.get("security") == [{"apiKey": []}]:
+        security = operation.get("security")
+        if security in ([{"apiKey": []}], [{"apiKey": []}, {"ehrJwt": []}]):
             assert "401" in operation["responses"], (method, path)
+            if {"ehrJwt": []} in security:
+                ehr_operations.add(path)
         else:
             open_operations.add(path)
 
-    assert open_operations == {"/health/live", "/health/ready", "/cds-services"}
+    assert open_operations == {"/health/live", "/health/ready"}
+    # CDS Hooks: the EHR's signed JWT (the API key only where the configuration allows it).
+    assert ehr_operations == {p for p in document["paths"] if p.startswith("/cds-services")}
+    assert document["components"]["securitySchemes"]["ehrJwt"]["bearerFormat"] == "JWT"
 
 
 def test_audit_parameters_are_bounded_and_times_are_date_times(document: dict[str, Any]) -> None:

@@ -335,8 +335,9 @@ def test_artifact_is_signed_and_declares_no_local_validation(name: str) -> None:
 
 
 def test_a_tampered_equation_file_is_refused(tmp_path: Path) -> None:
-    folder = tmp_path / "ascvd-pce" / "1.0.0"
-    shutil.copytree(artifact_folder(MODELS_DIR, "ascvd-pce"), folder)
+    source = artifact_folder(MODELS_DIR, "ascvd-pce")
+    folder = tmp_path / "ascvd-pce" / source.name
+    shutil.copytree(source, folder)
     path = folder / "equation.json"
     doc = json.loads(path.read_text())
     doc["variants"][0]["terms"][0]["coefficient"] += 0.001

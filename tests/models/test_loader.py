@@ -19,7 +19,8 @@ import xgboost as xgb
 
 from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file
-from models.registry import Registry, UnknownModel
+from models.manifest import DEFAULT_CLINICAL_USE
+from models.registry import Registry, UnknownModel, artifact_folder
 from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION
 from tests.models.conftest import Signer
 
@@ -281,3 +282,35 @@ def test_registry_serves_the_highest_version_unless_pinned(tmp_path: Path, signe
         registry.get("cvd", "9.0.0")
     with pytest.raises(UnknownModel, match="Available: cvd"):
         registry.get("nope")
+
+
+def test_the_committed_registry_serves_the_newest_and_keeps_1_2_0_loadable() -> None:
+    registry: Registry[str] = Registry(lambda a: a.manifest.version)
+    registry.load_dir(MODELS_DIR)
+    for name in MODEL_NAMES:
+        assert {"1.2.0", SHIPPED_VERSION} <= set(registry.versions(name))
+        assert registry.get(name) == SHIPPED_VERSION
+        assert registry.get(name, "1.2.0") == "1.2.0"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_shipped_model_states_its_clinical_use(name: str) -> None:
+    """Issue 10: the status and its reason are in the signed manifest; an older artifact that
+    states none is read conservatively as evaluation only."""
+    use = load_artifact(MODELS_DIR / name / SHIPPED_VERSION).manifest.clinical_use
+    assert use != DEFAULT_CLINICAL_USE
+    assert use.status in ("validated", "evaluation_only", "teaching_data_only")
+    assert len(use.reason) > 40
+    if name == "cvd":
+        assert use.status == "evaluation_only" and "teaching extract" in use.reason
+    older = load_artifact(MODELS_DIR / name / "1.2.0").manifest
+    assert older.clinical_use == DEFAULT_CLINICAL_USE
+    assert older.clinical_use.status == "evaluation_only"
+    assert older.clinical_use.reason == "not stated by this artifact"
+
+
+@pytest.mark.parametrize("name", ["ascvd-pce", "ascvd-prevent", "cvd-framingham-2008"])
+def test_published_equations_are_validated_externally_not_locally(name: str) -> None:
+    manifest = load_artifact(artifact_folder(MODELS_DIR, name)).manifest
+    assert manifest.clinical_use.status == "validated"
+    assert "Not validated locally" in manifest.clinical_use.reason

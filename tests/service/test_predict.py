@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.loader import load_artifact
+from models.manifest import version_key
 from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.openapi_schema import example_features
 from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys
@@ -235,7 +236,10 @@ def test_unknown_model_and_version_are_404_naming_what_exists(
         in no_model.json()["detail"]
     )
     assert no_version.status_code == 404
-    expected = f"Model 'cvd' has no version '9.0.0'. Available: {SHIPPED_VERSION}."
+    # Every committed version is named (1.2.0 stays loadable beside the newest).
+    versions = sorted((p.name for p in (MODELS_DIR / "cvd").iterdir()), key=version_key)
+    assert SHIPPED_VERSION == versions[-1]
+    expected = f"Model 'cvd' has no version '9.0.0'. Available: {', '.join(versions)}."
     assert expected == no_version.json()["detail"]
 
 

@@ -175,7 +175,7 @@ def _cv(
     }
 
 
-def run(repeats: int = 2) -> dict[str, Any]:
+def run(repeats: int = 2, depths: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     started = time.perf_counter()
     config = load_config("readmission")
     path = SHARED_DATA / config.default_data
@@ -209,7 +209,7 @@ def run(repeats: int = 2) -> dict[str, Any]:
         names = [c.name for c in columns]
         out[label] = [
             _cv(X, y, groups, monotone, names, depth=d, repeats=repeats, seed=config.seed)
-            for d in (1, 2)
+            for d in depths
         ]
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
@@ -219,9 +219,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     xgb.set_config(verbosity=0)
-    result = run(args.repeats)
+    result = run(args.repeats, tuple(args.depths))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -374,7 +374,9 @@ def membership(factor: str, level: str, feature_names: set[str]) -> dict[str, An
 RELIABLE_OE = (0.8, 1.25)
 
 
-def reliability(row: metrics.SubgroupMetrics, factor: str, min_events: int) -> dict[str, Any]:
+def reliability(
+    row: metrics.SubgroupMetrics, factor: str, min_events: int, unit: str = "patients"
+) -> dict[str, Any]:
     """Whether a subgroup's figures can be trusted, and if not, why (in words).
 
     Age bands are judged by calibration only: age carries much of the discrimination, so a
@@ -383,11 +385,11 @@ def reliability(row: metrics.SubgroupMetrics, factor: str, min_events: int) -> d
         return {
             "reliable": False,
             "concern": f"too few events to judge ({row['positives']} events among "
-            f"{row['n']} test patients; figures are withheld below {min_events})",
+            f"{row['n']} test {unit}; figures are withheld below {min_events})",
         }
     reasons = []
     if row["n"] < MIN_RELIABLE_N:
-        reasons.append(f"only {row['n']} test patients")
+        reasons.append(f"only {row['n']} test {unit}")
     lo, hi = row["auroc_ci_low"], row["auroc_ci_high"]
     if factor != "age_band" and row["auroc"] is not None and lo is not None and lo <= 0.5:
         reasons.append(
@@ -433,7 +435,10 @@ def subgroup_rows(
                     factor=col,
                     **row,
                     **member,
-                    **reliability(row, col, min_events),
+                    # Rows are encounters where patients repeat (clusters given).
+                    **reliability(
+                        row, col, min_events, "patients" if clusters is None else "encounters"
+                    ),
                     audit_only=not member,
                 )
             )

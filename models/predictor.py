@@ -259,14 +259,16 @@ class Predictor:
         )
         result = self._result(
             prediction_id(),
-            [values[name] for name in self._names],
             probability,
-            contributions.tolist(),
-            np.argsort(-np.abs(contributions), kind="stable").tolist(),
-            _signs(contributions).tolist(),
+            self.explain(
+                [values[name] for name in self._names],
+                contributions.tolist(),
+                np.argsort(-np.abs(contributions), kind="stable").tolist(),
+                _signs(contributions).tolist(),
+                top_k,
+            ),
             tier,
             quality,
-            top_k,
             started,
             applicability,
             [*warnings, *qualifying],
@@ -299,16 +301,16 @@ class Predictor:
             return out
         scores = self.core.score_matrix(frame.matrix)
         contributions = scores.contributions
-        orders = np.argsort(-np.abs(contributions), axis=1, kind="stable").tolist()
-        signs = _signs(contributions).tolist()
-        amounts = contributions.tolist()
+        orders = np.argsort(-np.abs(contributions), axis=1, kind="stable")
         probabilities = scores.probability.tolist()
         tiers = scores.tier_index.tolist()
         names = self._names
         arrays = {name: frame.values[name][accepted] for name in names}
         columns = [_json_values(arrays[name]) for name in names]
-        cells_by_row = list(zip(*columns, strict=True))
-        rows = [dict(zip(names, cells, strict=True)) for cells in cells_by_row]
+        rows = [dict(zip(names, cells, strict=True)) for cells in zip(*columns, strict=True)]
+        explanations = self._explanations(
+            columns, contributions, orders, [top_k[i] for i in accepted.tolist()]
+        )
         qualities = self._qualities(frame, accepted)
         indices = accepted.tolist()
         research = [bool(research_use[i]) for i in indices] if research_use is not None else None
@@ -322,12 +324,9 @@ class Predictor:
         )
         uncertainties = self.population.uncertainties(scores.probability)
         identifiers = prediction_ids(len(indices))
-        for position, (
-            row,
-            values,
-            cells,
-            (applicability, warnings, qualifying, subgroups),
-        ) in enumerate(zip(indices, rows, cells_by_row, checks, strict=True)):
+        for position, (row, values, (applicability, warnings, qualifying, subgroups)) in enumerate(
+            zip(indices, rows, checks, strict=True)
+        ):
             if not (applicability["applicable"] or (research is not None and research[position])):
                 result = self._not_applicable(
                     identifiers[position], applicability, warnings, qualities[position], started
@@ -335,14 +334,10 @@ class Predictor:
             else:
                 result = self._result(
                     identifiers[position],
-                    cells,
                     probabilities[position],
-                    amounts[position],
-                    orders[position],
-                    signs[position],
+                    explanations[position],
                     tiers[position],
                     qualities[position],
-                    top_k[row],
                     started,
                     applicability,
                     [*warnings, *qualifying],
@@ -440,21 +435,55 @@ class Predictor:
                     items[position] = item
         explained = cast(list[ContributionDict], items)
         if len(shown) < len(order):
-            rest = math.fsum(amounts[i] for i in order[len(shown) :])
-            n_rest = len(order) - len(shown)
-            direction = _direction(rest)
-            explained.append(
-                {
-                    "feature": "other_features",
-                    "label": f"{n_rest} other inputs",
-                    "value": None,
-                    "unit": None,
-                    "contribution": rest,
-                    "direction": direction,
-                    "text": describe.others_text(n_rest, SIGN_OF[direction]),
-                }
-            )
+            explained.append(self._others([amounts[i] for i in order[len(shown) :]]))
         return explained
+
+    def _explanations(
+        self,
+        columns: list[list[float | str | None]],
+        amounts: npt.NDArray[np.float64],
+        orders: npt.NDArray[np.intp],
+        top_k: list[int | None],
+    ) -> list[list[ContributionDict]]:
+        """:meth:`explain` for a batch, column by column: each feature's items are looked up
+        for all rows at once and numpy puts every row's in order (per row in Python, this was
+        a third of the batch path's scoring time)."""
+        n, width = amounts.shape
+        table = np.empty((n, width), dtype=object)
+        amount_columns = amounts.T.tolist()
+        sign_columns = _signs(amounts).T.tolist()
+        remembered = self._items
+        for j, (values, column_amounts) in enumerate(zip(columns, amount_columns, strict=True)):
+            get = remembered.get
+            items = [get((j, v, a)) for v, a in zip(values, column_amounts, strict=True)]
+            if None in items:
+                signs = sign_columns[j]
+                for r, item in enumerate(items):
+                    if item is None:
+                        v, a = values[r], column_amounts[r]
+                        items[r] = item = self._item(j, v, a, signs[r])
+                        if len(remembered) < MAX_REMEMBERED:
+                            remembered[(j, v, a)] = item
+            table[:, j] = items
+        ordered: list[list[ContributionDict]] = np.take_along_axis(table, orders, axis=1).tolist()
+        for r, k in enumerate(top_k):
+            if k is not None and k < width:
+                ordered[r] = [*ordered[r][:k], self._others(amounts[r, orders[r, k:]].tolist())]
+        return ordered
+
+    def _others(self, rest: list[float]) -> ContributionDict:
+        """The one item standing for the inputs beyond ``top_k``."""
+        total = math.fsum(rest)
+        direction = _direction(total)
+        return {
+            "feature": "other_features",
+            "label": f"{len(rest)} other inputs",
+            "value": None,
+            "unit": None,
+            "contribution": total,
+            "direction": direction,
+            "text": describe.others_text(len(rest), SIGN_OF[direction]),
+        }
 
     def _item(
         self, feature: int, value: float | str | None, amount: float, sign: int
@@ -482,14 +511,10 @@ class Predictor:
     def _result(
         self,
         identifier: str,
-        values: Sequence[float | str | None],
         probability: float,
-        amounts: list[float],
-        order: list[int],
-        signs: list[int],
+        contributions: list[ContributionDict],
         tier_index: int,
         quality: DataQualityDict,
-        top_k: int | None,
         started: float,
         applicability: ApplicabilityDict,
         warnings: list[WarningDict],
@@ -506,7 +531,7 @@ class Predictor:
                 "method": self.core.method,
                 "base_log_odds": self.core.base_log_odds,
                 "base_probability": self.base_probability,
-                "contributions": self.explain(values, amounts, order, signs, top_k),
+                "contributions": contributions,
                 "scale": self.core.scale,
                 "probability_mapping": self.core.probability_mapping,
             },

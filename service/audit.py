@@ -311,22 +311,30 @@ class SqlAuditStore:
         timeout. Blocking: call it off the event loop."""
         if not records:
             return
-        rows = self._rows(records)
+        rows, patients = self._rows(records), _patients(records)
         try:
             with self._write_lock.held(self._timeout):
                 self._ensure_schema()
-                self._insert(rows)
+                self._insert(rows, patients)
         except TimeoutError:
             raise self._unavailable("TimeoutError", "another writer held it too long") from None
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
             raise self._unavailable(type(exc).__name__, _sqlstate(exc)) from None
 
-    def _rows(self, records: list[AuditRecord]) -> list[AuditRecord]:
+    def _rows(self, records: list[AuditRecord]) -> list[tuple[Any, ...]]:
         if not self._sqlite:
-            return records
+            return records  # type: ignore[return-value]
         # SQLAlchemy's SQLite DateTime text format; sqlite3's own datetime adapter is deprecated
-        # from Python 3.12.
-        return [r._replace(created_at=r.created_at.isoformat(" ")) for r in records]  # type: ignore[arg-type]
+        # from Python 3.12. A batch shares one time: formatted once, rows as plain tuples.
+        texts: dict[datetime, str] = {}
+        rows = []
+        for r in records:
+            moment = r[1]
+            text = texts.get(moment)
+            if text is None:
+                text = texts[moment] = moment.isoformat(" ")
+            rows.append((r[0], text, *r[2:]))
+        return rows
 
     def _write_now(self, records: list[AuditRecord]) -> bool:
         """SQLite only: commit ``records`` right here, on the event loop, if that cannot wait —
@@ -387,7 +395,7 @@ class SqlAuditStore:
         finally:
             connection.close()
 
-    def _insert(self, rows: list[AuditRecord]) -> None:
+    def _insert(self, rows: list[tuple[Any, ...]], patients: list[tuple[str, str]]) -> None:
         with self._transaction() as cursor:
             if self._wal_too_large():
                 # NOTE: a passive checkpoint never waits, so under constant writes it never
@@ -397,7 +405,7 @@ class SqlAuditStore:
                 # checkpointer thread waiting for that lock was starved by busy writers.
                 cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             cursor.executemany(self._insert_sql, rows)
-            cursor.executemany(self._pending_sql, _patients(rows))
+            cursor.executemany(self._pending_sql, patients)
             self._appended += len(rows)
             if self._appended >= self._merge_rows // 4:
                 self._appended = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,40 +149,57 @@ def channel_of(channel: str, result: Prediction) -> str:
     return channel + "+research" if research and result["status"] == "scored" else channel
 
 
-def observe(model: Predictor, result: Prediction) -> None:
-    if result["probability"] is None:
-        NOT_APPLICABLE.labels(model.name, model.version).inc()
-    else:
-        SCORES.labels(model.name, model.version).observe(result["probability"])
+def observe(model: Predictor, results: Iterable[Prediction]) -> None:
+    """The score histogram and the not-applicable counter, for one result or a batch."""
+    scores = SCORES.labels(model.name, model.version)  # one label lookup per call
+    withheld = 0
+    for result in results:
+        probability = result["probability"]
+        if probability is None:
+            withheld += 1
+        else:
+            scores.observe(probability)
+    if withheld:
+        NOT_APPLICABLE.labels(model.name, model.version).inc(withheld)
 
 
-def _record(
+def _records(
     state: StateDep,
     model: Predictor,
-    scored: Scored,
-    patient_id: str | None,
+    scored: Iterable[tuple[Scored, str | None]],
     caller: str,
     channel: str,
     created_at: datetime,
-) -> AuditRecord:
-    result = scored.result
-    tier = result["tier"]
-    return AuditRecord(
-        prediction_id=result["prediction_id"],
-        created_at=created_at,
-        caller=caller,
-        model_name=model.name,
-        model_version=model.version,
-        model_sha256=model.sha256,
-        patient_pseudonym=state.pseudonymize(patient_id),
-        input_sha256=state.pseudonymize.input_hash(scored.values),
-        probability=result["probability"],
-        tier=tier["name"] if tier is not None else None,
-        latency_ms=result["elapsed_ms"],
-        channel=channel_of(channel, result),
-        status=result["status"],
-        subgroups=scored.subgroups,
-    )
+) -> list[AuditRecord]:
+    """The audit records of scored answers and their patient ids. The batch path's per-row
+    loop: positional fields and local names (keywords and attribute lookups per row cost a
+    sixth of a batch call's time, measured)."""
+    pseudonymize = state.pseudonymize
+    input_hash = pseudonymize.input_hash
+    name, version, sha256 = model.name, model.version, model.sha256
+    records = []
+    for item, patient_id in scored:
+        result = item.result
+        tier = result["tier"]
+        records.append(
+            AuditRecord(
+                result["prediction_id"],
+                created_at,
+                caller,
+                name,
+                version,
+                sha256,
+                pseudonymize(patient_id),
+                input_hash(item.values),
+                result["probability"],
+                tier["name"] if tier is not None else None,
+                result["elapsed_ms"],
+                channel_of(channel, result),
+                result["status"],
+                item.subgroups,
+            )
+        )
+    return records
 
 
 async def predict_one(
@@ -204,11 +222,11 @@ async def predict_one(
         )
     except InvalidFeatures as exc:
         raise _invalid(model, exc.errors, "features object") from None
-    observe(model, scored.result)
+    observe(model, [scored.result])
     drift.observe(state.audit.engine, model, [scored])
     now = datetime.now(UTC)
     patient_id = body.get("patient_id")
-    records = [_record(state, model, scored, patient_id, caller.key_id, channel, now)]
+    records = _records(state, model, [(scored, patient_id)], caller.key_id, channel, now)
     for shadow in shadows_of(state, model):
         try:
             beside = shadow.predict(
@@ -219,7 +237,7 @@ async def predict_one(
             )
         except InvalidFeatures:
             continue  # the shadow version's own rules refuse this input: nothing to compare
-        records.append(_record(state, shadow, beside, patient_id, caller.key_id, SHADOW, now))
+        records += _records(state, shadow, [(beside, patient_id)], caller.key_id, SHADOW, now)
     await state.audit.write_together(records)
     return scored
 
@@ -295,18 +313,18 @@ def _score_batch(
         contexts=[e.context for e in envelopes],
         research_use=[e.research_use for e in envelopes],
     )
-    records: list[AuditRecord] = []
     now = datetime.now(UTC)
+    scored: list[tuple[Scored, str | None]] = []
     for index, outcome in zip(good, outcomes, strict=True):
         if isinstance(outcome, Scored):
-            observe(model, outcome.result)
-            patient_id = items[index].get("patient_id")
-            records.append(_record(state, model, outcome, patient_id, caller.key_id, "batch", now))
+            scored.append((outcome, items[index].get("patient_id")))
             results[index]["result"] = outcome.result
         else:
             prefix = f"items[{index}]."
             prefixed = [dataclasses.replace(e, field=prefix + e.field) for e in outcome]
             results[index]["error"] = _invalid(model, prefixed, "features object").problem()
+    observe(model, [item.result for item, _ in scored])
+    records = _records(state, model, scored, caller.key_id, "batch", now)
     for shadow in shadows_of(state, model):
         beside = shadow.predict_many(
             [items[i]["features"] for i in good],
@@ -314,21 +332,20 @@ def _score_batch(
             contexts=[e.context for e in envelopes],
             research_use=[e.research_use for e in envelopes],
         )
-        for index, outcome in zip(good, beside, strict=True):
-            if isinstance(outcome, Scored):
-                patient_id = items[index].get("patient_id")
-                records.append(
-                    _record(state, shadow, outcome, patient_id, caller.key_id, SHADOW, now)
-                )
+        compared = [
+            (outcome, items[index].get("patient_id"))
+            for index, outcome in zip(good, beside, strict=True)
+            if isinstance(outcome, Scored)
+        ]
+        records += _records(state, shadow, compared, caller.key_id, SHADOW, now)
     state.audit.write(records)
-    drift.observe(state.audit.engine, model, [o for o in outcomes if isinstance(o, Scored)])
-    succeeded = sum(1 for r in results if r["result"] is not None)
+    drift.observe(state.audit.engine, model, [item for item, _ in scored])
     return _json(
         {
             "model": model.ref,
             "results": results,
-            "succeeded": succeeded,
-            "failed": len(items) - succeeded,
+            "succeeded": len(scored),
+            "failed": len(items) - len(scored),
             "elapsed_ms": (time.perf_counter() - started) * 1000.0,
         }
     )

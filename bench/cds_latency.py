@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,19 +34,9 @@ from jwt.algorithms import ECAlgorithm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the Synthea FHIR store of the tests
 
+from bench.cds_auth import ISSUER, KID, UVICORN, _free_port  # noqa: E402
 from service.cds_hooks.services import READMISSION, SERVICES  # noqa: E402
 from tests.service.synthea_fhir import store  # noqa: E402
-
-ISSUER = "https://ehr.example.org"
-KID = "bench-1"
-UVICORN = [sys.executable, "-m", "uvicorn", "service.main:app", "--log-level", "warning"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _percentiles(ms: list[float]) -> str:

@@ -35,12 +35,13 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.applicability import subgroup_key  # noqa: E402
 from models.loader import load_artifact  # noqa: E402
 from models.manifest import Manifest  # noqa: E402
 from models.registry import artifact_folder  # noqa: E402
 from service.audit import Pseudonymizer  # noqa: E402
 from service.database import make_engine, upgrade  # noqa: E402
-from service.monitoring import Window, fetch, report, subgroup_key  # noqa: E402
+from service.monitoring import Window, fetch, report  # noqa: E402
 from service.risk_bins import risk_bin  # noqa: E402
 
 MODEL = "cvd"
@@ -83,7 +84,13 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
     start = datetime(2026, 1, 1, tzinfo=UTC)
     engine = make_engine(url, timeout_seconds=600)
     with engine.begin() as connection:
-        for table in ("outcome_history", "outcomes", "audit_records"):
+        for table in (
+            "outcome_history",
+            "outcomes",
+            "audit_records",
+            "audit_patient_pending",
+            "audit_patient_index",
+        ):
             # TRUNCATE on PostgreSQL: deleted rows would stay in the table as dead tuples.
             verb = "TRUNCATE" if url.startswith("postgresql://") else "DELETE FROM"
             connection.execute(sa.text(f"{verb} {table}"))
@@ -107,6 +114,11 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
             "subgroups": subgroups,
         }
     )
+    # A patient's predictions are found through the merged pseudonym index (migration 0009),
+    # which the service fills as it audits; filled here beside the records, sorted.
+    index = pa.table(
+        {"patient_pseudonym": audit.column("patient_pseudonym"), "prediction_id": ids}
+    ).sort_by([("patient_pseudonym", "ascending"), ("prediction_id", "ascending")])
     keep = np.flatnonzero(np.arange(n) % 100 < with_outcome * 100)
     outcome_table = pa.table(
         {
@@ -126,7 +138,11 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        for name, table in (("audit_records", audit), ("outcomes", outcome_table)):
+        for name, table in (
+            ("audit_records", audit),
+            ("audit_patient_index", index),
+            ("outcomes", outcome_table),
+        ):
             columns = ", ".join(table.column_names)
             if url.startswith("postgresql://"):
                 sink = pa.BufferOutputStream()
@@ -137,7 +153,7 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
             else:
                 marks = ", ".join("?" * table.num_columns)
                 rows = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
-                cursor.executemany(f"INSERT INTO {name} ({columns}) VALUES ({marks})", rows)
+                cursor.executemany(f"INSERT INTO {name} ({columns}) VALUES ({marks})", list(rows))
         raw.commit()
     finally:
         raw.close()

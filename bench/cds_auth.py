@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -58,11 +60,36 @@ def _timed(client: httpx.Client, url: str, headers: list[dict[str, str]]) -> lis
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--database-url", default=None)
-    args = parser.parse_args()
+class EhrService:
+    """A running clinrisk (one uvicorn worker) that trusts one EHR issuer whose ES384 key is
+    made here, and a keep-alive client to it."""
+
+    def __init__(self, base: str, private: ec.EllipticCurvePrivateKey, client: httpx.Client):
+        self.base, self.client, self._private = base, client, private
+
+    def tokens(self, path: str, n: int) -> list[str]:
+        """``n`` fresh tokens for calls to ``path`` (the EHR signs every request)."""
+        now = int(time.time())
+        return [
+            jwt.encode(
+                {
+                    "iss": ISSUER,
+                    "aud": self.base + path,
+                    "iat": now,
+                    "exp": now + 300,
+                    "jti": str(uuid.uuid4()),
+                },
+                self._private,
+                algorithm="ES384",
+                headers={"kid": KID},
+            )
+            for _ in range(n)
+        ]
+
+
+@contextmanager
+def ehr_service(database_url: str | None) -> Iterator[EhrService]:
+    """Start the service with the EHR's JWKS configured; stop it on exit."""
     private = ec.generate_private_key(ec.SECP384R1())
     jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     port = _free_port()
@@ -73,19 +100,16 @@ def main() -> None:
         env = {
             **os.environ,
             "CLINRISK_PSEUDONYM_KEY": "bench",
-            "CLINRISK_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/audit.db",
+            "CLINRISK_DATABASE_URL": database_url or f"sqlite:///{tmp}/audit.db",
             "CLINRISK_API_KEYS_FILE": f"{tmp}/keys.json",
             "CLINRISK_CDS_ISSUERS": json.dumps({ISSUER: {"jwks_file": str(jwks)}}),
             "CLINRISK_CDS_BASE_URL": base,
         }
         server = subprocess.Popen(
-            [*UVICORN, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.DEVNULL,
+            [*UVICORN, "--port", str(port)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
         )
         try:
-            with httpx.Client() as client:
+            with httpx.Client(timeout=30) as client:
                 deadline = time.monotonic() + 60
                 while True:
                     try:
@@ -96,29 +120,24 @@ def main() -> None:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise SystemExit("the service did not start")
                     time.sleep(0.2)
-                now = int(time.time())
-                tokens = [
-                    jwt.encode(
-                        {
-                            "iss": ISSUER,
-                            "aud": base + "/cds-services",
-                            "iat": now,
-                            "exp": now + 300,
-                            "jti": str(uuid.uuid4()),
-                        },
-                        private,
-                        algorithm="ES384",
-                        headers={"kid": KID},
-                    )
-                    for _ in range(args.calls + 20)
-                ]
-                headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
-                _timed(client, base + "/cds-services", headers[:20])  # warm-up
-                signed = _timed(client, base + "/cds-services", headers[20:])
-                floor = _timed(client, base + "/health/live", [{}] * args.calls)
+                yield EhrService(base, private, client)
         finally:
             server.terminate()
             server.wait(timeout=15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    with ehr_service(args.database_url) as service:
+        tokens = service.tokens("/cds-services", args.calls + 20)
+        headers = [{"Authorization": f"Bearer {t}"} for t in tokens]
+        url = service.base + "/cds-services"
+        _timed(service.client, url, headers[:20])  # warm-up
+        signed = _timed(service.client, url, headers[20:])
+        floor = _timed(service.client, service.base + "/health/live", [{}] * args.calls)
     print(f"GET /cds-services with a fresh ES384 JWT ({args.calls} calls): {_percentiles(signed)}")
     print(f"GET /health/live, no authentication (floor):        {_percentiles(floor)}")
 

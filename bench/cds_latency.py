@@ -17,24 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the Synthea FHIR store of the tests
 
-from bench.cds_auth import ISSUER, KID, UVICORN, _free_port  # noqa: E402
+from bench.cds_auth import ehr_service  # noqa: E402
 from service.cds_hooks.services import READMISSION, SERVICES  # noqa: E402
 from tests.service.synthea_fhir import store  # noqa: E402
 
@@ -77,84 +69,36 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    private = ec.generate_private_key(ec.SECP384R1())
-    jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     results: dict[str, tuple[list[float], dict[str, int]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        jwks = Path(tmp) / "ehr.jwks.json"
-        jwks.write_text(json.dumps({"keys": [{**jwk, "kid": KID, "alg": "ES384"}]}))
-        env = {
-            **os.environ,
-            "CLINRISK_PSEUDONYM_KEY": "bench",
-            "CLINRISK_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/audit.db",
-            "CLINRISK_API_KEYS_FILE": f"{tmp}/keys.json",
-            "CLINRISK_CDS_ISSUERS": json.dumps({ISSUER: {"jwks_file": str(jwks)}}),
-            "CLINRISK_CDS_BASE_URL": base,
-        }
-        server = subprocess.Popen(
-            [*UVICORN, "--port", str(port)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
-        )
-        try:
-            with httpx.Client(timeout=30) as client:
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if client.get(base + "/health/live").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("the service did not start")
-                    time.sleep(0.2)
-                for service_id in SERVICES:
-                    path = f"/cds-services/{service_id}"
-                    bodies = [json.dumps(r).encode() for r in _requests(service_id)]
-                    now = int(time.time())
-                    headers = [
-                        {
-                            "Content-Type": "application/json",
-                            "Authorization": "Bearer "
-                            + jwt.encode(
-                                {
-                                    "iss": ISSUER,
-                                    "aud": base + path,
-                                    "iat": now,
-                                    "exp": now + 300,
-                                    "jti": str(uuid.uuid4()),
-                                },
-                                private,
-                                algorithm="ES384",
-                                headers={"kid": KID},
-                            ),
-                        }
-                        for _ in range(args.calls + 18)
-                    ]
-                    times: list[float] = []
-                    kinds: dict[str, int] = {}
-                    for i, header in enumerate(headers):
-                        body = bodies[i % len(bodies)]
-                        start = time.perf_counter()
-                        response = client.post(base + path, content=body, headers=header)
-                        elapsed = (time.perf_counter() - start) * 1000
-                        response.raise_for_status()
-                        if i < 18:  # warm-up: one call per patient
-                            continue
-                        times.append(elapsed)
-                        cards = response.json()["cards"]
-                        kind = (
-                            "no card"
-                            if not cards
-                            else "risk card"
-                            if cards[0]["extension"]["dev.clinrisk.prediction"]["computed"]
-                            else "info card"
-                        )
-                        kinds[kind] = kinds.get(kind, 0) + 1
-                    results[service_id] = (times, kinds)
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+    with ehr_service(args.database_url) as service:
+        for service_id in SERVICES:
+            path = f"/cds-services/{service_id}"
+            bodies = [json.dumps(r).encode() for r in _requests(service_id)]
+            headers = [
+                {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+                for token in service.tokens(path, args.calls + 18)
+            ]
+            times: list[float] = []
+            kinds: dict[str, int] = {}
+            for i, header in enumerate(headers):
+                body = bodies[i % len(bodies)]
+                start = time.perf_counter()
+                response = service.client.post(service.base + path, content=body, headers=header)
+                elapsed = (time.perf_counter() - start) * 1000
+                response.raise_for_status()
+                if i < 18:  # warm-up: one call per patient
+                    continue
+                times.append(elapsed)
+                cards = response.json()["cards"]
+                kind = (
+                    "no card"
+                    if not cards
+                    else "risk card"
+                    if cards[0]["extension"]["dev.clinrisk.prediction"]["computed"]
+                    else "info card"
+                )
+                kinds[kind] = kinds.get(kind, 0) + 1
+            results[service_id] = (times, kinds)
     print(
         f"Prefetch-complete hook calls, fresh ES384 JWT each, one connection ({args.calls} each):"
     )

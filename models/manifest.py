@@ -431,6 +431,22 @@ class Characteristic(_Strict):
     test: str
 
 
+class MissingPattern(_Strict):
+    """The test part scored with a pattern of unknown inputs (issue 14): how the model does on
+    what a typical chart supplies. The headline ``Validation.test`` keeps every input."""
+
+    name: str
+    description: str
+    missing: list[str] = Field(description="The features left unknown on every test row.")
+    test: ValidationSummary
+    tiers: list[ThresholdMetrics]
+    reference_auroc: float | None = Field(
+        default=None,
+        description="AUROC on the same rows of a forest trained on the known inputs alone "
+        "(what 'unknown' could at best recover).",
+    )
+
+
 class Validation(_Strict):
     test: ValidationSummary
     tiers: list[ThresholdMetrics]
@@ -445,6 +461,7 @@ class Validation(_Strict):
         default=None, description="Subgroups with fewer events (or non-events) are suppressed."
     )
     characteristics: list[Characteristic] = Field(default_factory=list)
+    missing_patterns: list[MissingPattern] = Field(default_factory=list)
 
 
 class ExplanationInfo(_Strict):
@@ -500,6 +517,9 @@ class Manifest(_Strict):
         description="validated / evaluation_only / teaching_data_only, with the reason.",
     )
     governance: Governance | None = None
+    missing_data_policy: str | None = Field(
+        default=None, description="Which inputs may be unknown, why, and how training learned it."
+    )
     model_specification: ModelSpecification | None = None
     explanation: ExplanationInfo
     caveats: list[str]

@@ -71,6 +71,23 @@ class ValidationConfig(BaseModel):
     )
 
 
+class MissingnessConfig(BaseModel):
+    """Issue 14: forest candidates learn where an unknown optional input goes (XGBoost's learned
+    default branch) from masked copies of the training rows, instead of never seeing one."""
+
+    model_config = ConfigDict(extra="forbid")
+    independent_rate: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="A second copy hides each optional input independently with this chance.",
+    )
+    typical_pattern: str = Field(
+        description="In words: the chart this pattern stands for (every optional input unknown)."
+    )
+    required_rationale: str = Field(description="Why the other inputs stay required.")
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -95,6 +112,7 @@ class ModelConfig(BaseModel):
     clinical_use: ClinicalUse
     governance: Governance
     validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig())
+    missingness: MissingnessConfig | None = None
 
     @model_validator(mode="after")
     def _directions(self) -> ModelConfig:

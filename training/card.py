@@ -469,6 +469,11 @@ def _predictors(manifest: Manifest) -> list[str]:
         "otherwise); an optional one may be left out:",
         "",
         *(gaps or ["- Every input is required."]),
+        *(
+            ["", f"**Policy:** {manifest.missing_data_policy}"]
+            if manifest.missing_data_policy
+            else []
+        ),
     ]
 
 
@@ -661,6 +666,7 @@ def _performance(manifest: Manifest) -> list[str]:
                 ),
             ),
         ]
+    lines += _missing_patterns(manifest)
     lines += ["", *_tiers_table(manifest), "", "### Calibration curve", ""]
     if test.calibration_bins:
         lines += [
@@ -682,6 +688,84 @@ def _performance(manifest: Manifest) -> list[str]:
     if val.published_reference:
         lines += ["", f"**Published reference:** {val.published_reference}"]
     return lines
+
+
+def _missing_patterns(manifest: Manifest) -> list[str]:
+    """The test part again with the inputs a chart lacks unknown, beside every input known."""
+    val = manifest.validation
+    assert val is not None, "cards are rendered for trained models"
+    if not val.missing_patterns:
+        return []
+    full = val.test
+    lines = ["", "### With the inputs a chart lacks", ""]
+    for pattern in val.missing_patterns:
+        test = pattern.test
+        unknown = ", ".join(manifest.feature(n).label.lower() for n in pattern.missing)
+        rows: list[tuple[object, ...]] = [
+            (
+                "AUROC (95% CI)",
+                _auc_ci(full.auroc, full.auroc_ci_low, full.auroc_ci_high),
+                _auc_ci(test.auroc, test.auroc_ci_low, test.auroc_ci_high),
+            ),
+            ("AUPRC", f"{full.auprc:.3f}", f"{test.auprc:.3f}"),
+            ("Brier score", f"{full.brier:.3f}", f"{test.brier:.3f}"),
+            (
+                "Calibration-in-the-large",
+                _signed_or_dash(full.calibration_in_the_large),
+                _signed_or_dash(test.calibration_in_the_large),
+            ),
+            ("Calibration slope", f"{full.calibration_slope:.2f}", f"{test.calibration_slope:.2f}"),
+            (
+                "Observed/expected",
+                _ratio_or_dash(full.observed_expected),
+                _ratio_or_dash(test.observed_expected),
+            ),
+        ]
+        known = {t.tier: t for t in val.tiers}
+        labels = {t.name: t.label for t in manifest.tiers}
+        for tm in pattern.tiers:
+            k = known.get(tm.tier)
+            label = labels.get(tm.tier, tm.tier)
+            rows += [
+                (
+                    f"{label} or higher: flagged",
+                    _pct(k.flagged_fraction) if k else DASH,
+                    _pct(tm.flagged_fraction),
+                ),
+                (
+                    f"{label} or higher: sensitivity",
+                    _pct_or_dash(k.sensitivity if k else None),
+                    _pct_or_dash(tm.sensitivity),
+                ),
+                (
+                    f"{label} or higher: PPV",
+                    _pct_or_dash(k.ppv if k else None),
+                    _pct_or_dash(tm.ppv),
+                ),
+            ]
+        lines += [
+            f"{pattern.description} The same {test.n:,} test "
+            f"{_unit_of_rows(manifest)} scored with {unknown} unknown on every row; the test "
+            "part was never used in training, with or without them.",
+            "",
+            *_table(("Metric", "Every input known", f"{pattern.name.capitalize()}"), rows),
+        ]
+        if pattern.reference_auroc is not None:
+            lines += [
+                "",
+                f"A forest refitted on the known inputs alone reaches AUROC "
+                f"{_auc(pattern.reference_auroc)} on the same rows: the most that leaving "
+                "these answers unknown could recover.",
+            ]
+    return lines
+
+
+def _signed_or_dash(value: float | None) -> str:
+    return DASH if value is None else f"{value:+.3f}"
+
+
+def _ratio_or_dash(value: float | None) -> str:
+    return DASH if value is None else f"{value:.3f}"
 
 
 def _net_benefit(tm: ThresholdMetrics | None) -> str:

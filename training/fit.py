@@ -53,12 +53,53 @@ def cv_folds(
     return group_folds(y, groups, n_splits=N_FOLDS, seed=seed)
 
 
+@dataclass(frozen=True)
+class Masking:
+    """How a forest learns where an unknown optional input goes (issue 14).
+
+    XGBoost sends a missing value down each split's default branch, but it learns that branch
+    only from training rows that lack the value; survey rows lack none, so "unknown" would go
+    wherever the tie fell. The training rows are therefore given twice more: once with every
+    optional input hidden (the typical chart) and once with each hidden independently at
+    ``independent_rate`` (a partly completed form). Validation and test rows are never altered.
+    """
+
+    columns: tuple[int, ...]
+    """Model columns of the optional features."""
+    independent_rate: float
+    seed: int
+
+    def hide(self, X: Float) -> Float:
+        """``X`` with every optional column unknown (the typical chart pattern)."""
+        hidden = X.copy()
+        hidden[:, list(self.columns)] = np.nan
+        return hidden
+
+    def augment(self, X: Float, y: np.ndarray) -> tuple[Float, np.ndarray]:
+        """The rows, then all optional inputs hidden, then each hidden independently."""
+        rng = np.random.default_rng(self.seed)
+        independent = X.copy()
+        block = independent[:, list(self.columns)]
+        block[rng.random(block.shape) < self.independent_rate] = np.nan
+        independent[:, list(self.columns)] = block
+        return np.vstack([X, self.hide(X), independent]), np.concatenate([y, y, y])
+
+
 @dataclass
 class FittedCandidate:
     kind: str
     params: dict[str, Any]
     cv_aurocs: list[float]
     oof_margin: Float
+    oof_margin_hidden: Float | None = None
+    """Out-of-fold margins of the same rows with the optional inputs hidden (with masking)."""
+
+    def calibration_rows(self, y: np.ndarray) -> tuple[Float, np.ndarray]:
+        """Margins and labels Platt scaling is fitted on: both patterns where there are two,
+        so a probability means the same whether the questionnaire answers are known or not."""
+        if self.oof_margin_hidden is None:
+            return self.oof_margin, y
+        return np.concatenate([self.oof_margin, self.oof_margin_hidden]), np.concatenate([y, y])
 
     @property
     def cv_mean(self) -> float:
@@ -95,14 +136,19 @@ def cv_xgboost(
     *,
     seed: int,
     column_names: list[str],
+    masking: Masking | None = None,
 ) -> list[FittedCandidate]:
-    """One candidate per depth, with the number of trees chosen on the mean CV AUROC curve."""
+    """One candidate per depth, with the number of trees chosen on the mean CV AUROC curve of
+    the unaltered validation rows (with ``masking``, training folds are augmented)."""
     results: list[FittedCandidate] = []
     for depth in candidates.depths:
         params = xgb_params(candidates, depth, monotone, seed=seed)
         curves, boosters = [], []
         for train_idx, val_idx in folds:
-            dtrain = xgb.DMatrix(X[train_idx], y[train_idx], feature_names=column_names)
+            X_fold, y_fold = X[train_idx], y[train_idx]
+            if masking is not None:
+                X_fold, y_fold = masking.augment(X_fold, y_fold)
+            dtrain = xgb.DMatrix(X_fold, y_fold, feature_names=column_names)
             dval = xgb.DMatrix(X[val_idx], y[val_idx], feature_names=column_names)
             history: dict[str, dict[str, list[float]]] = {}
             booster = xgb.train(
@@ -118,22 +164,37 @@ def cv_xgboost(
         mean_curve = np.mean(np.array(curves), axis=0)
         n_trees = int(np.argmax(mean_curve >= mean_curve.max() - TREE_TOLERANCE)) + 1
         oof = np.zeros(len(y))
+        oof_hidden = np.zeros(len(y)) if masking is not None else None
         for booster, (_, val_idx) in zip(boosters, folds, strict=True):
             dval = xgb.DMatrix(X[val_idx], feature_names=column_names)
             oof[val_idx] = booster.predict(dval, output_margin=True, iteration_range=(0, n_trees))
+            if masking is not None and oof_hidden is not None:
+                dhidden = xgb.DMatrix(masking.hide(X[val_idx]), feature_names=column_names)
+                oof_hidden[val_idx] = booster.predict(
+                    dhidden, output_margin=True, iteration_range=(0, n_trees)
+                )
         results.append(
             FittedCandidate(
                 kind="xgboost",
                 params={**params, "n_estimators": n_trees},
                 cv_aurocs=[float(c[n_trees - 1]) for c in curves],
                 oof_margin=oof,
+                oof_margin_hidden=oof_hidden,
             )
         )
     return results
 
 
-def fit_xgboost(X: Float, y: np.ndarray, params: dict[str, Any], columns: list[str]) -> xgb.Booster:
+def fit_xgboost(
+    X: Float,
+    y: np.ndarray,
+    params: dict[str, Any],
+    columns: list[str],
+    masking: Masking | None = None,
+) -> xgb.Booster:
     train_params = {k: v for k, v in params.items() if k != "n_estimators"}
+    if masking is not None:
+        X, y = masking.augment(X, y)
     dtrain = xgb.DMatrix(X, y, feature_names=columns)
     return xgb.train(train_params, dtrain, int(params["n_estimators"]))
 
@@ -225,17 +286,30 @@ def cv_logistic(
     *,
     seed: int,
     monotone: Sequence[int] | None = None,
+    masking: Masking | None = None,
 ) -> list[FittedCandidate]:
+    """One candidate per C. A linear model fills an unknown input with the training mean, so
+    masked copies would teach it nothing; with ``masking`` only its hidden-input out-of-fold
+    margins are kept, for the same calibration and reporting as a forest."""
     results = []
     for C in candidates.C:
         oof = np.zeros(len(y))
+        oof_hidden = np.zeros(len(y)) if masking is not None else None
         aurocs = []
         for train_idx, val_idx in folds:
             fit = fit_logistic(X[train_idx], y[train_idx], C, seed=seed, monotone=monotone)
             oof[val_idx] = fit.margin(X[val_idx])
+            if masking is not None and oof_hidden is not None:
+                oof_hidden[val_idx] = fit.margin(masking.hide(X[val_idx]))
             aurocs.append(float(roc_auc_score(y[val_idx], oof[val_idx])))
         results.append(
-            FittedCandidate(kind="logistic", params={"C": C}, cv_aurocs=aurocs, oof_margin=oof)
+            FittedCandidate(
+                kind="logistic",
+                params={"C": C},
+                cv_aurocs=aurocs,
+                oof_margin=oof,
+                oof_margin_hidden=oof_hidden,
+            )
         )
     return results
 

@@ -48,6 +48,8 @@ from models.manifest import (
     FeatureSpec,
     FeatureType,
     Manifest,
+    MissingPattern,
+    ModelColumn,
     ModelSpecification,
     RepeatedCV,
     Split,
@@ -445,6 +447,86 @@ def subgroup_rows(
     return out
 
 
+def tier_rows(y: np.ndarray, p: np.ndarray, tiers: list[Tier]) -> list[ThresholdMetrics]:
+    """Share flagged, sensitivity, PPV and net benefit at each tier's lower bound."""
+    rows = []
+    for t in tiers[1:]:
+        benefit, treat_all = metrics.net_benefit(y, p, t.lower)
+        rows.append(
+            ThresholdMetrics(
+                tier=t.name,
+                **metrics.threshold_metrics(y, p, t.lower),
+                net_benefit=benefit,
+                net_benefit_treat_all=treat_all,
+            )
+        )
+    return rows
+
+
+def masking_for(config: ModelConfig, columns: list[ModelColumn], seed: int) -> fit.Masking | None:
+    """Masked training copies for the optional inputs, when the config asks to learn them."""
+    if config.missingness is None:
+        return None
+    optional = {s.name for s in config.features if not s.required}
+    if not optional:
+        raise ValueError(f"{config.name}: [missingness] needs at least one optional feature")
+    return fit.Masking(
+        columns=tuple(j for j, c in enumerate(columns) if c.feature in optional),
+        independent_rate=config.missingness.independent_rate,
+        seed=seed,
+    )
+
+
+def _margin(fitted: xgb.Booster | fit.LinearFit, X: np.ndarray, columns: list[str]) -> np.ndarray:
+    if isinstance(fitted, xgb.Booster):
+        dm = xgb.DMatrix(X, feature_names=columns)
+        return np.asarray(fitted.predict(dm, output_margin=True), dtype=np.float64)
+    return np.asarray(fitted.margin(X), dtype=np.float64)
+
+
+def known_inputs_reference(
+    recipe: Recipe,
+    masking: fit.Masking,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_hidden: np.ndarray,
+    y_test: np.ndarray,
+) -> float | None:
+    """Test AUROC of the forest recipe refitted without the optional inputs at all: what a model
+    of the known inputs alone reaches, the most "unknown" could recover (forests only: a linear
+    model already scores an unknown input as the mean)."""
+    if recipe.kind != "xgboost":
+        return None
+    plain = Recipe(recipe.kind, recipe.params, recipe.monotone, recipe.column_names, recipe.seed)
+    fitted = plain.fit_rows(masking.hide(X_train), y_train)
+    # AUROC is rank-based: the uncalibrated probability ranks as the calibrated one would.
+    return metrics.auroc(y_test, sigmoid(plain.margin(fitted, X_hidden)))
+
+
+def missing_data_policy(config: ModelConfig, specs: list[FeatureSpec], kind: str) -> str:
+    """Which inputs may be unknown, why, and how the shipped model treats an unknown one."""
+    optional = [s.label for s in specs if not s.required]
+    if not optional:
+        return "Every input is required: the service refuses a request that lacks one."
+    if config.missingness is None or kind != "xgboost":
+        how = (
+            "an unknown input counts as the training patients' average"
+            if kind == "logistic"
+            else "an unknown input follows the forest's default branch"
+        )
+        return f"Optional inputs: {', '.join(optional)}; {how}."
+    rate = config.missingness.independent_rate
+    return (
+        f"Optional inputs ({len(optional)}): {', '.join(optional)}. Each may be left unknown; "
+        "the forest learned where an unknown answer goes (XGBoost's default branch at every "
+        "split) from copies of the training rows with these inputs hidden, all together (the "
+        f"typical chart) and each independently with chance {rate:g} (a partly completed "
+        "form). Nothing is imputed; the test part was never altered, and its figures are "
+        f"reported with every input known and with all optional inputs unknown. "
+        f"{config.missingness.required_rationale}"
+    )
+
+
 def train(
     config: ModelConfig,
     *,
@@ -489,6 +571,13 @@ def train(
         for c in columns
     ]
 
+    masking = masking_for(config, columns, seed)
+    if masking is not None:
+        progress(
+            f"learning missingness: training rows x3 (as given; {len(masking.columns)} optional "
+            f"inputs hidden together; each hidden with chance {masking.independent_rate})"
+        )
+
     progress(f"cross-validating XGBoost depths {config.candidates.xgboost.depths}")
     xgb_candidates = fit.cv_xgboost(
         X_train,
@@ -498,10 +587,17 @@ def train(
         monotone,
         seed=seed,
         column_names=column_names,
+        masking=masking,
     )
     progress(f"cross-validating logistic regression C in {config.candidates.logistic.C}")
     lr_candidates = fit.cv_logistic(
-        X_train, y_train, folds, config.candidates.logistic, seed=seed, monotone=monotone
+        X_train,
+        y_train,
+        folds,
+        config.candidates.logistic,
+        seed=seed,
+        monotone=monotone,
+        masking=masking,
     )
     best_xgb = fit.best_xgboost(xgb_candidates, config.candidates.xgboost.depth_tolerance)
     best_lr = max(lr_candidates, key=lambda c: c.cv_mean)
@@ -514,9 +610,9 @@ def train(
     margins_test: dict[str, np.ndarray] = {}
     calibrations: dict[str, tuple[float, float]] = {}
     for cand in (best_xgb, best_lr):
-        calibrations[cand.kind] = fit.fit_platt(cand.oof_margin, y_train)
+        calibrations[cand.kind] = fit.fit_platt(*cand.calibration_rows(y_train))
         if cand.kind == "xgboost":
-            booster = fit.fit_xgboost(X_train, y_train, cand.params, column_names)
+            booster = fit.fit_xgboost(X_train, y_train, cand.params, column_names, masking)
             fitted["xgboost"] = booster
             margins_test["xgboost"] = booster.predict(
                 xgb.DMatrix(X_test, feature_names=column_names), output_margin=True
@@ -552,7 +648,7 @@ def train(
     }.get(config.loader)
     patients_test = None if ds.patients is None else ds.patients[test_mask]
 
-    recipe = Recipe(chosen.kind, chosen.params, monotone, column_names, seed)
+    recipe = Recipe(chosen.kind, chosen.params, monotone, column_names, seed, masking)
     published: list[PublishedBaseline] = BASELINES.get(config.name, [])
     baseline_frame = frame_for_baselines(ds)
     baseline_values = {b.name: b.ranking(baseline_frame) for b in published}
@@ -583,17 +679,27 @@ def train(
 
     progress("validating on the held-out test part")
     test_summary = _summary(y_test, p_test, seed, patients_test)
-    tier_metrics = []
-    for t in tiers[1:]:
-        benefit, treat_all = metrics.net_benefit(y_test, p_test, t.lower)
-        tier_metrics.append(
-            ThresholdMetrics(
-                tier=t.name,
-                **metrics.threshold_metrics(y_test, p_test, t.lower),
-                net_benefit=benefit,
-                net_benefit_treat_all=treat_all,
+    tier_metrics = tier_rows(y_test, p_test, tiers)
+    missing_patterns = []
+    # (rows, probabilities) the artifact read back must reproduce
+    checks = [(X_test, p_test)]
+    if masking is not None and config.missingness is not None:
+        progress("validating on the held-out test part with the optional inputs unknown")
+        X_hidden = masking.hide(X_test)
+        p_hidden = calibrated(chosen.kind, _margin(fitted[chosen.kind], X_hidden, column_names))
+        missing_patterns.append(
+            MissingPattern(
+                name="typical chart",
+                description=config.missingness.typical_pattern,
+                missing=[s.name for s in specs if not s.required],
+                test=_summary(y_test, p_hidden, seed, patients_test),
+                tiers=tier_rows(y_test, p_hidden, tiers),
+                reference_auroc=known_inputs_reference(
+                    recipe, masking, X_train, y_train, X_hidden, y_test
+                ),
             )
         )
+        checks.append((X_hidden, p_hidden))
     subgroups = subgroup_rows(
         y_test,
         p_test,
@@ -681,6 +787,7 @@ def train(
             positive_rate_test=float(y_test.mean()),
         ),
         features=features_out,
+        missing_data_policy=missing_data_policy(config, specs, chosen.kind),
         applicability=config.applicability,
         columns=columns,
         hyperparameters=_public_params(chosen.params),
@@ -714,6 +821,7 @@ def train(
             repeated_cv=cv_summary,
             temporal=temporal,
             subgroup_min_events=config.validation.subgroup_min_events,
+            missing_patterns=missing_patterns,
             characteristics=characteristics(
                 ds,
                 train_mask,
@@ -753,11 +861,12 @@ def train(
             f"{SIGNING_KEY_ENV} or run `clinrisk signing sign {folder} --key FILE`"
         )
     # The shipped artifact, read back through the verifying loader and the service's scoring
-    # core, must reproduce the probabilities validated above.
-    scored = ScoringModel(load_artifact(folder, trust)).score_matrix(X_test)
-    worst = float(np.max(np.abs(scored.probability - p_test)))
-    if worst > 1e-6:
-        raise RuntimeError(f"artifact disagrees with the validated model by {worst:.2e}")
+    # core, must reproduce the probabilities validated above (with unknown inputs too).
+    core = ScoringModel(load_artifact(folder, trust))
+    for rows, expected in checks:
+        worst = float(np.max(np.abs(core.score_matrix(rows).probability - expected)))
+        if worst > 1e-6:
+            raise RuntimeError(f"artifact disagrees with the validated model by {worst:.2e}")
     progress(f"wrote {folder}")
     return folder
 

@@ -39,13 +39,26 @@ class Recipe:
     monotone: list[int]
     column_names: list[str]
     seed: int
+    masking: fit.Masking | None = None
+    """Issue 14: a forest is trained on masked copies too; calibration sees both patterns."""
 
     def fit_rows(self, X: np.ndarray, y: np.ndarray) -> xgb.Booster | fit.LinearFit:
         if self.kind == "xgboost":
-            return fit.fit_xgboost(X, y, self.params, self.column_names)
+            return fit.fit_xgboost(X, y, self.params, self.column_names, self.masking)
         return fit.fit_logistic(
             X, y, float(self.params["C"]), seed=self.seed, monotone=self.monotone
         )
+
+    def calibrate(
+        self, fitted: xgb.Booster | fit.LinearFit, X: np.ndarray, y: np.ndarray
+    ) -> tuple[float, float]:
+        """Platt (slope, intercept) on these rows, and on them with the optional inputs hidden
+        when the recipe masks (as the shipped calibration is fitted)."""
+        margin = self.margin(fitted, X)
+        if self.masking is None:
+            return fit.fit_platt(margin, y)
+        hidden = self.margin(fitted, self.masking.hide(X))
+        return fit.fit_platt(np.concatenate([margin, hidden]), np.concatenate([y, y]))
 
     def margin(self, fitted: xgb.Booster | fit.LinearFit, X: np.ndarray) -> np.ndarray:
         if isinstance(fitted, xgb.Booster):
@@ -107,7 +120,7 @@ def repeated_cv(
         folds = fit.group_folds(y, groups, n_splits=fit.N_FOLDS, seed=recipe.seed + 1 + r)
         for train_idx, val_idx in folds:
             fitted = recipe.fit_rows(X[train_idx], y[train_idx])
-            slope, intercept = fit.fit_platt(recipe.margin(fitted, X[train_idx]), y[train_idx])
+            slope, intercept = recipe.calibrate(fitted, X[train_idx], y[train_idx])
             p = sigmoid(slope * recipe.margin(fitted, X[val_idx]) + intercept)
             aurocs.append(metrics.auroc(y[val_idx], p))
             calib.append(_calibration(y[val_idx], p))

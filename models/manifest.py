@@ -464,6 +464,79 @@ class Validation(_Strict):
     missing_patterns: list[MissingPattern] = Field(default_factory=list)
 
 
+PublishedMetric = Literal[
+    "c_statistic",
+    "calibration_slope",
+    "mean_predicted_risk_percent",
+    "observed_risk_percent",
+    "observed_incidence_per_1000_person_years",
+    "discordance_percent",
+    "mean_overestimation_percent",
+]
+PUBLISHED_METRIC_RANGES: dict[str, tuple[float, float | None]] = {
+    "c_statistic": (0.0, 1.0),
+    "calibration_slope": (0.0, None),
+    "mean_predicted_risk_percent": (0.0, 100.0),
+    "observed_risk_percent": (0.0, 100.0),
+    "observed_incidence_per_1000_person_years": (0.0, 1000.0),
+    # (predicted - observed) relative to observed, as the studies report it: -100% = none predicted
+    "discordance_percent": (-100.0, None),
+    "mean_overestimation_percent": (-100.0, None),
+}
+"""Each metric's valid range (inclusive; None = unbounded): a figure outside is a typo."""
+
+
+class PublishedFigure(_Strict):
+    """One validation figure of a published equation, as its source reports it (issue 11).
+
+    Nothing here was reproduced on local data: the figure, its interval and its population are
+    the paper's, and the citation says where to check it.
+    """
+
+    study: str = Field(description="Short name: first author, year, cohort or setting.")
+    citation: str = Field(description="Authors, title, journal year;volume:pages.")
+    pmid: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}$")
+    doi: str | None = Field(default=None, pattern=r"^10\.[0-9]{4,9}/\S+$")
+    validation: Literal["derivation", "external"] = Field(
+        description="In the derivation cohorts (by the authors) or in other people's data."
+    )
+    model: str = Field(
+        default="",
+        description="The published model the figure is for, when it is not exactly this"
+        " equation (e.g. the same paper's laboratory model); empty = this equation.",
+    )
+    population: str = Field(description="Who and where: cohort, ages, exclusions, years.")
+    n: int | None = Field(default=None, ge=1)
+    outcome: str = Field(description="The outcome and horizon the figure refers to.")
+    metric: PublishedMetric
+    value: float
+    decimals: int = Field(
+        default=2, ge=0, le=6, description="Digits after the point, as published (0.70: 2)."
+    )
+    interval_low: float | None = None
+    interval_high: float | None = None
+    interval_kind: str | None = Field(
+        default=None, description="e.g. '95% CI', 'interquartile interval across 21 data sets'."
+    )
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PublishedFigure:
+        if self.pmid is None and self.doi is None:
+            raise ValueError(f"{self.study!r}: a published figure needs a PMID or a DOI")
+        low, high = PUBLISHED_METRIC_RANGES[self.metric]
+        bounds = [self.value, self.interval_low, self.interval_high]
+        if any(b is not None and (b < low or (high is not None and b > high)) for b in bounds):
+            raise ValueError(f"{self.study!r}: {self.metric} outside its range [{low}, {high}]")
+        interval = (self.interval_low, self.interval_high)
+        if (None in interval) != (self.interval_kind is None) or interval.count(None) == 1:
+            raise ValueError(f"{self.study!r}: an interval needs both bounds and its kind")
+        if self.interval_low is not None and self.interval_high is not None:
+            if not self.interval_low <= self.value <= self.interval_high:
+                raise ValueError(f"{self.study!r}: the interval does not contain the value")
+        return self
+
+
 class ExplanationInfo(_Strict):
     method: Literal["tree_shap", "linear", "equation"]
     seconds_per_row_batch: float = Field(description="Measured at training time, 10k-row batch.")
@@ -519,6 +592,14 @@ class Manifest(_Strict):
     governance: Governance | None = None
     missing_data_policy: str | None = Field(
         default=None, description="Which inputs may be unknown, why, and how training learned it."
+    )
+    published_validation: list[PublishedFigure] = Field(
+        default_factory=list,
+        description="A published equation's validation figures with citations (none local).",
+    )
+    published_validation_missing: list[str] = Field(
+        default_factory=list,
+        description="Published figures not transcribed yet: which, and where they are published.",
     )
     model_specification: ModelSpecification | None = None
     explanation: ExplanationInfo

@@ -9,12 +9,17 @@ Published vectors (each cited in training/equations.py's docstring):
   no statin, diabetes, non-smoker, eGFR 90 -> 10-year ASCVD 0.092 (three decimals).
 * Framingham 2008 office model, CRAN CVrisk test: man 55, BMI 30, SBP 140 untreated,
   non-smoker, no diabetes -> 16.75% (two decimals); and training/framingham2008.py exactly.
+
+Published validation figures (training/equations.py, issue 11) are checked on the shipped
+artifacts for what can be checked without the paper: a PMID or DOI, a value inside its metric's
+range and inside its interval, and a card line that prints it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -34,12 +39,14 @@ from models.equations import (
 )
 from models.errors import ArtifactError
 from models.loader import load_artifact
+from models.manifest import PublishedFigure
 from models.predictor import Predictor
 from models.registry import artifact_folder
 from service.app import create_app
 from service.cds_hooks import fhir
 from service.settings import Settings
 from tests.conftest import MODELS_DIR, Keys, running_server
+from training import equations as equation_builds
 from training import framingham2008
 
 EQUATIONS = ("ascvd-pce", "ascvd-prevent", "cvd-framingham-2008")
@@ -332,6 +339,127 @@ def test_artifact_is_signed_and_declares_no_local_validation(name: str) -> None:
     assert artifact.equation is not None
     assert {r.context for r in m.applicability} >= {"established_ascvd"}
     assert "Not done here" in artifact.card_markdown
+
+
+# -- published validation (issue 11) ------------------------------------------------------------
+
+# Independent of models.manifest's own table: what each metric can be, as the literature uses it.
+METRIC_RANGE = {
+    "c_statistic": (0.5, 1.0),
+    "calibration_slope": (0.0, 5.0),
+    "mean_predicted_risk_percent": (0.0, 100.0),
+    "observed_risk_percent": (0.0, 100.0),
+    "observed_incidence_per_1000_person_years": (0.0, 1000.0),
+    "discordance_percent": (-100.0, 1000.0),
+    "mean_overestimation_percent": (-100.0, 1000.0),
+}
+
+
+def published(name: str) -> list[PublishedFigure]:
+    return PREDICTORS[name].manifest.published_validation
+
+
+@pytest.mark.parametrize("name", EQUATIONS)
+def test_the_served_equation_is_the_version_with_published_figures(name: str) -> None:
+    m = PREDICTORS[name].manifest
+    assert m.version == equation_builds.VERSION == "1.2.0"
+    assert m.published_validation, "every equation cites at least one published figure"
+    assert m.published_validation_missing, "what was not transcribed is said, with its source"
+
+
+@pytest.mark.parametrize("name", EQUATIONS)
+def test_every_published_figure_has_a_citation_a_valid_value_and_its_interval(name: str) -> None:
+    for f in published(name):
+        assert f.pmid is not None or f.doi is not None, f.study
+        assert f.pmid is None or f.pmid.isdigit()
+        assert f.doi is None or f.doi.startswith("10.")
+        # journal year;volume:pages (or an article number) is in the citation
+        assert re.search(r"(19|20)\d\d;\d+(\(.+?\))?:[A-Z]?\d+", f.citation), f.citation
+        low, high = METRIC_RANGE[f.metric]
+        assert low <= f.value <= high, (f.study, f.metric, f.value)
+        if f.interval_low is not None or f.interval_high is not None:
+            assert f.interval_low is not None and f.interval_high is not None
+            assert f.interval_low <= f.value <= f.interval_high, f.study
+            assert f.interval_kind
+        assert f.population.strip() and f.outcome.strip()
+        assert f.n is None or f.n > 0
+
+
+@pytest.mark.parametrize("name", EQUATIONS)
+def test_the_card_prints_every_published_figure_with_its_source(name: str) -> None:
+    card = PREDICTORS[name].card_markdown
+    section = card.split("## Published validation\n", 1)[1].split("\n## ", 1)[0]
+    items = [line for line in section.splitlines() if line.startswith("- **")]
+    figures = published(name)
+    assert len(items) == len(figures)
+    for line, f in zip(items, figures, strict=True):
+        assert line.startswith(f"- **{f.study}**")
+        assert f"{f.value:.{f.decimals}f}" in line
+        for bound in (f.interval_low, f.interval_high):
+            assert bound is None or f"{bound:.{f.decimals}f}" in line
+        assert f.pmid is None or f"PMID {f.pmid}" in line
+        assert f.doi is None or f"doi:{f.doi}" in line
+        assert f.citation in line and f.outcome in line
+        assert f.n is None or f"{f.n:,}" in line
+    for missing in PREDICTORS[name].manifest.published_validation_missing:
+        assert f"- {missing}" in section
+
+
+@pytest.mark.parametrize("name", EQUATIONS)
+def test_the_card_says_no_published_figure_was_reproduced_here(name: str) -> None:
+    card = PREDICTORS[name].card_markdown
+    section = card.split("## Published validation\n", 1)[1].split("\n## ", 1)[0]
+    assert "None of these figures was reproduced on local data here" in section
+    assert "monitoring" in section and "issue 13" in section
+    assert "to be transcribed" not in card  # the 1.1.0 placeholder is gone
+
+
+@pytest.mark.parametrize("name", EQUATIONS)
+def test_the_shipped_card_is_what_the_builder_renders(name: str, tmp_path: Path) -> None:
+    folder = equation_builds.build(name, tmp_path)
+    shipped = artifact_folder(MODELS_DIR, name)
+    for file in ("card.md", "equation.json"):
+        assert (folder / file).read_bytes() == (shipped / file).read_bytes(), file
+
+
+def test_an_older_equation_artifact_still_loads_without_published_figures() -> None:
+    old = load_artifact(artifact_folder(MODELS_DIR, "ascvd-pce", "1.1.0")).manifest
+    assert old.published_validation == [] and old.published_validation_missing == []
+
+
+def _figure(**over: Any) -> dict[str, Any]:
+    return {
+        "study": "S",
+        "citation": "A. T. J 2020;1:1-2",
+        "pmid": "1",
+        "validation": "external",
+        "population": "P",
+        "outcome": "O",
+        "metric": "c_statistic",
+        "value": 0.7,
+        "interval_low": 0.6,
+        "interval_high": 0.8,
+        "interval_kind": "95% CI",
+    } | over
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"pmid": None}, "PMID or a DOI"),
+        ({"value": 1.2, "interval_high": 1.3}, "outside its range"),
+        ({"value": 0.9}, "does not contain"),
+        ({"interval_high": None}, "both bounds"),
+        ({"interval_kind": None}, "both bounds"),
+        ({"doi": "doi.org/x"}, "pattern"),
+    ],
+)
+def test_a_published_figure_that_cannot_be_right_is_refused(
+    over: dict[str, Any], match: str
+) -> None:
+    PublishedFigure.model_validate(_figure())
+    with pytest.raises(ValueError, match=match):
+        PublishedFigure.model_validate(_figure(**over))
 
 
 def test_a_tampered_equation_file_is_refused(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def test_health_and_metrics_are_open(client: TestClient, keys: Keys) -> None:
     assert ready == {
         "status": "ok",
         "models": dict.fromkeys(("cvd", "diabetes", "readmission"), SHIPPED_VERSION)
-        | dict.fromkeys(("ascvd-pce", "ascvd-prevent", "cvd-framingham-2008"), "1.1.0"),
+        | dict.fromkeys(("ascvd-pce", "ascvd-prevent", "cvd-framingham-2008"), "1.2.0"),
         "audit_store": True,
     }
     metrics = client.get("/metrics").text

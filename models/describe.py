@@ -131,7 +131,21 @@ def contribution_text(spec: FeatureSpec, value: Value, sign: int) -> str:
     described = describe_value(spec, value)
     if sign == 0:
         return f"{described}: no effect on the predicted risk"
+    if value is None:
+        return unknown_effect_text(spec, sign)
     return f"{described} {effect_words(sign, spec.direction)}"
+
+
+def unknown_effect_text(spec: FeatureSpec, sign: int) -> str:
+    """What "not known" did in the model, worded so it never reads as an effect of the
+    patient's actual value (which nobody knows): "Physically active not known: in this model an
+    unrecorded value goes with higher predicted risk (not an effect of the patient's own value)".
+    """
+    higher = "higher" if sign > 0 else "lower"
+    return (
+        f"{spec.label} not known: in this model an unrecorded value goes with {higher} "
+        "predicted risk (not an effect of the patient's own value)"
+    )
 
 
 def others_text(count: int, sign: int) -> str:

@@ -17,9 +17,11 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from prometheus_client import REGISTRY
 
+from models.loader import load_artifact
+from models.registry import artifact_folder
 from service.cds_hooks import fhir
 from service.cds_hooks.services import ASCVD, DIABETES, READMISSION, SERVICES, HookService
-from tests.conftest import Keys
+from tests.conftest import MODELS_DIR, Keys
 from tests.service.synthea_fhir import BUNDLES, DATA, store
 
 HOOK_EXAMPLE = DATA / "cds_hooks" / "patient-view-request.json"
@@ -141,10 +143,11 @@ EXPECTED: dict[str, dict[str, str]] = {
         **dict.fromkeys(["Patria", "Renato"], NO_CARD),
         # Deceased (and the model has no age limit to stop it first).
         "Reginald": NO_CARD,
-        # Everyone else: eight survey answers (activity, diet, general health...) are not in
-        # a FHIR chart, so the card names them.
+        # Everyone else: scored from what the chart holds (age, sex, BMI, smoking, problem list,
+        # cholesterol results); the eight survey answers no FHIR chart holds may be unknown
+        # (issue 14 part 6) and the card names each.
         **dict.fromkeys(
-            ["Adalberto", "Alfreda", "Israel", "Joie", "Lupe", "Maida", "Reuben"], "not_computed"
+            ["Adalberto", "Alfreda", "Israel", "Joie", "Lupe", "Maida", "Reuben"], "scored"
         ),
     },
     READMISSION.id: {
@@ -543,7 +546,7 @@ def test_the_readmission_card_reads_the_stay_being_closed(client: TestClient, ke
     }
 
 
-def test_the_diabetes_card_names_the_survey_answers_a_chart_does_not_hold(
+def test_the_diabetes_card_scores_a_chart_and_names_each_survey_answer_it_lacks(
     client: TestClient, keys: Keys
 ) -> None:
     patient_id, data = prefetch(bundle_path("Lupe_Little"), DIABETES)
@@ -551,18 +554,29 @@ def test_the_diabetes_card_names_the_survey_answers_a_chart_does_not_hold(
     card = only_card(call(client, keys, hook_request(patient_id, data), DIABETES))
 
     extension = card["extension"]["dev.clinrisk.prediction"]
-    assert extension["computed"] is False
-    assert set(extension["missing"]) == set(fhir.SURVEY_ITEMS)
-    assert card["summary"] == (
-        "Diabetes/prediabetes screening risk: needs 8 questionnaire answers (open clinrisk)"
-    )
-    assert [link["type"] for link in card["links"]] == ["absolute", "smart"]
+    assert extension["computed"] is True and extension["status"] == "scored"
+    check_risk_card(card, DIABETES)
+    detail = card["detail"]
+    # Each questionnaire answer the chart lacks is named with what the model does about it.
+    specs = {
+        s.name: s for s in load_artifact(artifact_folder(MODELS_DIR, "diabetes")).manifest.features
+    }
+    for name in fhir.SURVEY_ITEMS:
+        spec = specs[name]
+        assert f"- {spec.label} not in the chart: {spec.missing_handling}." in detail
+        row = table_row(detail, spec.label)
+        assert row[2] == "a survey answer the chart does not hold in coded form"
     # Lupe has prediabetes on the problem list: the card says what that means for this score.
-    assert "Prediabetes is already on the problem list (SNOMED CT 15777000)" in card["detail"]
-    assert "a survey answer the chart does not hold" in card["detail"]
+    assert "Prediabetes is already on the problem list (SNOMED CT 15777000)" in detail
     # What the chart does hold is read: BMI, smoking, problem list, cholesterol checked.
-    assert table_row(card["detail"], "Ever smoker")[1] == "Never smoker"
+    assert table_row(detail, "Ever smoker")[1] == "Never smoker"
+    assert table_row(detail, "BMI")[1] == "27.3 kg/m²"
     assert (
-        table_row(card["detail"], "Cholesterol checked in last 5 years")[2].startswith("derived")
-        or "no LOINC 2093-3" in table_row(card["detail"], "Cholesterol checked in last 5 years")[2]
+        table_row(detail, "Cholesterol checked in last 5 years")[2].startswith("derived")
+        or "no LOINC 2093-3" in table_row(detail, "Cholesterol checked in last 5 years")[2]
     )
+    # A driver that is an unknown answer never reads as an effect of the patient's answer.
+    drivers = detail.split("**Main drivers**")[1].split("\n\n")[0]
+    for name in fhir.SURVEY_ITEMS:
+        if specs[name].label in drivers:
+            assert f"{specs[name].label} not known: in this model an unrecorded value" in drivers

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from models.errors import ArtifactError
 from models.loader import load_artifact, sha256_file, sign_artifact
 from models.predictor import load_predictor
-from models.registry import Registry, artifact_folder
+from models.registry import Registry
 from models.signing import (
     ALLOW_UNSIGNED_ENV,
     DEFAULT_TRUSTED_KEYS,
@@ -45,8 +45,8 @@ from service.settings import REPO_ROOT, Settings
 from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys, running_server
 from tests.models.conftest import Signer
 
-# The shipped diabetes manifest's values, as its JSON spells them.
-_DIABETES = load_artifact(artifact_folder(MODELS_DIR, "diabetes")).manifest
+# The diabetes manifest the tamper tests copy (SHIPPED_VERSION), as its JSON spells its values.
+_DIABETES = load_artifact(MODELS_DIR / "diabetes" / SHIPPED_VERSION).manifest
 _SLOPE = repr(_DIABETES.calibration.slope)
 _HIGH = repr(_DIABETES.tiers[-1].lower)
 assert _SLOPE[0] != "3" and _HIGH.startswith("0.") and _HIGH[2] != "9"

@@ -100,7 +100,10 @@ def test_a_recalibrated_candidate_is_calibrated_exact_and_goes_to_approved(
     slope, intercept = metrics.calibration_slope_intercept(after.y, after.p)
     assert slope == pytest.approx(1.0, abs=1e-4) and intercept == pytest.approx(0.0, abs=1e-4)
     assert metrics.calibration_slope_intercept(before.y, before.p)[0] < 0.8
-    assert metrics.auroc(after.y, after.p) == pytest.approx(metrics.auroc(before.y, before.p))
+    # A monotone map: the same ranking, up to near-ties float64 rounding merges or splits.
+    assert metrics.auroc(after.y, after.p) == pytest.approx(
+        metrics.auroc(before.y, before.p), abs=1e-5
+    )
     # Explanations stay exact: base + contributions = the new log-odds.
     row = simulation.records(simulation.shifted(1, seed=3)[0])[0]
     explained = new.predict(row, top_k=100).result

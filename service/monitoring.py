@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,9 @@ from prometheus_client import Gauge
 from models.applicability import subgroup_key
 from models.manifest import Manifest, ValidationSummary
 from service.audit import audit_records
+from service.outcome_counts import ALL, groups, read
 from service.outcomes import outcomes
-from service.risk_bins import RISK_BIN_WIDTH
+from service.risk_bins import RISK_BIN_WIDTH, risk_bin
 
 Z95 = 1.959963984540054
 DEFAULT_MIN_GROUP = 50
@@ -328,22 +329,22 @@ def _scope(query: sa.Select[Any], table: sa.Table, manifest: Manifest, window: W
     return query
 
 
-def fetch(
-    connection: sa.Connection,
-    manifest: Manifest,
-    window: Window,
-    thresholds: Sequence[float],
-) -> tuple[dict[str | None, int], dict[str | None, Binned]]:
-    """Predictions per stored subgroup label, and the known outcomes per label summarised
-    (:class:`Binned`): two aggregating queries, no join, no row per prediction leaves the
-    database (1M pairs fetched as rows took ~1.5 s, bench/monitoring.py)."""
-    predicted = _scope(
-        sa.select(audit_records.c.subgroups, sa.func.count()),
-        audit_records,
-        manifest,
-        window,
-    ).group_by(audit_records.c.subgroups)
-    totals = {row[0]: int(row[1]) for row in connection.execute(predicted)}
+def _by_group(labelled: dict[str | None, Binned], tiers: int) -> dict[str, Binned]:
+    """Per-label summaries merged into :func:`service.outcome_counts.groups`: every outcome,
+    and each subgroup key's labels."""
+    parts: dict[str, list[Binned]] = {}
+    for label, data in labelled.items():
+        for group in groups(label):
+            parts.setdefault(group, []).append(data)
+    return {group: Binned.merge(items, tiers) for group, items in parts.items()}
+
+
+def direct(
+    connection: sa.Connection, manifest: Manifest, window: Window, thresholds: Sequence[float]
+) -> dict[str, Binned]:
+    """The known outcomes per group summarised from the outcome rows themselves: one query
+    grouped by stored label and risk bin (~1 s at 1M outcomes on PostgreSQL). The window's
+    partial days, and the reference the stored counts are tested against."""
     p, y = outcomes.c.probability, outcomes.c.outcome
     flagged = [sa.func.sum(sa.case((p >= t, 1), else_=0)) for t in thresholds]
     hits = [sa.func.sum(sa.case((p >= t, y), else_=0)) for t in thresholds]
@@ -368,10 +369,10 @@ def fetch(
     for row in connection.execute(query).all():
         rows.setdefault(row[0], []).append(row[1:])
     k = len(thresholds)
-    binned: dict[str | None, Binned] = {}
+    labelled: dict[str | None, Binned] = {}
     for label, values in rows.items():
         array = np.asarray(values, dtype=np.float64).reshape(-1, 6 + 2 * k)
-        binned[label] = Binned(
+        labelled[label] = Binned(
             bins=array[:, 0].astype(np.int64),
             n=array[:, 1],
             events=array[:, 2],
@@ -381,7 +382,146 @@ def fetch(
             flagged=array[:, 6 : 6 + k].sum(axis=0),
             true_positives=array[:, 6 + k :].sum(axis=0),
         )
-    return totals, binned
+    return _by_group(labelled, k)
+
+
+# A bin decides a tier flag (p >= t) unless it is within one bin of the threshold's: the bins
+# are 0.005 wide on the logit scale, so any rounding in the logit is far inside that margin.
+EDGE_BINS = 1
+
+
+def _stored(
+    connection: sa.Connection,
+    manifest: Manifest,
+    days: tuple[date | None, date | None] | None,
+    thresholds: Sequence[float],
+) -> dict[str, Binned]:
+    """The known outcomes per group from the counts kept per risk bin (all time, or whole UTC
+    days ``[first, end)``); tier flags of the outcomes next to a threshold from their rows."""
+    rows = read(connection, manifest.name, manifest.version, days)
+    k = len(thresholds)
+    edges = [risk_bin(t) for t in thresholds]
+    near: dict[str, Array] = {}
+    if thresholds:
+        p, y, b = outcomes.c.probability, outcomes.c.outcome, outcomes.c.risk_bin
+        # Per threshold: (flagged, hits) among the outcomes in the bins next to it.
+        sums = [
+            sa.func.sum(sa.case(((b.between(e - EDGE_BINS, e + EDGE_BINS)) & (p >= t), v), else_=0))
+            for t, e in zip(thresholds, edges, strict=True)
+            for v in (sa.literal(1), y)
+        ]
+        bins = sorted({e + d for e in edges for d in range(-EDGE_BINS, EDGE_BINS + 1)})
+        since = None if days is None or days[0] is None else _midnight(days[0])
+        until = None if days is None or days[1] is None else _midnight(days[1])
+        query = _scope(
+            sa.select(outcomes.c.subgroups, *sums).where(b.in_(bins)),
+            outcomes,
+            manifest,
+            Window(since, until),
+        ).group_by(outcomes.c.subgroups)
+        labelled = connection.execute(query).all()
+        for label, *values in labelled:
+            for group in groups(label):
+                near[group] = near.get(group, np.zeros(2 * k)) + np.asarray(values, np.float64)
+    out: dict[str, Binned] = {}
+    start = 0
+    while start < len(rows):
+        group = rows[start][0]
+        stop = start
+        while stop < len(rows) and rows[stop][0] == group:
+            stop += 1
+        array = np.asarray([r[1:] for r in rows[start:stop]], dtype=np.float64)
+        start = stop
+        bins_, n, events = array[:, 0].astype(np.int64), array[:, 1], array[:, 2]
+        counted = near.get(group, np.zeros(2 * k))
+        above = [bins_ > e + EDGE_BINS for e in edges]
+        out[group] = Binned(
+            bins=bins_,
+            n=n,
+            events=events,
+            sum_p=float(array[:, 3].sum()),
+            sum_pp=float(array[:, 4].sum()),
+            sum_py=float(array[:, 5].sum()),
+            flagged=np.array([n[a].sum() + counted[2 * i] for i, a in enumerate(above)]),
+            true_positives=np.array(
+                [events[a].sum() + counted[2 * i + 1] for i, a in enumerate(above)]
+            ),
+        )
+    return out
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _whole_days(window: Window) -> tuple[date | None, date | None] | None:
+    """The UTC days wholly inside the window, ``[first, end)`` (None: unbounded); None when
+    there is none (then the window is read from the outcome rows)."""
+    first = end = None
+    if window.since is not None:
+        since = _utc(window.since)
+        first = since.date()
+        if since != _midnight(first):
+            if first == date.max:
+                return None
+            first += timedelta(days=1)
+    if window.until is not None:
+        end = _utc(window.until).date()
+    if first is not None and end is not None and first >= end:
+        return None
+    return first, end
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def known_outcomes(
+    connection: sa.Connection, manifest: Manifest, window: Window, thresholds: Sequence[float]
+) -> dict[str, Binned]:
+    """The known outcomes per group: the kept counts for all time or the window's whole UTC
+    days, the outcome rows for its partial days at either end."""
+    k = len(thresholds)
+    if window.since is None and window.until is None:
+        return _stored(connection, manifest, None, thresholds)
+    days = _whole_days(window)
+    if days is None:
+        return direct(connection, manifest, window, thresholds)
+    first, end = days
+    parts = [_stored(connection, manifest, days, thresholds)]
+    if first is not None and window.since is not None and _utc(window.since) < _midnight(first):
+        parts.append(
+            direct(connection, manifest, Window(window.since, _midnight(first)), thresholds)
+        )
+    if end is not None and window.until is not None and _midnight(end) < _utc(window.until):
+        parts.append(direct(connection, manifest, Window(_midnight(end), window.until), thresholds))
+    merged: dict[str, list[Binned]] = {}
+    for part in parts:
+        for group, data in part.items():
+            merged.setdefault(group, []).append(data)
+    return {group: Binned.merge(items, k) for group, items in merged.items()}
+
+
+def fetch(
+    connection: sa.Connection,
+    manifest: Manifest,
+    window: Window,
+    thresholds: Sequence[float],
+    *,
+    from_rows: bool = False,
+) -> tuple[dict[str | None, int], dict[str, Binned]]:
+    """Predictions per stored subgroup label (one query on the audit trail), and the known
+    outcomes per group (:func:`known_outcomes`; ``from_rows``: :func:`direct` over the whole
+    window, the reference). No row per prediction leaves the database."""
+    predicted = _scope(
+        sa.select(audit_records.c.subgroups, sa.func.count()),
+        audit_records,
+        manifest,
+        window,
+    ).group_by(audit_records.c.subgroups)
+    totals = {row[0]: int(row[1]) for row in connection.execute(predicted)}
+    read_outcomes = direct if from_rows else known_outcomes
+    return totals, read_outcomes(connection, manifest, window, thresholds)
 
 
 def report(
@@ -398,11 +538,14 @@ def report(
     validation = manifest.validation
 
     def group(
-        labels: Sequence[str | None], reference: dict[str, float | None], tier_ref: dict[str, Any]
+        name: str,
+        labels: Sequence[str | None],
+        reference: dict[str, float | None],
+        tier_ref: dict[str, Any],
     ) -> dict[str, Any]:
-        data = Binned.merge([binned[label] for label in labels if label in binned], len(thresholds))
+        data = Binned.merge([binned[name]] if name in binned else [], len(thresholds))
         known = data.total
-        predictions = sum(totals.get(label, 0) for label in labels)
+        predictions = sum(totals[label] for label in labels)
         out: dict[str, Any] = {"predictions": predictions, "outcomes_known": known}
         if known < min_group:
             out["suppressed"] = True
@@ -429,14 +572,14 @@ def report(
         )
         return out
 
-    all_labels = list({*totals, *binned})
     tier_ref = {
         t.tier: {"sensitivity": t.sensitivity, "ppv": t.ppv}
         for t in (validation.tiers if validation is not None else [])
     }
     test = validation.test if validation is not None else None
     overall = group(
-        all_labels,
+        ALL,
+        list(totals),
         {
             "auroc": test.auroc if test else None,
             "calibration_slope": test.calibration_slope if test else None,
@@ -446,8 +589,7 @@ def report(
         tier_ref,
     )
     if test is not None and not overall.get("suppressed", True):
-        data = Binned.merge([binned[label] for label in all_labels if label in binned], 0)
-        overall["calibration_curve"] = calibration_curve(data, test)
+        overall["calibration_curve"] = calibration_curve(binned[ALL], test)
     subgroups = []
     for sub in validation.subgroups if validation is not None else []:
         key = subgroup_key(sub)
@@ -458,11 +600,10 @@ def report(
                 reason="the manifest does not say which inputs place a patient in this subgroup",
             )
         else:
-            members = [
-                label for label in all_labels if label is not None and key in label.split(",")
-            ]
+            members = [label for label in totals if label is not None and key in label.split(",")]
             entry.update(
                 group(
+                    key,
                     members,
                     {
                         "auroc": sub.auroc,

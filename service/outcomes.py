@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.audit import Pseudonymizer, audit_records, metadata, patient_predictions
+from service.outcome_counts import Scored, add
 from service.risk_bins import risk_bin
 
 outcomes = sa.Table(
@@ -341,12 +342,29 @@ class OutcomeStore:
         source: str,
     ) -> None:
         current: dict[str, int] = {}
+        scored: dict[str, Scored] = {}
         ids = sorted({prediction_id for prediction_id, _ in targets})
         for chunk in _chunks(ids):
-            query = sa.select(outcomes.c.prediction_id, outcomes.c.outcome).where(
-                outcomes.c.prediction_id.in_(chunk)
+            # FOR UPDATE (PostgreSQL): a concurrent correction of the same prediction waits and
+            # then reads this one's value, so the counts move by each change exactly once.
+            query = (
+                sa.select(
+                    outcomes.c.prediction_id,
+                    outcomes.c.outcome,
+                    outcomes.c.model_name,
+                    outcomes.c.model_version,
+                    outcomes.c.predicted_at,
+                    outcomes.c.probability,
+                    outcomes.c.subgroups,
+                    outcomes.c.risk_bin,
+                )
+                .where(outcomes.c.prediction_id.in_(chunk))
+                .with_for_update()
             )
-            current.update({row[0]: int(row[1]) for row in connection.execute(query)})
+            for found in connection.execute(query):
+                current[found[0]] = int(found[1])
+                scored[found[0]] = Scored(*found[2:4], _aware(found[4]), *found[5:8])
+        superseded = dict(current)
         now = datetime.now(UTC)
         inserts: dict[str, dict[str, Any]] = {}
         updates: dict[str, dict[str, Any]] = {}
@@ -405,6 +423,9 @@ class OutcomeStore:
                         subgroups=row[5],
                         risk_bin=risk_bin(row[4]),
                     )
+                    scored[row[0]] = Scored(
+                        row[1], row[2], _aware(row[3]), row[4], row[5], risk_bin(row[4])
+                    )
             connection.execute(outcomes.insert(), list(inserts.values()))
         if updates:
             statement = (
@@ -426,6 +447,15 @@ class OutcomeStore:
             )
         if history:
             connection.execute(outcome_history.insert(), history)
+        # Live validation's counts: each prediction once, from its value before this call
+        # (None: no outcome yet) to its value after it.
+        add(
+            connection,
+            [
+                (scored[key], superseded.get(key), current[key])
+                for key in sorted({*inserts, *updates})
+            ],
+        )
 
     def history(self, prediction_id: str) -> list[dict[str, Any]]:
         query = (

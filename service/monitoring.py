@@ -8,8 +8,10 @@ logistic fit ``logit P(y) = a + b logit(p)`` (as the manifest's, training/metric
 calibration-in-the-large the intercept with ``b`` fixed at 1; both by Newton steps on the binned
 counts, with Wald CIs from the inverse information.
 
-Counts and sums come from SQL aggregation (per subgroup label and risk bin); no row per
-prediction leaves the database.
+Predictions are counted per stored subgroup label on the audit trail; outcomes are read from
+the counts kept per group and risk bin as they are recorded (service/outcome_counts.py), the
+partial days at a window's ends from the outcome rows. No row per prediction leaves the
+database.
 """
 
 from __future__ import annotations
@@ -530,11 +532,15 @@ def report(
     window: Window = Window(),
     *,
     min_group: int = DEFAULT_MIN_GROUP,
+    from_rows: bool = False,
 ) -> dict[str, Any]:
-    """Live figures for one model version beside its validation figures (JSON-ready)."""
+    """Live figures for one model version beside its validation figures (JSON-ready);
+    ``from_rows``: outcomes aggregated from their rows (the reference, :func:`direct`)."""
     # A tier flags a patient from its lower bound on (the thresholds the manifest validated).
     thresholds = [(t.name, t.lower) for t in manifest.tiers if t.lower > 0]
-    totals, binned = fetch(connection, manifest, window, [t for _, t in thresholds])
+    totals, binned = fetch(
+        connection, manifest, window, [t for _, t in thresholds], from_rows=from_rows
+    )
     validation = manifest.validation
 
     def group(

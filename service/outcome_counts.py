@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from service.audit import metadata
 
@@ -89,6 +88,7 @@ def add(connection: sa.Connection, changes: Iterable[tuple[Scored, int | None, i
     in the caller's transaction."""
     totals: dict[tuple[Any, ...], list[float]] = {}
     days: dict[tuple[Any, ...], list[float]] = {}
+    labels: dict[str | None, list[str]] = {}  # a batch repeats few labels
     for s, old, new in changes:
         if old == new:
             continue
@@ -97,35 +97,68 @@ def add(connection: sa.Connection, changes: Iterable[tuple[Scored, int | None, i
         p = s.probability
         delta = (first, moved, p * first, p * p * first, p * moved)
         day = utc_day(s.predicted_at)
-        for group in groups(s.subgroups):
+        if s.subgroups not in labels:
+            labels[s.subgroups] = groups(s.subgroups)
+        for group in labels[s.subgroups]:
             for store, key in (
                 (totals, (s.model_name, s.model_version, group, s.risk_bin)),
                 (days, (s.model_name, s.model_version, day, group, s.risk_bin)),
             ):
-                sums = store.setdefault(key, [0, 0, 0.0, 0.0, 0.0])
-                for i, value in enumerate(delta):
-                    sums[i] += value
+                sums = store.get(key)
+                if sums is None:
+                    store[key] = list(delta)
+                else:
+                    for i, value in enumerate(delta):
+                        sums[i] += value
     _upsert(connection, outcome_bins, totals)
     _upsert(connection, outcome_day_bins, days)
+
+
+# Column types of the arrays PostgreSQL unnests into rows (in table order).
+_PG_TYPES = {
+    "model_name": "text",
+    "model_version": "text",
+    "day": "date",
+    "subgroup": "text",
+    "risk_bin": "integer",
+    "n": "bigint",
+    "events": "bigint",
+    "sum_p": "float8",
+    "sum_pp": "float8",
+    "sum_py": "float8",
+}
 
 
 def _upsert(
     connection: sa.Connection, table: sa.Table, rows: dict[tuple[Any, ...], list[float]]
 ) -> None:
+    """Add ``rows`` (key -> sums) to ``table``. One statement of arrays on PostgreSQL and a
+    driver-level executemany on SQLite: per-row parameter sets through SQLAlchemy cost ~45 us a
+    row, which made recording 100k outcomes 2.8x slower (bench/monitoring.py)."""
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
-    statement = insert.on_conflict_do_update(
-        index_elements=keys, set_={name: table.c[name] + insert.excluded[name] for name in SUMS}
-    )
+    names = [*keys, *SUMS]
     # In key order: concurrent recorders then lock shared rows in one order (no deadlock).
-    connection.execute(
-        statement,
-        [
-            {**dict(zip(keys, key, strict=True)), **dict(zip(SUMS, sums, strict=True))}
-            for key, sums in sorted(rows.items())
-        ],
+    ordered = [(*key, *sums) for key, sums in sorted(rows.items())]
+    update = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in SUMS)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    if connection.dialect.name == "postgresql":
+        # %b: arrays sent in binary (text arrays are quoted element by element: ~2x slower).
+        arrays = ", ".join(f"%({name})b::{_PG_TYPES[name]}[]" for name in names)
+        columns = list(zip(*ordered, strict=True))
+        connection.exec_driver_sql(
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "
+            + conflict,
+            {name: list(values) for name, values in zip(names, columns, strict=True)},
+        )
+        return
+    marks = ", ".join("?" * len(names))
+    # NOTE: SQLite keeps a Date as ISO text (what SQLAlchemy's Date writes and reads).
+    day = names.index("day") if "day" in names else -1
+    connection.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}) {conflict}",
+        [tuple(v.isoformat() if i == day else v for i, v in enumerate(r)) for r in ordered],
     )
 
 

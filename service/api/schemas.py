@@ -526,6 +526,20 @@ class ModelSummary(_Public):
     test_auroc_ci: tuple[float, float] | None
 
 
+class MissingPattern(_FromManifest):
+    """The test part scored with the inputs a typical chart lacks left unknown (issue 14)."""
+
+    name: str
+    description: str
+    missing: list[str] = Field(description="The features left unknown on every test row.")
+    test: ValidationSummary
+    tiers: list[ThresholdMetrics]
+    reference_auroc: float | None = Field(
+        default=None,
+        description="AUROC on the same rows of a model trained on the known inputs alone.",
+    )
+
+
 class ValidationPublic(_Public):
     test: ValidationSummary
     tiers: list[ThresholdMetrics]
@@ -540,6 +554,10 @@ class ValidationPublic(_Public):
         default=None, description="Subgroups with fewer events (or non-events) are suppressed."
     )
     characteristics: list[Characteristic] = Field(default_factory=list)
+    missing_patterns: list[MissingPattern] = Field(
+        default_factory=list,
+        description="Test figures with inputs a typical chart lacks left unknown.",
+    )
 
 
 class ModelDetail(_Public):

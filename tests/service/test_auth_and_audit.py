@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from models.registry import artifact_folder
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
@@ -126,7 +127,11 @@ def test_health_and_metrics_are_open(client: TestClient, keys: Keys) -> None:
     ready = client.get("/health/ready").json()
     assert ready == {
         "status": "ok",
-        "models": dict.fromkeys(("cvd", "diabetes", "readmission"), SHIPPED_VERSION)
+        # Each model's newest committed version.
+        "models": {
+            name: artifact_folder(MODELS_DIR, name).name
+            for name in ("cvd", "diabetes", "readmission")
+        }
         | dict.fromkeys(("ascvd-pce", "ascvd-prevent", "cvd-framingham-2008"), "1.2.0"),
         "audit_store": True,
     }

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from models.curves import risk_curves
 from models.describe import value_key, value_text
 from models.loader import load_artifact
+from models.manifest import version_key
 from models.predictor import Predictor
 from models.registry import artifact_folder
 from service.openapi_schema import example_features
@@ -99,25 +100,31 @@ def test_numeric_curve_spans_the_training_range_and_passes_through_the_patient(
     assert_points_match_predictions(model, features, curve)
 
 
-def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_inputs(
-    client: TestClient, keys: Keys, loaded: dict[str, Predictor]
-) -> None:
-    model = loaded["diabetes"]
+def depth_one_diabetes() -> Predictor:
+    """The newest committed diabetes forest of depth 1 (1.4.0 learned depth 2)."""
+    folders = sorted((MODELS_DIR / "diabetes").iterdir(), key=lambda f: version_key(f.name))
+    for folder in reversed(folders):
+        artifact = load_artifact(folder)
+        if artifact.manifest.hyperparameters.get("max_depth") == 1:
+            return Predictor(artifact)
+    raise AssertionError("no depth-1 diabetes forest is committed")
+
+
+def test_depth_one_forest_curve_is_the_shape_function_shifted_by_the_other_inputs() -> None:
+    model = depth_one_diabetes()
     young = {**typical(model), "age_years": 27}
     old = {**young, "age_years": 72, "high_blood_pressure": 1, "general_health": 4}
 
-    bodies = [
-        curves(client, keys, "diabetes", {"features": f, "features_to_vary": ["bmi_kg_m2"]}).json()
+    curves_of = [
+        risk_curves(model.core, model.validator.validate(f), ["bmi_kg_m2"], 20)[0]
         for f in (young, old)
     ]
 
-    def logits(body: dict[str, Any]) -> list[float]:
-        return [
-            math.log(p["probability"] / (1 - p["probability"])) for p in body["curves"][0]["points"]
-        ]
+    def logits(curve: Any) -> list[float]:
+        return [math.log(p["probability"] / (1 - p["probability"])) for p in curve["points"]]
 
     # Additive model: changing the other inputs shifts the whole curve by one constant (log-odds).
-    shifts = [b - a for a, b in zip(logits(bodies[0]), logits(bodies[1]), strict=True)]
+    shifts = [b - a for a, b in zip(logits(curves_of[0]), logits(curves_of[1]), strict=True)]
     assert max(shifts) - min(shifts) < 1e-9
     assert shifts[0] > 0
 

@@ -17,21 +17,24 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from models.registry import artifact_folder
 from service import drift
 from service.app import create_app
 from service.database import make_engine, upgrade
 from service.settings import Settings
-from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
+from tests.conftest import MODELS_DIR, Keys
 from training.datasets import SHARED_DATA, load_brfss
 from training.train import split_test
 
 MODEL = "diabetes"
+# The version unversioned scoring serves (the newest), whose drift is read.
+SERVED_VERSION = artifact_folder(MODELS_DIR, MODEL).name
 ROWS = 2000
 
 
 @cache
 def _held_out() -> pd.DataFrame:
-    manifest = json.loads((MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text())
+    manifest = json.loads((MODELS_DIR / MODEL / SERVED_VERSION / "manifest.json").read_text())
     data = load_brfss(
         SHARED_DATA / "brfss2015" / "diabetes_binary_health_indicators_BRFSS2015.csv.gz"
     )
@@ -78,7 +81,7 @@ def _score(client: TestClient, keys: Keys, rows: list[dict[str, Any]]) -> None:
 
 def _drift(client: TestClient, keys: Keys, **params: Any) -> dict[str, Any]:
     answer = client.get(
-        f"/v1/models/{MODEL}/versions/{SHIPPED_VERSION}/drift",
+        f"/v1/models/{MODEL}/versions/{SERVED_VERSION}/drift",
         params=params,
         headers=keys.header("admin"),
     )
@@ -102,7 +105,7 @@ def test_held_out_traffic_raises_no_alarm_and_counts_match_the_rows(
     assert max(f["psi"] for f in features.values()) < 0.1
     # Independent binning of the same rows: right-closed intervals between the quantiles.
     age = features["age_years"]
-    quantiles = json.loads((MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text())
+    quantiles = json.loads((MODELS_DIR / MODEL / SERVED_VERSION / "manifest.json").read_text())
     edges = sorted(
         set(
             next(f for f in quantiles["features"] if f["name"] == "age_years")["distribution"][
@@ -138,7 +141,7 @@ def test_an_older_heavier_subpopulation_raises_the_alarms(client: TestClient, ke
     assert shares["high"]["share"] > 2 * shares["high"]["validation_share"]
     metrics = client.get("/metrics").text
     assert (
-        f'clinrisk_drift_breach{{check="risk",model="{MODEL}",version="{SHIPPED_VERSION}"}} 1.0'
+        f'clinrisk_drift_breach{{check="risk",model="{MODEL}",version="{SERVED_VERSION}"}} 1.0'
         in metrics
     )
     assert 'clinrisk_drift_psi{feature="age_years"' in metrics
@@ -194,7 +197,7 @@ def test_a_failed_flush_keeps_the_counts(tmp_path: Path) -> None:
     from models.manifest import Manifest
 
     manifest = Manifest.model_validate_json(
-        (MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text()
+        (MODELS_DIR / MODEL / SERVED_VERSION / "manifest.json").read_text()
     )
     rows = _rows(_held_out().head(10))
     accumulator = drift.Accumulator()
@@ -237,7 +240,7 @@ def test_counts_are_flushed_at_shutdown_and_the_flusher_sets_the_gauges(
     from models.manifest import Manifest
 
     manifest = Manifest.model_validate_json(
-        (MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text()
+        (MODELS_DIR / MODEL / SERVED_VERSION / "manifest.json").read_text()
     )
     engine = make_engine(database_url)
     with engine.connect() as connection:
@@ -252,7 +255,7 @@ def test_counts_are_flushed_at_shutdown_and_the_flusher_sets_the_gauges(
     # The flusher's last round exported this store's figures without anyone asking.
     value = REGISTRY.get_sample_value(
         "clinrisk_drift_tier_share",
-        {"model": MODEL, "version": SHIPPED_VERSION, "tier": low["tier"], "source": "live"},
+        {"model": MODEL, "version": SERVED_VERSION, "tier": low["tier"], "source": "live"},
     )
     assert value == pytest.approx(low["share"])
 
@@ -264,7 +267,7 @@ def test_a_bad_window_is_a_problem_naming_the_parameter(
     client: TestClient, keys: Keys, params: dict[str, str], field: str
 ) -> None:
     answer = client.get(
-        f"/v1/models/{MODEL}/versions/{SHIPPED_VERSION}/drift",
+        f"/v1/models/{MODEL}/versions/{SERVED_VERSION}/drift",
         params=params,
         headers=keys.header("admin"),
     )
@@ -311,7 +314,7 @@ def test_workers_flushing_at_once_add_up(database_url: str) -> None:
     from models.manifest import Manifest
 
     manifest = Manifest.model_validate_json(
-        (MODELS_DIR / MODEL / SHIPPED_VERSION / "manifest.json").read_text()
+        (MODELS_DIR / MODEL / SERVED_VERSION / "manifest.json").read_text()
     )
     rows = _rows(_held_out().head(20))
     upgrade(database_url)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from models.registry import artifact_folder
 from service.api.schemas import ModelDetail, ModelSummary
-from tests.conftest import SHIPPED_VERSION, Keys
+from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 
 
 def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, keys: Keys) -> None:
@@ -19,7 +20,7 @@ def test_list_models_shows_versions_defaults_and_test_auroc(client: TestClient, 
         if name in equations:
             assert summary.kind == "equation" and summary.test_auroc is None
             continue
-        assert summary.default_version == SHIPPED_VERSION
+        assert summary.default_version == artifact_folder(MODELS_DIR, name).name  # the newest
         assert summary.test_auroc is not None and summary.test_auroc_ci is not None
         assert summary.test_auroc_ci[0] < summary.test_auroc < summary.test_auroc_ci[1]
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from models.loader import load_artifact
 from models.manifest import version_key
+from models.registry import artifact_folder
 from service.api.schemas import BatchPredictResponse, PredictResponse
 from service.openapi_schema import example_features
 from tests.conftest import MODEL_NAMES, MODELS_DIR, SHIPPED_VERSION, Keys
@@ -57,7 +58,7 @@ def test_prediction_explanation_sums_exactly_to_the_log_odds(
     total = explanation.base_log_odds + sum(c.contribution for c in explanation.contributions)
     assert abs(total - logit(body.probability)) < 1e-6
     assert body.model.name == name
-    assert body.model.version == SHIPPED_VERSION
+    assert body.model.version == artifact_folder(MODELS_DIR, name).name  # the newest
     assert len(body.model.sha256) == 64
     assert body.tier.lower <= body.probability
     assert body.tier.upper is None or body.probability < body.tier.upper

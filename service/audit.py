@@ -134,8 +134,17 @@ class Pseudonymizer:
         """Of the canonical (validated, unit-converted) input, keys sorted. Keyed because inputs
         have little entropy: a plain hash of age, sex and a few lab values could be reversed by
         trying every plausible patient."""
-        canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
-        return hmac.digest(self._key, canonical, "sha256").hex()
+        return self.input_hashes([values])[0]
+
+    def many(self, patient_ids: Sequence[str | None]) -> list[str | None]:
+        """:meth:`__call__` of each id: one loop of local names for a batch."""
+        key, digest = self._key, hmac.digest
+        return [None if p is None else digest(key, p.encode(), "sha256").hex() for p in patient_ids]
+
+    def input_hashes(self, inputs: Sequence[dict[str, Any]]) -> list[str]:
+        """:meth:`input_hash` of each input."""
+        key, digest, dumps, option = self._key, hmac.digest, orjson.dumps, orjson.OPT_SORT_KEYS
+        return [digest(key, dumps(values, option=option), "sha256").hex() for values in inputs]
 
 
 class WriterLock:

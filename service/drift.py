@@ -41,6 +41,7 @@ import bisect
 import contextlib
 import itertools
 import math
+import operator
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -349,6 +350,18 @@ def _bin_feature(ref: FeatureReference, column: Sequence[Any]) -> npt.NDArray[np
     return np.array([MISSING_BIN if v is None else get(v, other) for v in column], dtype=np.int64)
 
 
+def _columns(
+    rows: Sequence[Mapping[str, Any]], features: Sequence[FeatureReference]
+) -> list[Sequence[Any]]:
+    """The rows' values feature by feature (None where a row lacks one). Rows from the scoring
+    core hold every feature: transposed in C, a third of the cost of a lookup per cell."""
+    names = [f.name for f in features]
+    if len(names) > 1:
+        with contextlib.suppress(KeyError):
+            return list(zip(*map(operator.itemgetter(*names), rows), strict=True))
+    return [[row.get(name) for row in rows] for name in names]
+
+
 @dataclass
 class Counts:
     """One model version's counters for one UTC day."""
@@ -403,8 +416,10 @@ class Accumulator:
             self._observe_one(ref, manifest, key, rows[0], probabilities[0], tiers[0])
             return
         parts = [
-            _bin_feature(f, [row.get(f.name) for row in rows]) + (offset + 1)
-            for f, offset in zip(ref.features, ref.offsets.tolist(), strict=True)
+            _bin_feature(f, column) + (offset + 1)
+            for f, column, offset in zip(
+                ref.features, _columns(rows, ref.features), ref.offsets.tolist(), strict=True
+            )
         ]
         slots = np.bincount(np.concatenate(parts), minlength=ref.size) if parts else None
         p = np.asarray(probabilities, dtype=np.float64)

@@ -40,6 +40,9 @@ def model_detail(model: Predictor) -> dict[str, Any]:
         "calibration": m.calibration,
         "validation": m.validation.model_dump() if m.validation is not None else None,
         "caveats": m.caveats,
+        "missing_data_policy": m.missing_data_policy,
+        "published_validation": m.published_validation,
+        "published_validation_missing": m.published_validation_missing,
         "card_markdown": model.card_markdown,
         "explanation_method": model.core.method,
     }

@@ -385,6 +385,12 @@ class Contribution(_Public):
     unit: str | None
     contribution: float = Field(description="Contribution to the log-odds of the probability.")
     direction: Literal["raised", "lowered", "no effect"]
+    basis: Literal["declared_direction", "association", "value_unknown", "combined"] = Field(
+        description="How to read it: the input has a declared clinical direction the model is "
+        "held to (declared_direction); medicine gives it none, so it is an association of the "
+        "training data (association); its value was not known, so it is what 'unknown' goes "
+        "with in the model (value_unknown); or the inputs beyond top_k together (combined)."
+    )
     text: str
 
 
@@ -540,6 +546,38 @@ class MissingPattern(_FromManifest):
     )
 
 
+class PublishedFigure(_FromManifest):
+    """A published equation's validation figure as its source reports it; none reproduced
+    locally (issue 11)."""
+
+    study: str
+    citation: str
+    pmid: str | None = None
+    doi: str | None = None
+    validation: Literal["derivation", "external"]
+    model: str = Field(
+        default="", description="The published model the figure is for; empty = this equation."
+    )
+    population: str
+    n: int | None = None
+    outcome: str
+    metric: Literal[
+        "c_statistic",
+        "calibration_slope",
+        "mean_predicted_risk_percent",
+        "observed_risk_percent",
+        "observed_incidence_per_1000_person_years",
+        "discordance_percent",
+        "mean_overestimation_percent",
+    ]
+    value: float
+    decimals: int = Field(default=2, description="Digits after the point, as published.")
+    interval_low: float | None = None
+    interval_high: float | None = None
+    interval_kind: str | None = None
+    note: str = ""
+
+
 class ValidationPublic(_Public):
     test: ValidationSummary
     tiers: list[ThresholdMetrics]
@@ -582,6 +620,17 @@ class ModelDetail(_Public):
         description="Local validation; null for a published equation (its card cites the papers)."
     )
     caveats: list[str]
+    missing_data_policy: str | None = Field(
+        default=None, description="Which inputs may be unknown, why, and how the model treats it."
+    )
+    published_validation: list[PublishedFigure] = Field(
+        default_factory=list,
+        description="A published equation's validation figures with citations (none local).",
+    )
+    published_validation_missing: list[str] = Field(
+        default_factory=list,
+        description="Published figures not transcribed yet, and where they are published.",
+    )
     card_markdown: str
     explanation_method: Literal["tree_shap", "linear", "equation"]
 

@@ -52,3 +52,18 @@ def test_read_unknown_model_is_404(client: TestClient, keys: Keys) -> None:
         == "No model named 'unknown'. Available: ascvd-pce, ascvd-prevent, cvd, "
         "cvd-framingham-2008, diabetes, readmission."
     )
+
+
+def test_a_published_equation_shows_its_published_figures_with_sources(
+    client: TestClient, keys: Keys
+) -> None:
+    body = client.get("/v1/models/ascvd-prevent", headers=keys.header()).json()
+    figures = body["published_validation"]
+    assert figures and body["published_validation_missing"]
+    assert body["validation"] is None  # nothing measured locally for an equation
+    for figure in figures:
+        assert figure["pmid"] or figure["doi"]
+        assert figure["citation"] and figure["population"] and figure["outcome"]
+        assert (
+            figure["citation"] in body["card_markdown"] or figure["study"] in body["card_markdown"]
+        )

@@ -3,6 +3,8 @@ figure added to the artifacts is served (and documented) rather than refused as 
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 import models.manifest as manifest
@@ -18,6 +20,8 @@ MIRRORED = [
     "Category",
     "Characteristic",
     "Distribution",
+    "MissingPattern",
+    "PublishedFigure",
     "RepeatedCV",
     "SubgroupMetrics",
     "TemporalCohort",
@@ -36,3 +40,8 @@ def test_a_public_manifest_type_has_the_manifests_fields(name: str) -> None:
 
 def test_the_public_validation_has_the_manifests_fields() -> None:
     assert set(schemas.ValidationPublic.model_fields) == set(manifest.Validation.model_fields)
+
+
+def test_the_public_figure_metrics_are_the_manifests() -> None:
+    metric = schemas.PublishedFigure.model_fields["metric"].annotation
+    assert set(get_args(metric)) == set(get_args(manifest.PublishedMetric))

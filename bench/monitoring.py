@@ -8,7 +8,9 @@ The database (created if missing, never the tests' ``test`` database: their fixt
 table) is filled with synthetic audit records of the shipped cvd version: probabilities from a
 Beta distribution around the model's test prevalence, outcomes drawn from them, subgroup labels
 from the manifest's subgroups (random, with membership-style combinations). The live-validation
-report is computed with :func:`service.monitoring.report` (what the API serves), cold then warm.
+report is computed with :func:`service.monitoring.report` (what the API serves), cold then warm,
+from the outcome rows (``from_rows``, as before migration 0010) and from the counts the service
+keeps (filled by :func:`service.outcome_counts.add`, its own code), interleaved.
 The outcome file (CSV, 90% by prediction id, 10% by patient id + model + time) is recorded by a
 fresh ``clinrisk outcomes record`` process, so its peak RSS is its own. Figures only.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import statistics
 import subprocess
@@ -26,6 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +46,7 @@ from models.registry import artifact_folder  # noqa: E402
 from service.audit import Pseudonymizer  # noqa: E402
 from service.database import make_engine, upgrade  # noqa: E402
 from service.monitoring import Window, fetch, report  # noqa: E402
+from service.outcome_counts import Scored, add  # noqa: E402
 from service.risk_bins import risk_bin  # noqa: E402
 
 MODEL = "cvd"
@@ -85,6 +90,8 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
     engine = make_engine(url, timeout_seconds=600)
     with engine.begin() as connection:
         for table in (
+            "outcome_bins",
+            "outcome_day_bins",
             "outcome_history",
             "outcomes",
             "audit_records",
@@ -157,7 +164,28 @@ def _fill(url: str, n: int, with_outcome: float, seed: int = 13) -> tuple[list[s
         raw.commit()
     finally:
         raw.close()
-        engine.dispose()
+    # The counts live validation reads, kept by the service as it records outcomes: the same
+    # code (service.outcome_counts.add) over the outcomes written above.
+    predicted_at = [start + timedelta(seconds=int(i)) for i in keep]
+    with engine.begin() as connection:
+        add(
+            connection,
+            (
+                (
+                    Scored(
+                        MODEL, manifest.version, when, float(p[i]), subgroups[i], risk_bin(p[i])
+                    ),
+                    None,
+                    int(y[i]),
+                )
+                for when, i in zip(predicted_at, keep.tolist(), strict=True)
+            ),
+        )
+        if url.startswith("postgresql://"):
+            # Statistics as autovacuum would leave them on a live store.
+            for table in ("outcome_bins", "outcome_day_bins"):
+                connection.execute(sa.text(f"ANALYZE {table}"))
+    engine.dispose()
     return ids, patients
 
 
@@ -183,35 +211,65 @@ def bench_report(url: str, n: int) -> None:
     print(f"  filled in {time.perf_counter() - started:.1f} s")
     manifest = _with_membership(load_artifact(artifact_folder(ROOT / "models", MODEL)).manifest)
     engine = make_engine(url, timeout_seconds=60)
-    with engine.connect() as connection:
-        started = time.perf_counter()
-        fetch(connection, manifest, Window(), [t.lower for t in manifest.tiers if t.lower > 0])
-        print(f"  the two aggregating queries alone: {time.perf_counter() - started:.3f} s")
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
+    thresholds = [t.lower for t in manifest.tiers if t.lower > 0]
+    windows = {
+        "3 whole days (~259k)": Window(
+            datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC)
+        ),
+        "3.5 days, partial at both ends (~302k)": Window(
+            datetime(2026, 1, 2, 6, tzinfo=UTC), datetime(2026, 1, 5, 18, tzinfo=UTC)
+        ),
+    }
+    # Before (outcomes aggregated from their rows) and after (the kept counts), interleaved so
+    # both see the same load on a shared machine.
+    for from_rows in (True, False):
         with engine.connect() as connection:
-            result = report(connection, manifest, Window())
-        timings.append(time.perf_counter() - started)
-    windowed = []
-    for _ in range(3):
-        started = time.perf_counter()
-        with engine.connect() as connection:
-            report(
-                connection,
-                manifest,
-                Window(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 5, tzinfo=UTC)),
+            started = time.perf_counter()
+            fetch(connection, manifest, Window(), thresholds, from_rows=from_rows)
+            print(
+                f"  {'rows ' if from_rows else 'counts'}: the aggregating queries alone "
+                f"{time.perf_counter() - started:.3f} s"
             )
-        windowed.append(time.perf_counter() - started)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    windowed = {(w, r): list[float]() for w in windows for r in (True, False)}
+    results: dict[bool, Any] = {}
+    for _ in range(5):
+        for from_rows in (True, False):
+            started = time.perf_counter()
+            with engine.connect() as connection:
+                results[from_rows] = report(connection, manifest, Window(), from_rows=from_rows)
+            timings[from_rows].append(time.perf_counter() - started)
+    for _ in range(3):
+        for name, window in windows.items():
+            for from_rows in (True, False):
+                started = time.perf_counter()
+                with engine.connect() as connection:
+                    report(connection, manifest, window, from_rows=from_rows)
+                windowed[name, from_rows].append(time.perf_counter() - started)
     engine.dispose()
-    overall = result["overall"]
-    print(
-        f"live validation, {overall['outcomes_known']:,} outcomes, "
-        f"{sum(not g['suppressed'] for g in result['subgroups'])} subgroups: "
-        f"first {timings[0]:.3f} s, "
-        f"median of the next 4 {statistics.median(timings[1:]):.3f} s; "
-        f"3-day window (~259k) median {statistics.median(windowed):.3f} s"
-    )
+    overall = results[False]["overall"]
+    same = _same(results[True], results[False])
+    for from_rows, name in ((True, "from outcome rows"), (False, "from kept counts ")):
+        print(
+            f"live validation {name}: {overall['outcomes_known']:,} outcomes, "
+            f"{sum(not g['suppressed'] for g in results[from_rows]['subgroups'])} subgroups: "
+            f"first {timings[from_rows][0]:.3f} s, "
+            f"median of the next 4 {statistics.median(timings[from_rows][1:]):.3f} s; "
+            + "; ".join(
+                f"{w} median {statistics.median(windowed[w, from_rows]):.3f} s" for w in windows
+            )
+        )
+    print(f"  same report both ways (counts exact, sums to 1e-9 relative): {same}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
 
 
 def bench_record(url: str, n: int) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +26,12 @@ from fastapi.testclient import TestClient
 
 from models.manifest import Manifest
 from service.app import create_app
-from service.audit import audit_records
+from service.audit import Pseudonymizer, audit_records
 from service.auth import create_key
 from service.database import _alembic_config, make_engine
 from service.monitoring import Binned, Window, direct, known_outcomes, report
 from service.outcome_counts import Scored, add, outcome_bins, outcome_day_bins
-from service.outcomes import outcomes
+from service.outcomes import OutcomeStore, outcomes
 from service.settings import Settings
 from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
 from training.datasets import SHARED_DATA, load_framingham
@@ -307,4 +309,41 @@ def test_the_migration_fills_the_counts_from_recorded_outcomes(recorded: Recorde
         assert before.keys() == after.keys() and len(before) > 100
         for key, sums in before.items():
             assert after[key] == pytest.approx(sums, rel=1e-9, abs=1e-12)
+    assert _differences(recorded) == []
+
+
+def test_concurrent_corrections_count_each_change_once(
+    recorded: Recorded, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: recorders cannot interleave")
+    with recorded.engine.connect() as connection:
+        ids = list(
+            connection.execute(
+                sa.select(outcomes.c.prediction_id)
+                .where(outcomes.c.model_version == SERVED_VERSION)
+                .order_by(outcomes.c.prediction_id)
+                .limit(300)
+            ).scalars()
+        )
+    store = OutcomeStore(recorded.engine)
+    pseudonymize = Pseudonymizer(b"test-pseudonym-key")
+    start = threading.Barrier(2)
+
+    def recorder(first: int) -> None:
+        start.wait()
+        for round_ in range(12):
+            value = (first + round_) % 2
+            store.record(
+                [{"prediction_id": i, "outcome": value} for i in ids],
+                who="test",
+                source="api",
+                pseudonymize=pseudonymize,
+                models=["cvd"],
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(recorder, 0), pool.submit(recorder, 1)]:
+            done.result()
+
     assert _differences(recorded) == []

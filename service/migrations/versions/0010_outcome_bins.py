@@ -14,7 +14,6 @@ Revises: 0008
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,9 +23,6 @@ revision = "0010"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
-
-SUMS = ("n", "events", "sum_p", "sum_pp", "sum_py")
-BATCH = 20_000
 
 
 def _sum_columns() -> list[sa.Column[Any]]:
@@ -39,16 +35,12 @@ def _sum_columns() -> list[sa.Column[Any]]:
     ]
 
 
-def _day(value: Any) -> date:
-    # SQLite hands back the stored text; PostgreSQL an aware datetime.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.date() if value.tzinfo is None else value.astimezone(UTC).date()
-
-
 def upgrade() -> None:
-    totals = op.create_table(
+    if op.get_bind().dialect.name == "postgresql":
+        # The index and the backfill are work, not waits: at 1M outcomes each takes longer
+        # than the audit timeout the service's engines give a statement (this transaction).
+        op.execute("SET LOCAL statement_timeout = 0")
+    op.create_table(
         "outcome_bins",
         sa.Column("model_name", sa.String(64), primary_key=True),
         sa.Column("model_version", sa.String(32), primary_key=True),
@@ -56,7 +48,7 @@ def upgrade() -> None:
         sa.Column("risk_bin", sa.Integer, primary_key=True),
         *_sum_columns(),
     )
-    days = op.create_table(
+    op.create_table(
         "outcome_day_bins",
         sa.Column("model_name", sa.String(64), primary_key=True),
         sa.Column("model_version", sa.String(32), primary_key=True),
@@ -70,36 +62,44 @@ def upgrade() -> None:
         "outcomes",
         ["model_name", "model_version", "risk_bin"],
     )
-    # The backfill: the same grouping as service.outcome_counts (copied: a migration must do
-    # what it did when written, whatever that module becomes).
-    by_total: dict[tuple[Any, ...], list[float]] = {}
-    by_day: dict[tuple[Any, ...], list[float]] = {}
-    rows = op.get_bind().execute(
-        sa.text(
-            "SELECT model_name, model_version, predicted_at, subgroups, risk_bin, outcome, "
-            "probability FROM outcomes"
-        )
+    # The backfill, in SQL (Python took 93 s and 0.5 GB for 1M outcomes): the grouping of
+    # service.outcome_counts.groups, written again here (a migration must keep doing what it
+    # did when written): every outcome in "", and in each distinct part of its label with "=".
+    columns = "model_name, model_version, day, subgroup, risk_bin, n, events, sum_p, sum_pp, sum_py"
+    sums = (
+        "count(*), sum(o.outcome), sum(o.probability), sum(o.probability * o.probability), "
+        "sum(o.probability * o.outcome)"
     )
-    for name, version, predicted_at, label, risk_bin, outcome, p in rows:
-        delta = (1, outcome, p, p * p, p * outcome)
-        day = _day(predicted_at)
-        parts = sorted({part for part in (label or "").split(",") if "=" in part})
-        for group in ["", *parts]:
-            for store, key in (
-                (by_total, (name, version, group, risk_bin)),
-                (by_day, (name, version, day, group, risk_bin)),
-            ):
-                sums = store.setdefault(key, [0, 0, 0.0, 0.0, 0.0])
-                for i, value in enumerate(delta):
-                    sums[i] += value
-    for table, store in ((totals, by_total), (days, by_day)):
-        keys = [c.name for c in table.primary_key.columns]
-        items = [
-            {**dict(zip(keys, key, strict=True)), **dict(zip(SUMS, sums, strict=True))}
-            for key, sums in sorted(store.items())
-        ]
-        for start in range(0, len(items), BATCH):
-            op.bulk_insert(table, items[start : start + BATCH])
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"INSERT INTO outcome_day_bins ({columns}) "
+            "SELECT o.model_name, o.model_version, "
+            "CAST(o.predicted_at AT TIME ZONE 'UTC' AS DATE), "
+            f"g.subgroup, o.risk_bin, {sums} FROM outcomes o CROSS JOIN LATERAL ("
+            "SELECT '' AS subgroup UNION SELECT part "
+            "FROM unnest(string_to_array(coalesce(o.subgroups, ''), ',')) AS part "
+            "WHERE strpos(part, '=') > 0) g "
+            "GROUP BY 1, 2, 3, 4, 5"
+        )
+    else:
+        op.execute(
+            "WITH RECURSIVE split(prediction_id, part, rest, seed) AS ("
+            "SELECT prediction_id, '', coalesce(subgroups, '') || ',', 1 FROM outcomes "
+            "UNION ALL SELECT prediction_id, substr(rest, 1, instr(rest, ',') - 1), "
+            "substr(rest, instr(rest, ',') + 1), 0 FROM split WHERE rest <> ''), "
+            "member AS (SELECT DISTINCT prediction_id, part FROM split "
+            "WHERE seed = 1 OR instr(part, '=') > 0) "
+            f"INSERT INTO outcome_day_bins ({columns}) "
+            "SELECT o.model_name, o.model_version, date(o.predicted_at), m.part, o.risk_bin, "
+            f"{sums} FROM member m JOIN outcomes o ON o.prediction_id = m.prediction_id "
+            "GROUP BY o.model_name, o.model_version, date(o.predicted_at), m.part, o.risk_bin"
+        )
+    op.execute(
+        "INSERT INTO outcome_bins (model_name, model_version, subgroup, risk_bin, n, events, "
+        "sum_p, sum_pp, sum_py) SELECT model_name, model_version, subgroup, risk_bin, sum(n), "
+        "sum(events), sum(sum_p), sum(sum_pp), sum(sum_py) FROM outcome_day_bins "
+        "GROUP BY model_name, model_version, subgroup, risk_bin"
+    )
 
 
 def downgrade() -> None:

@@ -14,9 +14,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+FEW = 16
+"""Below this many values, one ``observe`` each is cheaper than numpy's set-up (single calls)."""
+
 
 def observe_many(histogram: Any, values: npt.ArrayLike) -> None:
     """``histogram.observe(v)`` for every ``v`` in ``values`` (a labelled child histogram)."""
+    if isinstance(values, list) and len(values) < FEW:
+        for value in values:
+            histogram.observe(value)
+        return
     amounts = np.asarray(values, dtype=np.float64)
     if not amounts.size:
         return

@@ -31,9 +31,13 @@ def test_a_batch_counts_like_one_observe_per_value() -> None:
         one.labels("x").observe(value)
     observe_many(many.labels("x"), values)
     observe_many(many.labels("x"), np.array([]))
+    # A few values (a single prediction) take the plain path: counted the same.
+    for value in (0.05, 3.0):
+        one.labels("x").observe(value)
+    observe_many(many.labels("x"), [0.05, 3.0])
     expected = {(n.replace("one", "many"), le): v for (n, le), v in _samples(one).items()}
     got = _samples(many)
     # The sum is added in another order (numpy's pairwise sum): equal to rounding.
     assert got.pop(("many_sum", "")) == pytest.approx(expected.pop(("many_sum", "")), rel=1e-12)
     assert got == expected
-    assert expected[("many_count", "")] == len(values)
+    assert expected[("many_count", "")] == len(values) + 2

@@ -493,10 +493,12 @@ def known_outcomes(
     parts = [_stored(connection, manifest, days, thresholds)]
     if first is not None and window.since is not None and _utc(window.since) < _midnight(first):
         parts.append(
-            direct(connection, manifest, Window(window.since, _midnight(first)), thresholds)
+            direct(connection, manifest, Window(_utc(window.since), _midnight(first)), thresholds)
         )
     if end is not None and window.until is not None and _midnight(end) < _utc(window.until):
-        parts.append(direct(connection, manifest, Window(_midnight(end), window.until), thresholds))
+        parts.append(
+            direct(connection, manifest, Window(_midnight(end), _utc(window.until)), thresholds)
+        )
     merged: dict[str, list[Binned]] = {}
     for part in parts:
         for group, data in part.items():

@@ -93,6 +93,32 @@ class Binned:
         )
 
 
+def without(whole: Binned, part: Binned) -> Binned:
+    """``whole`` less ``part`` (outcomes counted in both): a window's partial day read as its
+    whole day's counts less the rest of the day, when the rest is the smaller part. Counts stay
+    exact; bins left empty are dropped, as a query over the rows never returns them."""
+    bins = np.union1d(whole.bins, part.bins)
+
+    def spread(data: Binned, values: Array) -> Array:
+        out = np.zeros(bins.size)
+        out[np.searchsorted(bins, data.bins)] = values
+        return out
+
+    n = spread(whole, whole.n) - spread(part, part.n)
+    events = spread(whole, whole.events) - spread(part, part.events)
+    keep = n > 0
+    return Binned(
+        bins=bins[keep],
+        n=n[keep],
+        events=events[keep],
+        sum_p=whole.sum_p - part.sum_p,
+        sum_pp=whole.sum_pp - part.sum_pp,
+        sum_py=whole.sum_py - part.sum_py,
+        flagged=whole.flagged - part.flagged,
+        true_positives=whole.true_positives - part.true_positives,
+    )
+
+
 def auroc_delong(data: Binned) -> tuple[float, float, float] | None:
     """AUROC (ties count half) with its 95% DeLong CI; None without two of each class.
 
@@ -482,7 +508,8 @@ def known_outcomes(
     connection: sa.Connection, manifest: Manifest, window: Window, thresholds: Sequence[float]
 ) -> dict[str, Binned]:
     """The known outcomes per group: the kept counts for all time or the window's whole UTC
-    days, the outcome rows for its partial days at either end."""
+    days; a partial day at either end from the outcome rows, either its part in the window or,
+    when that is the smaller part, the whole day's counts less the rows of the rest of it."""
     k = len(thresholds)
     if window.since is None and window.until is None:
         return _stored(connection, manifest, None, thresholds)
@@ -490,20 +517,36 @@ def known_outcomes(
     if days is None:
         return direct(connection, manifest, window, thresholds)
     first, end = days
-    parts = [_stored(connection, manifest, days, thresholds)]
-    if first is not None and window.since is not None and _utc(window.since) < _midnight(first):
-        parts.append(
-            direct(connection, manifest, Window(_utc(window.since), _midnight(first)), thresholds)
-        )
-    if end is not None and window.until is not None and _midnight(end) < _utc(window.until):
-        parts.append(
-            direct(connection, manifest, Window(_midnight(end), _utc(window.until)), thresholds)
-        )
+    since = None if window.since is None else _utc(window.since)
+    until = None if window.until is None else _utc(window.until)
+    added: list[Window] = []
+    taken: list[Window] = []
+    if first is not None and since is not None and since < _midnight(first):
+        start = _midnight(first) - timedelta(days=1)
+        if since - start < _midnight(first) - since:
+            first -= timedelta(days=1)
+            taken.append(Window(start, since))
+        else:
+            added.append(Window(since, _midnight(first)))
+    if end is not None and until is not None and _midnight(end) < until:
+        if end < date.max and _midnight(end) + timedelta(days=1) - until < until - _midnight(end):
+            end += timedelta(days=1)
+            taken.append(Window(until, _midnight(end)))
+        else:
+            added.append(Window(_midnight(end), until))
+    parts = [_stored(connection, manifest, (first, end), thresholds)]
+    parts += [direct(connection, manifest, w, thresholds) for w in added]
     merged: dict[str, list[Binned]] = {}
     for part in parts:
         for group, data in part.items():
             merged.setdefault(group, []).append(data)
-    return {group: Binned.merge(items, k) for group, items in merged.items()}
+    out = {group: Binned.merge(items, k) for group, items in merged.items()}
+    for rest in (direct(connection, manifest, w, thresholds) for w in taken):
+        for group, data in rest.items():
+            out[group] = without(out[group], data)
+            if out[group].total == 0:
+                del out[group]
+    return out
 
 
 def fetch(

@@ -182,6 +182,10 @@ def _windows(start: datetime) -> list[Window]:
         Window(start + timedelta(hours=2), start + timedelta(hours=9)),  # inside one day
         Window(start + 2 * day, start + 2 * day + timedelta(hours=3)),  # from a midnight
         Window(start + 30 * day),  # no outcome in it
+        # Partial days read as whole days less the rest (the smaller part) at both ends, up to
+        # the last day with outcomes.
+        Window(start + day + timedelta(hours=3), start + 3 * day + timedelta(hours=20)),
+        Window(start + timedelta(hours=11), start + (DAYS - 1) * day + timedelta(hours=22)),
     ]
 
 

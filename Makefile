@@ -37,7 +37,8 @@ run: install
 
 bench: install
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python bench/api_load.py && $(BIN)/python bench/batch.py
+	$(BIN)/python bench/api_load.py && $(BIN)/python bench/api_load.py --workers 2
+	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/startup.py && $(BIN)/python bench/image_deps.py
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/cds_latency.py

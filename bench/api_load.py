@@ -219,16 +219,30 @@ def main() -> None:
             results[f"clinrisk c={c}"] = wrk(
                 endpoint, single, token, connections=c, duration=args.duration
             )
+        # Two connections per worker keep every worker busy (one sends while the other is
+        # scored); with two workers and two connections, both could land on one worker.
+        batch_connections = 2 * args.workers
         for size in (100, 1000):
             items = [{"patient_id": f"p{i}", "features": features} for i in range(size)]
             body = json.dumps({"items": items})
-            r = wrk(endpoint + "/batch", body, token, connections=2, duration=args.duration)
+            r = wrk(
+                endpoint + "/batch",
+                body,
+                token,
+                connections=batch_connections,
+                duration=args.duration,
+            )
             r["patients_per_s"] = r["rps"] * size
             results[f"batch {size}"] = r
         # Real, different patients in every call: 40 bodies of 1,000 BRFSS rows, in turn.
         bodies = real_batches("diabetes", 1000, 40, tmp)
         r = wrk(
-            endpoint + "/batch", "", token, connections=2, duration=args.duration, bodies=bodies
+            endpoint + "/batch",
+            "",
+            token,
+            connections=batch_connections,
+            duration=args.duration,
+            bodies=bodies,
         )
         r["patients_per_s"] = r["rps"] * 1000
         results["batch 1000 real"] = r

@@ -56,6 +56,8 @@ class Registry(Generic[M]):
         self._build = build
         self._pinned = dict(pinned or {})
         self._models: dict[str, dict[str, M]] = {}
+        # Versions oldest first, sorted once per load (every scoring request asks).
+        self._versions: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
     def load_dir(self, models_dir: Path, trust: TrustPolicy | None = None) -> None:
@@ -72,14 +74,15 @@ class Registry(Generic[M]):
                 raise ArtifactError(
                     models_dir / name, f"pinned default version '{version}' is not present"
                 )
+        versions = {name: sorted(found, key=version_key) for name, found in fresh.items()}
         with self._lock:
-            self._models = fresh
+            self._models, self._versions = fresh, versions
 
     def names(self) -> list[str]:
         return sorted(self._models)
 
     def versions(self, name: str) -> list[str]:
-        return sorted(self._models.get(name, {}), key=version_key)
+        return list(self._versions.get(name, ()))
 
     def default_version(self, name: str) -> str:
         versions = self.versions(name)

@@ -259,6 +259,8 @@ def shadows_of(state: StateDep, model: Predictor) -> list[Predictor]:
     served version and is audited (channel "shadow", so live validation has its figures
     before an approval); its answers are never returned."""
     names = policy_for(state.audit.engine).shadows(model.name)
+    if not names:
+        return []
     loaded = state.registry.versions(model.name)
     return [state.registry.get(model.name, v) for v in names if v != model.version and v in loaded]
 

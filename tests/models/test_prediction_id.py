@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from models.predictor import prediction_id, prediction_ids
 
 
@@ -22,8 +24,9 @@ def test_prediction_ids_are_version_7_uuids_ordered_by_time() -> None:
     assert abs((uuid.UUID(later).int >> 80) - time.time_ns() // 1_000_000) < 1000
 
 
-def test_a_batch_of_ids_is_as_valid_as_single_ones() -> None:
-    batch = prediction_ids(5000)
+@pytest.mark.parametrize("n", [5, 5000])  # formatted in Python below 16, by numpy above
+def test_a_batch_of_ids_is_as_valid_as_single_ones(n: int) -> None:
+    batch = prediction_ids(n)
     parsed = [uuid.UUID(i) for i in batch]
     assert {u.version for u in parsed} == {7}
     assert {u.variant for u in parsed} == {uuid.RFC_4122}

@@ -28,6 +28,11 @@ class CdsIssuer(BaseModel):
     """The ``jku`` header URLs accepted from this issuer (exact match); any other is refused."""
     caller: str | None = Field(default=None, min_length=1, max_length=64)
     """The caller name in audit records; default ``ehr-`` and a hash of the issuer."""
+    fhir_servers: list[str] = Field(default_factory=list)
+    """The ``fhirServer`` base URLs this EHR's calls may name (https; a trailing ``/`` is
+    ignored). A call naming another is never fetched from, so a token holder cannot point the
+    service, and the access token, at any other host. Empty: any https URL (CDS Hooks' own
+    rule); list them in production."""
 
     @model_validator(mode="after")
     def _has_a_key_source(self) -> CdsIssuer:
@@ -38,7 +43,16 @@ class CdsIssuer(BaseModel):
         for url in [self.jwks_url, *self.jku_allowlist]:
             if url is not None and not url.startswith(("https://", "http://")):
                 raise ValueError(f"'{url}' is not an http(s) URL")
+        for url in self.fhir_servers:
+            if not url.startswith("https://"):
+                raise ValueError(f"fhir_servers: '{url}' is not an https URL")
         return self
+
+    def allows_fhir_server(self, server: str) -> bool:
+        """Whether a call may name ``server`` as its ``fhirServer`` (see ``fhir_servers``)."""
+        if not self.fhir_servers:
+            return True
+        return server.rstrip("/") in {url.rstrip("/") for url in self.fhir_servers}
 
 
 # Least privilege for the clinician page (issue 12): read the launch patient's chart, nothing

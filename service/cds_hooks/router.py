@@ -199,8 +199,10 @@ async def _prefetch(
     context: dict[str, Any],
     prefetch: dict[str, Any],
     settings: Settings,
+    issuer: str | None,
 ) -> dict[str, Any]:
-    """The prefetch with every key filled: from the request, else from ``fhirServer``."""
+    """The prefetch with every key filled: from the request, else from ``fhirServer`` (one
+    the calling EHR, ``issuer``, is registered with, when its configuration lists them)."""
     missing = hook.missing_keys(prefetch, service)
     if not missing:
         return prefetch
@@ -214,6 +216,9 @@ async def _prefetch(
             "the discovery document, or fhirServer and fhirAuthorization.",
         )
     problem = fhir_client.server_problem(server, allow_loopback_http=not settings.cds_issuers)
+    registered = settings.cds_issuers.get(issuer) if issuer is not None else None
+    if problem is None and registered is not None and not registered.allows_fhir_server(server):
+        problem = "is not one this EHR is registered with"
     if problem is not None:
         HOOK_RESULTS.labels(service.id, "missing_prefetch").inc()
         raise hook.prefetch_missing(
@@ -311,7 +316,14 @@ def _hook_endpoint(service: HookService) -> Callable[..., Awaitable[Response]]:
         context, prefetch = hook.hook_call(body, service)
         patient_id: str = context["patientId"]
         encounter_id: str | None = context.get("encounterId")
-        prefetch = await _prefetch(service, body, context, prefetch, state.settings)
+        prefetch = await _prefetch(
+            service,
+            body,
+            context,
+            prefetch,
+            state.settings,
+            getattr(request.state, "cds_issuer", None),
+        )
         chart, foreign = _chart(service, prefetch, patient_id)
         model = resolve_model(state, service.model, None, scoring=True)
         extraction = fhir.chart_features(

@@ -366,6 +366,8 @@ async def authenticate(
         client = await _verifier(request, state).verify(token, audience)
     except Refused as exc:
         raise _refuse(request, exc.reason, token) from None
+    # The hook reads it to hold the call's fhirServer to this EHR's registered ones.
+    request.state.cds_issuer = client.issuer
     return client.caller
 
 

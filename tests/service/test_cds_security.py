@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from service.app import create_app
 from service.logging import configure_logging
-from service.settings import REPO_ROOT, Settings
+from service.settings import REPO_ROOT, CdsIssuer, Settings
 from tests.conftest import MODELS_DIR, Keys, running_server
 from tests.service.test_cds_hooks import bundle_path, hook_request, prefetch
 
@@ -134,6 +135,30 @@ class JwksServer:
         self.server.server_close()
 
 
+class Port:
+    """A loopback TCP port that counts the connections made to it (and closes them): stands
+    for a FHIR server, to tell whether the service contacted it."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.socket.getsockname()[1]}/fhir"
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 @dataclass
 class Ehr:
     ec: Signer
@@ -155,6 +180,10 @@ class Ehr:
         )
 
 
+# The FHIR server the issuer ISS is registered with (fhir_servers), and one it is not.
+REGISTERED_FHIR, OTHER_FHIR = Port(), Port()
+
+
 def ehr_settings(tmp_path: Path, keys: Keys, database_url: str, jwks: JwksServer) -> Settings:
     return Settings(
         models_dir=MODELS_DIR,
@@ -162,7 +191,11 @@ def ehr_settings(tmp_path: Path, keys: Keys, database_url: str, jwks: JwksServer
         api_keys_file=keys.file,
         pseudonym_key="test-pseudonym-key",  # type: ignore[arg-type]
         cds_issuers={  # type: ignore[arg-type]
-            ISS: {"jwks_file": str(tmp_path / "ehr.jwks.json"), "caller": "test-ehr"},
+            ISS: {
+                "jwks_file": str(tmp_path / "ehr.jwks.json"),
+                "caller": "test-ehr",
+                "fhir_servers": [REGISTERED_FHIR.url + "/"],  # a trailing slash is ignored
+            },
             JKU_ISS: {"jku_allowlist": [jwks.url]},
             URL_ISS: {"jwks_url": jwks.url.replace("/jwks.json", "/url.json")},
         },
@@ -498,3 +531,32 @@ def test_with_an_ehr_configured_a_plain_http_fhir_server_is_refused_even_on_loop
 
     assert response.status_code == 412
     assert "must be https" in response.json()["detail"]
+
+
+def test_a_fhir_server_the_ehr_is_not_registered_with_is_never_contacted(ehr: Ehr) -> None:
+    patient_id, data = prefetch(bundle_path("Lupe_Little"))
+    del data["hdlCholesterol"]  # one key to fetch
+    answers = {}
+    for port in (OTHER_FHIR, REGISTERED_FHIR):
+        request = {
+            **hook_request(patient_id, data),
+            "fhirServer": port.url,
+            "fhirAuthorization": {"access_token": "t", "token_type": "Bearer"},
+        }
+        before = port.connections
+        response = ehr.client.post(
+            ehr.url + HOOK, headers=bearer(mint(ehr.ec, claims(HOOK))), json=request
+        )
+        answers[port.url] = (response.status_code, response.json()["detail"])
+        assert port.connections - before == (1 if port is REGISTERED_FHIR else 0)
+
+    status, detail = answers[OTHER_FHIR.url]
+    assert status == 412 and "is not one this EHR is registered with" in detail
+    # The registered one is asked (here it answers no TLS, so the key is still missing).
+    status, detail = answers[REGISTERED_FHIR.url]
+    assert status == 412 and "could not be fetched" in detail
+
+
+def test_registered_fhir_servers_must_be_https() -> None:
+    with pytest.raises(ValueError, match="is not an https URL"):
+        CdsIssuer(jwks_url="https://ehr.example.org/jwks", fhir_servers=["http://fhir.example/r4"])

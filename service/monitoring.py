@@ -152,7 +152,11 @@ def _newton(
         return float(np.sum(events * eta - n * np.logaddexp(0.0, eta)))
 
     def information(b: Array) -> tuple[Array, Array]:
-        mu = 1.0 / (1.0 + np.exp(-(offset + design @ b)))
+        # The logistic from exp(-|eta|): no overflow for the far-off linear predictors a Newton
+        # step can try on (nearly) separated data (1 / (1 + exp(-eta)) overflowed there).
+        eta = offset + design @ b
+        e = np.exp(-np.abs(eta))
+        mu = np.where(eta >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         info = design.T @ (design * (n * mu * (1 - mu))[:, None])
         return info, design.T @ (events - n * mu)
 

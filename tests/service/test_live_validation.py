@@ -20,6 +20,7 @@ from scipy import optimize, stats
 
 from service.app import create_app
 from service.auth import create_key
+from service.monitoring import _newton
 from service.risk_bins import RISK_BIN_WIDTH
 from service.settings import Settings
 from tests.conftest import MODELS_DIR, SHIPPED_VERSION, Keys
@@ -260,3 +261,13 @@ def test_time_window_and_bad_window(replay: Replay, keys: Keys) -> None:
     }
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "until"
     assert forbidden.status_code == 403
+
+
+def test_calibration_survives_a_newton_step_far_off_on_separated_outcomes() -> None:
+    # Seen in a run: on a small, nearly separated subgroup Newton reached b = (437.7, 325.9),
+    # where the logistic as 1 / (1 + exp(-eta)) overflowed (an error under the test settings).
+    lp = np.array([-800, -400, 0, 400], dtype=np.float64) * RISK_BIN_WIDTH
+    design = np.column_stack([np.ones_like(lp), lp])
+    n, events = np.full(4, 50.0), np.array([0.0, 0.0, 50.0, 50.0])
+    # Separated: no finite maximum, so no estimate (and no warning on the way).
+    assert _newton(events, n, design, np.zeros(4), np.array([437.66, 325.88])) is None

@@ -249,8 +249,17 @@ class Predictor:
             self.core.probability_mapping,
         )
         self.card_markdown = artifact.card_markdown
-        self._features: list[tuple[str, str, str | None, dict[tuple[Any, int], str]]] = [
-            (f.name, f.label, f.unit, {}) for f in self.specs
+        # Per feature: name, label, unit, its remembered sentences, and how a known value's
+        # contribution reads (``basis``: the declared direction decides it once).
+        self._features: list[tuple[str, str, str | None, dict[tuple[Any, int], str], Basis]] = [
+            (
+                f.name,
+                f.label,
+                f.unit,
+                {},
+                "association" if f.direction == 0 else "declared_direction",
+            )
+            for f in self.specs
         ]
         self._names = [f.name for f in self.specs]
         self.feature_names = frozenset(self._names)
@@ -526,7 +535,7 @@ class Predictor:
     def _item(
         self, feature: int, value: float | str | None, amount: float, sign: int
     ) -> ContributionDict:
-        name, label, unit, sentences = self._features[feature]
+        name, label, unit, sentences, known = self._features[feature]
         return {
             "feature": name,
             "label": label,
@@ -534,9 +543,7 @@ class Predictor:
             "unit": unit,
             "contribution": amount,
             "direction": DIRECTIONS[sign],
-            "basis": "value_unknown"
-            if value is None
-            else ("association" if self.specs[feature].direction == 0 else "declared_direction"),
+            "basis": "value_unknown" if value is None else known,
             "text": sentences.get((value, sign)) or self._sentence(feature, value, sign),
         }
 

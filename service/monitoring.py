@@ -16,7 +16,9 @@ database.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -30,7 +32,7 @@ from prometheus_client import Gauge
 from models.applicability import subgroup_key
 from models.manifest import Manifest, ValidationSummary
 from service.audit import audit_records
-from service.outcome_counts import ALL, groups, read
+from service.outcome_counts import ALL, as_utc, groups, read
 from service.outcomes import outcomes
 from service.risk_bins import RISK_BIN_WIDTH, risk_bin
 
@@ -456,14 +458,9 @@ def _stored(
             for group in groups(label):
                 near[group] = near.get(group, np.zeros(2 * k)) + np.asarray(values, np.float64)
     out: dict[str, Binned] = {}
-    start = 0
-    while start < len(rows):
-        group = rows[start][0]
-        stop = start
-        while stop < len(rows) and rows[stop][0] == group:
-            stop += 1
-        array = np.asarray([r[1:] for r in rows[start:stop]], dtype=np.float64)
-        start = stop
+    # `read` orders the rows by group.
+    for group, members in itertools.groupby(rows, key=operator.itemgetter(0)):
+        array = np.asarray([r[1:] for r in members], dtype=np.float64)
         bins_, n, events = array[:, 0].astype(np.int64), array[:, 1], array[:, 2]
         counted = near.get(group, np.zeros(2 * k))
         above = [bins_ > e + EDGE_BINS for e in edges]
@@ -491,21 +488,17 @@ def _whole_days(window: Window) -> tuple[date | None, date | None] | None:
     there is none (then the window is read from the outcome rows)."""
     first = end = None
     if window.since is not None:
-        since = _utc(window.since)
+        since = as_utc(window.since)
         first = since.date()
         if since != _midnight(first):
             if first == date.max:
                 return None
             first += timedelta(days=1)
     if window.until is not None:
-        end = _utc(window.until).date()
+        end = as_utc(window.until).date()
     if first is not None and end is not None and first >= end:
         return None
     return first, end
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def known_outcomes(
@@ -521,8 +514,8 @@ def known_outcomes(
     if days is None:
         return direct(connection, manifest, window, thresholds)
     first, end = days
-    since = None if window.since is None else _utc(window.since)
-    until = None if window.until is None else _utc(window.until)
+    since = None if window.since is None else as_utc(window.since)
+    until = None if window.until is None else as_utc(window.until)
     added: list[Window] = []
     taken: list[Window] = []
     if first is not None and since is not None and since < _midnight(first):

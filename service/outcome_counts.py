@@ -66,9 +66,14 @@ def groups(label: str | None) -> list[str]:
     return [ALL, *sorted({part for part in (label or "").split(",") if "=" in part})]
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored or given time in UTC (naive times are UTC, as the store keeps them)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def utc_day(moment: datetime) -> date:
-    """The UTC day of a stored time (naive times are UTC, as the store keeps them)."""
-    return moment.date() if moment.tzinfo is None else moment.astimezone(UTC).date()
+    """The UTC day of a stored time."""
+    return as_utc(moment).date()
 
 
 @dataclass(frozen=True)

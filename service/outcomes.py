@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.audit import Pseudonymizer, audit_records, metadata, patient_predictions
-from service.outcome_counts import Scored, add
+from service.outcome_counts import Scored, add, as_utc
 from service.risk_bins import risk_bin
 
 outcomes = sa.Table(
@@ -133,7 +133,7 @@ def _time(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment)
 
 
 def _outcome(value: Any) -> int | None:
@@ -208,10 +208,6 @@ def parse_row(
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class OutcomeStore:
@@ -309,7 +305,7 @@ class OutcomeStore:
             )
             for row in connection.execute(query):
                 predictions.setdefault((str(row[0]), str(row[1])), []).append(
-                    (_aware(row[2]), str(row[3]))
+                    (as_utc(row[2]), str(row[3]))
                 )
         for p in by_patient:
             assert p.pseudonym is not None and p.model is not None and p.observed_at is not None
@@ -363,7 +359,7 @@ class OutcomeStore:
             )
             for found in connection.execute(query):
                 current[found[0]] = int(found[1])
-                scored[found[0]] = Scored(*found[2:4], _aware(found[4]), *found[5:8])
+                scored[found[0]] = Scored(*found[2:4], as_utc(found[4]), *found[5:8])
         superseded = dict(current)
         now = datetime.now(UTC)
         inserts: dict[str, dict[str, Any]] = {}
@@ -418,13 +414,13 @@ class OutcomeStore:
                     inserts[row[0]].update(
                         model_name=row[1],
                         model_version=row[2],
-                        predicted_at=_aware(row[3]),
+                        predicted_at=as_utc(row[3]),
                         probability=row[4],
                         subgroups=row[5],
                         risk_bin=risk_bin(row[4]),
                     )
                     scored[row[0]] = Scored(
-                        row[1], row[2], _aware(row[3]), row[4], row[5], risk_bin(row[4])
+                        row[1], row[2], as_utc(row[3]), row[4], row[5], risk_bin(row[4])
                     )
             connection.execute(outcomes.insert(), list(inserts.values()))
         if updates:

@@ -15,7 +15,13 @@ from models.curves import GridValue
 from models.manifest import FeatureType
 from models.validation import InvalidFeatures
 from service.api.body import read_json_body
-from service.api.deps import PredictCaller, StateDep, problem_responses, resolve_model
+from service.api.deps import (
+    PredictCaller,
+    StateDep,
+    json_request_body,
+    problem_responses,
+    resolve_model,
+)
 from service.api.schemas import Measurement, ModelRef
 from service.errors import InvalidFeatures as InvalidRequest
 
@@ -93,12 +99,7 @@ router = APIRouter(prefix="/v1/models", tags=["predictions"])
     operation_id="compute_risk_curves",
     response_model=CurvesResponse,
     responses=problem_responses(401, 403, 404, 410, 413, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inline_schema(CurvesRequest)}},
-        }
-    },
+    openapi_extra=json_request_body(_inline_schema(CurvesRequest)),
 )
 async def compute_risk_curves(
     request: Request, name: str, _caller: PredictCaller, state: StateDep

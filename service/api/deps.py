@@ -163,6 +163,12 @@ BatchCaller = Annotated[ApiKey, require("batch")]
 AdminCaller = Annotated[ApiKey, require("admin")]
 
 
+def json_request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` documenting the JSON body of a route that reads it by hand (one
+    bounded read, problems naming the field) instead of through a pydantic parameter."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error statuses a route can answer, as problem+json."""
     return {

@@ -20,7 +20,13 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import read_json_body
-from service.api.deps import PredictCaller, ScoringModelDep, StateDep, problem_responses
+from service.api.deps import (
+    PredictCaller,
+    ScoringModelDep,
+    StateDep,
+    json_request_body,
+    problem_responses,
+)
 from service.api.predict import predict_one
 from service.cds_hooks.riskassessment import risk_assessment
 from service.errors import InvalidFeatures
@@ -76,40 +82,33 @@ def _fhir_fields(body: Any) -> tuple[dict[str, Any], list[str], str | None]:
         },
         **problem_responses(401, 403, 404, 410, 413, 422, 503),
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["patient_id", "features"],
-                        "properties": {
-                            "patient_id": {
-                                "type": "string",
-                                "pattern": FHIR_ID.pattern,
-                                "description": "FHIR Patient id (the subject)",
-                            },
-                            "features": {"type": "object"},
-                            "top_k": {"type": "integer", "minimum": 1},
-                            "context": {"type": "object"},
-                            "basis": {
-                                "type": "array",
-                                "maxItems": MAX_BASIS,
-                                "items": {"type": "string", "pattern": REFERENCE.pattern},
-                                "description": "References the inputs were read from.",
-                            },
-                            "encounter": {
-                                "type": "string",
-                                "pattern": FHIR_ID.pattern,
-                                "description": "Encounter id",
-                            },
-                        },
-                    }
-                }
+    openapi_extra=json_request_body(
+        {
+            "type": "object",
+            "required": ["patient_id", "features"],
+            "properties": {
+                "patient_id": {
+                    "type": "string",
+                    "pattern": FHIR_ID.pattern,
+                    "description": "FHIR Patient id (the subject)",
+                },
+                "features": {"type": "object"},
+                "top_k": {"type": "integer", "minimum": 1},
+                "context": {"type": "object"},
+                "basis": {
+                    "type": "array",
+                    "maxItems": MAX_BASIS,
+                    "items": {"type": "string", "pattern": REFERENCE.pattern},
+                    "description": "References the inputs were read from.",
+                },
+                "encounter": {
+                    "type": "string",
+                    "pattern": FHIR_ID.pattern,
+                    "description": "Encounter id",
+                },
             },
         }
-    },
+    ),
 )
 async def risk_assessment_route(
     request: Request, caller: PredictCaller, model: ScoringModelDep, state: StateDep

@@ -18,6 +18,7 @@ from service.api.deps import (
     StateDep,
     declare_version,
     default_version,
+    json_request_body,
     problem_responses,
 )
 from service.api.monitoring import drift_thresholds
@@ -72,30 +73,23 @@ def _invalid(field: str, message: str, value: Any, allowed: str) -> InvalidFeatu
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
     dependencies=[Depends(declare_version)],
     # The body is read by hand (one bounded read, problems naming the field); documented here.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["state", "reason"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "state": {"enum": list(lifecycle.STATES)},
-                            "reason": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": MAX_REASON,
-                                "pattern": "\\S",
-                            },
-                            "note": {"type": ["string", "null"], "maxLength": MAX_REASON},
-                        },
-                    }
-                }
+    openapi_extra=json_request_body(
+        {
+            "type": "object",
+            "required": ["state", "reason"],
+            "additionalProperties": False,
+            "properties": {
+                "state": {"enum": list(lifecycle.STATES)},
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_REASON,
+                    "pattern": "\\S",
+                },
+                "note": {"type": ["string", "null"], "maxLength": MAX_REASON},
             },
         }
-    },
+    ),
 )
 async def change_lifecycle(
     request: Request, caller: AdminCaller, model: ModelDep, state: StateDep

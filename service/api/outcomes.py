@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.api.body import read_json_body
-from service.api.deps import StateDep, problem_responses, require
+from service.api.deps import StateDep, json_request_body, problem_responses, require
 from service.auth import ApiKey
 from service.errors import AuditUnavailable, InvalidFeatures
 from service.outcomes import FIELDS, OutcomeStore, Summary
@@ -62,27 +62,20 @@ _ROW_SCHEMA: dict[str, Any] = {
     operation_id="record_outcomes",
     response_model=OutcomeSummary,
     responses=problem_responses(401, 403, 413, 422, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["outcomes"],
-                        "properties": {
-                            "outcomes": {
-                                "type": "array",
-                                "maxItems": MAX_ROWS,
-                                "items": _ROW_SCHEMA,
-                            }
-                        },
-                    }
+    openapi_extra=json_request_body(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["outcomes"],
+            "properties": {
+                "outcomes": {
+                    "type": "array",
+                    "maxItems": MAX_ROWS,
+                    "items": _ROW_SCHEMA,
                 }
             },
         }
-    },
+    ),
 )
 async def record_outcomes(request: Request, caller: OutcomesCaller, state: StateDep) -> Response:
     """Record observed outcomes, by prediction id or by patient + model + time. Idempotent;

@@ -42,7 +42,7 @@ from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from service.api.body import read_json_body
-from service.api.deps import StateDep, problem_responses, resolve_model
+from service.api.deps import StateDep, json_request_body, problem_responses, resolve_model
 from service.api.predict import predict_one
 from service.auth import ApiKey
 from service.cds_hooks import fhir, fhir_client, hook
@@ -187,10 +187,6 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
         }
     },
 }
-
-
-def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def _prefetch(
@@ -422,7 +418,7 @@ for _service in SERVICES.values():
         operation_id=f"cds_{_suffix}",
         summary=f"CDS Hooks {_service.hook}: {_service.title}",
         responses=problem_responses(400, 401, 403, 412, 413, 503),
-        openapi_extra=_body_schema(_request_schema(_service)),
+        openapi_extra=json_request_body(_request_schema(_service)),
     )
     router.add_api_route(
         f"/{_service.id}/feedback",
@@ -431,5 +427,5 @@ for _service in SERVICES.values():
         operation_id=f"cds_{_suffix}_feedback",
         summary=f"CDS Hooks feedback on {_service.id} cards",
         responses=problem_responses(400, 401, 403, 413, 503),
-        openapi_extra=_body_schema(FEEDBACK_SCHEMA),
+        openapi_extra=json_request_body(FEEDBACK_SCHEMA),
     )
